@@ -1,0 +1,340 @@
+"""TensorBoard event files: every scalar point (v1 `simple_value` and v2 tensors), no sampling.
+
+The common record, one `simple_value` scalar in one event, has a fixed field layout, so it is
+decoded for all records at once with numpy; any other record (v2 tensors, several values per
+event, file_version, session_log, graphs, images) goes through the `Event` protobuf that the
+tensorboard package ships. Restarts are resolved as TensorBoard's EventAccumulator does
+(purge_orphaned_data): with file_version >= 2 a SessionLog.START drops every earlier point at
+or after its step; without a file version an out-of-order step drops that tag's earlier points
+at or after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2
+
+from lrdiag.ingest.tfrecord import HEADER, Buffer, frame
+from lrdiag.series.model import Problem, ReadResult, Series
+
+NAME = "tensorboard"
+_CHUNK = 1 << 16  # records decoded at a time: bounds the temporaries' memory
+
+# TensorProto dtypes holding a scalar we can turn into a float, and the field that carries it.
+_DTYPE_NUMPY = {1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 9: "<i8", 10: "?",
+                17: "<u2", 19: "<f2", 22: "<u4", 23: "<u8"}
+
+
+def claims(path: Path, head: bytes) -> bool:
+    return "tfevents" in path.name
+
+
+@dataclass
+class _Points:
+    """Scalar points in file order, as parallel columns."""
+
+    record: list = field(default_factory=list)  # global record index: restart logic needs order
+    tag_id: list = field(default_factory=list)
+    step: list = field(default_factory=list)
+    wall: list = field(default_factory=list)
+    value: list = field(default_factory=list)
+
+    def add(self, record, tag_id, step, wall, value) -> None:
+        self.record.append(np.asarray(record, np.int64))
+        self.tag_id.append(np.asarray(tag_id, np.int64))
+        self.step.append(np.asarray(step, np.int64))
+        self.wall.append(np.asarray(wall, np.float64))
+        self.value.append(np.asarray(value, np.float64))
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        """Each column joined into one array, its parts released as it goes (memory peak)."""
+        cols = []
+        for name, dtype in (("record", np.int64), ("tag_id", np.int64), ("step", np.int64),
+                            ("wall", np.float64), ("value", np.float64)):
+            parts = getattr(self, name)
+            cols.append(np.concatenate(parts) if parts else np.zeros(0, dtype))
+            parts.clear()
+        if cols[0].size < 2 or (np.diff(cols[0]) >= 0).all():
+            return tuple(cols)
+        order = np.argsort(cols[0], kind="stable")
+        return tuple(c[order] for c in cols)
+
+
+@dataclass
+class _Control:
+    """Events that steer restart handling, by global record index."""
+
+    record: int
+    step: int
+    file_version: float | None = None
+    start: bool = False
+    has_summary: bool = False
+    tag_ids: tuple = ()
+
+
+class _Tags:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ids: dict[str, int] = {}
+        self.plugin: dict[str, str] = {}
+
+    def id(self, name: str) -> int:
+        if name not in self.ids:
+            self.ids[name] = len(self.names)
+            self.names.append(name)
+        return self.ids[name]
+
+
+def _varint(buf: Buffer, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a protobuf varint at each position: (value as uint64, byte length, well formed).
+
+    Most varints here (sizes, small steps) are one byte, so each further byte is decoded only
+    for the rows still running."""
+    pos = buf.clip(pos)
+    byte = buf.u8[pos]
+    value = (byte & 0x7F).astype(np.uint64)
+    length = np.ones(pos.shape, np.int64)
+    running = np.flatnonzero(byte >= 0x80)
+    for i in range(1, 10):
+        if running.size == 0:
+            break
+        byte = buf.u8[np.minimum(pos[running] + i, buf.size)]
+        value[running] |= (byte & 0x7F).astype(np.uint64) << np.uint64(7 * i)
+        length[running] += 1
+        running = running[byte >= 0x80]
+    done = np.ones(pos.shape, bool)
+    done[running] = False
+    return value, length, done
+
+
+def _fast_scalars(buf: Buffer, starts: np.ndarray, lengths: np.ndarray):
+    """Decode records shaped `wall_time, [step], summary{value{tag, simple_value}}` at once.
+
+    Returns (ok, step, wall, value, tag_start, tag_len); rows where ok is False need protobuf.
+    """
+    ends = starts + lengths
+    at = lambda pos: buf.u8[buf.clip(pos)]  # noqa: E731 - rows whose positions run wild are masked by ok
+    ok = (lengths >= 20) & (at(starts) == 0x09)
+    wall = buf.u64[buf.clip(starts + 1)].view(np.float64)
+    pos = starts + 9
+    has_step = at(pos) == 0x10
+    step, step_len, step_ok = _varint(buf, pos + 1)
+    ok &= step_ok | ~has_step
+    step = np.where(has_step, step, np.uint64(0)).view(np.int64)
+    pos = np.where(has_step, pos + 1 + step_len, pos)
+    # summary (field 5) holding a single value (field 1), each ending where the record ends
+    for field_tag in (0x2A, 0x0A):
+        ok &= at(pos) == field_tag
+        size, size_len, size_ok = _varint(buf, pos + 1)
+        pos = pos + 1 + size_len
+        ok &= size_ok & (pos + size.astype(np.int64) == ends)
+    ok &= at(pos) == 0x0A  # the value's tag (field 1), then simple_value (field 2, fixed32)
+    tag_len, tag_len_len, tag_len_ok = _varint(buf, pos + 1)
+    tag_start = pos + 1 + tag_len_len
+    tag_len = tag_len.astype(np.int64)
+    after_tag = tag_start + tag_len
+    ok &= tag_len_ok & (at(after_tag) == 0x15) & (after_tag + 5 == ends)
+    value = buf.u32[buf.clip(after_tag + 1)].view(np.float32)
+    return ok, step, wall, value, tag_start, tag_len
+
+
+def _tag_words(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, word: int) -> np.ndarray:
+    """The `word`-th 8 bytes of each tag, bytes past the tag's end zeroed."""
+    remaining = np.clip(tag_len - 8 * word, 0, 8).astype(np.uint64)
+    mask = np.where(remaining == 8, np.uint64(2**64 - 1), (np.uint64(1) << (remaining * np.uint64(8))) - np.uint64(1))
+    return buf.u64[buf.clip(tag_start + 8 * word)] & mask
+
+
+def _group_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, tags: _Tags):
+    """Tag ids for fast-path rows, hashing tag bytes 8 at a time; returns (tag_id, confirmed)."""
+    if tag_start.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    words = [_tag_words(buf, tag_start, tag_len, word) for word in range((int(tag_len.max()) + 7) // 8)]
+    digest = tag_len.astype(np.uint64)
+    for word in words:
+        digest = (digest ^ word) * np.uint64(1099511628211)
+        digest ^= digest >> np.uint64(29)
+    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
+    ids = np.array([tags.id(buf.bytes_at(s, n).decode("utf-8", "replace"))
+                    for s, n in zip(tag_start[first].tolist(), tag_len[first].tolist())], dtype=np.int64)
+    # A hash collision would merge two tags: confirm every row's bytes equal its representative's.
+    representative = first[inverse]
+    same = tag_len == tag_len[representative]
+    for word in words:
+        same &= word == word[representative]
+    return ids[inverse], same
+
+
+def _tensor_scalar(tensor) -> float | None:
+    """The value of a one-element numeric TensorProto, else None."""
+    dims = [d.size for d in tensor.tensor_shape.dim]
+    if any(d != 1 for d in dims) or tensor.dtype not in _DTYPE_NUMPY:
+        return None
+    if tensor.tensor_content:
+        values = np.frombuffer(tensor.tensor_content, dtype=_DTYPE_NUMPY[tensor.dtype])
+    elif tensor.dtype == 19:  # DT_HALF: the bits of a float16 in half_val
+        values = np.array(tensor.half_val, dtype=np.uint16).view(np.float16)
+    else:
+        values = (tensor.float_val or tensor.double_val or tensor.int_val or tensor.int64_val
+                  or tensor.bool_val or tensor.uint32_val or tensor.uint64_val)
+    return float(values[0]) if len(values) == 1 else None
+
+
+def _slow_records(buf: Buffer, starts, lengths, first_record, tags, points, controls, problems, path):
+    """Decode records the fast path left, one Event protobuf each."""
+    for index, start, length in zip(first_record, starts.tolist(), lengths.tolist()):
+        try:
+            event = event_pb2.Event.FromString(buf.bytes_at(start, length))
+        except DecodeError:
+            problems.append(Problem(str(path), f"offset {start - HEADER}", "record is not an Event protobuf; skipped"))
+            continue
+        kind = event.WhichOneof("what")
+        if kind == "file_version":
+            version = event.file_version.partition(":")[2]
+            controls.append(_Control(index, event.step, file_version=_as_float(version)))
+            continue
+        if kind == "session_log":
+            controls.append(_Control(index, event.step, start=event.session_log.status == 1))
+            continue
+        if kind != "summary":
+            controls.append(_Control(index, event.step))
+            continue
+        ids, values = [], []
+        for item in event.summary.value:
+            if item.HasField("metadata") and item.metadata.plugin_data.plugin_name:
+                tags.plugin.setdefault(item.tag, item.metadata.plugin_data.plugin_name)
+            which = item.WhichOneof("value")
+            if which == "simple_value":
+                value = item.simple_value
+            elif which == "tensor" and tags.plugin.get(item.tag, "scalars") == "scalars":
+                value = _tensor_scalar(item.tensor)
+                if value is None:
+                    continue
+            else:
+                continue
+            ids.append(tags.id(item.tag))
+            values.append(value)
+        controls.append(_Control(index, event.step, has_summary=True, tag_ids=tuple(ids)))
+        if ids:
+            points.add([index] * len(ids), ids, [event.step] * len(ids), [event.wall_time] * len(ids), values)
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _purge(columns, controls: list[_Control], fast_records: np.ndarray, tag_names: list[str]):
+    """Drop orphaned points as EventAccumulator(purge_orphaned_data=True) does: (kept mask, notes)."""
+    record, tag_id, step, _, _ = columns
+    keep = np.ones(record.size, bool)
+    notes: list[str] = []
+    versions = [c.file_version for c in controls if c.file_version is not None]
+    if not versions or versions[-1] < 2:
+        return _out_of_order_keep(columns, controls, fast_records, notes, tag_names), notes
+    for control in controls:
+        if control.start:
+            dropped = keep & (record < control.record) & (step >= control.step)
+            if dropped.any():
+                notes.append(f"restart (SessionLog START) at step {control.step}: "
+                             f"{int(dropped.sum())} earlier points at or after it replaced")
+            keep &= ~dropped
+    return keep, notes
+
+
+def _out_of_order_keep(columns, controls, fast_records, notes, tag_names):
+    """Files without a v2 file_version: an event whose step is below the most recent one purges
+    its own tags' earlier points at or after that step (EventAccumulator's older rule)."""
+    record, tag_id, step, _, _ = columns
+    keep = np.ones(record.size, bool)
+    fast_steps = step[np.searchsorted(record, fast_records)] if fast_records.size else fast_records
+    event_record = np.concatenate([[c.record for c in controls], fast_records]).astype(np.int64)
+    event_step = np.concatenate([[c.step for c in controls], fast_steps]).astype(np.int64)
+    has_summary = np.concatenate([[c.has_summary for c in controls], np.ones(fast_records.size, bool)])
+    order = np.argsort(event_record, kind="stable")
+    most_recent = 0
+    purges = []
+    for index, event_step_, summary in zip(event_record[order].tolist(), event_step[order].tolist(),
+                                           has_summary[order].tolist()):
+        if summary and event_step_ < most_recent:
+            purges.append((index, event_step_))
+        else:
+            most_recent = event_step_
+    for index, event_step_ in purges:
+        purged_tags = np.unique(tag_id[record == index])
+        dropped = keep & (record < index) & (step >= event_step_) & np.isin(tag_id, purged_tags)
+        if dropped.any():
+            names = ", ".join(tag_names[t] for t in purged_tags[:3].tolist())
+            notes.append(f"steps go back to {event_step_} ({names}): {int(dropped.sum())} earlier points replaced")
+        keep &= ~dropped
+    return keep
+
+
+def read_files(paths: list[Path], verify: bool = True) -> ReadResult:
+    """One run's event files, merged in file-name order (TensorBoard's order)."""
+    tags = _Tags()
+    points = _Points()
+    controls: list[_Control] = []
+    problems: list[Problem] = []
+    fast_records: list[np.ndarray] = []
+    record_base = 0
+    buf = records = None
+    for path in sorted(paths, key=lambda p: p.name):
+        try:
+            buf = Buffer.from_file(path)
+        except OSError as error:
+            problems.append(Problem(str(path), "", f"cannot read: {error.strerror or error}"))
+            continue
+        if not buf.size:
+            problems.append(Problem(str(path), "offset 0", "empty event file: no records"))
+            continue
+        records = frame(buf, verify=verify)
+        problems.extend(Problem(str(path), f"offset {offset}", message) for offset, message in records.damage)
+        for chunk in range(0, records.data_starts.size, _CHUNK):
+            starts = records.data_starts[chunk:chunk + _CHUNK]
+            lengths = records.lengths[chunk:chunk + _CHUNK]
+            index = record_base + chunk + np.arange(starts.size)
+            ok, step, wall, value, tag_start, tag_len = _fast_scalars(buf, starts, lengths)
+            tag_id, same = _group_tags(buf, tag_start[ok], tag_len[ok], tags)
+            confirmed = np.flatnonzero(ok)[same]
+            ok[:] = False
+            ok[confirmed] = True
+            points.add(index[ok], tag_id[same], step[ok], wall[ok], value[ok])
+            fast_records.append(index[ok])
+            slow = ~ok
+            _slow_records(buf, starts[slow], lengths[slow], index[slow].tolist(), tags, points, controls,
+                          problems, path)
+        record_base += records.data_starts.size
+    del buf, records
+    columns = points.columns()
+    fast_summary = np.concatenate(fast_records) if fast_records else np.zeros(0, np.int64)
+    keep, notes = _purge(columns, controls, fast_summary, tags.names)
+    if not keep.all():
+        columns = tuple(c[keep] for c in columns)
+    series = _split_by_tag(*columns[1:], tags.names)
+    backwards = [name for name, one in series.items() if one.steps.size > 1 and (np.diff(one.steps) < 0).any()]
+    if backwards:
+        notes.append("steps go backwards in " + ", ".join(backwards[:5]) + (" ..." if len(backwards) > 5 else "")
+                     + " with no restart marker: kept as TensorBoard shows them")
+    return ReadResult(NAME, series, problems, notes)
+
+
+def _split_by_tag(tag_id, step, wall, value, names: list[str]) -> dict[str, Series]:
+    """One Series per tag, points in file order."""
+    if len(names) <= 64:  # a mask per tag beats sorting when tags are few
+        groups = ((tid, np.flatnonzero(tag_id == tid)) for tid in range(len(names)))
+    else:
+        order = np.argsort(tag_id, kind="stable")
+        bounds = np.searchsorted(tag_id[order], np.arange(len(names) + 1))
+        groups = ((tid, order[bounds[tid]:bounds[tid + 1]]) for tid in range(len(names)))
+    return {names[tid]: Series(names[tid], step[rows], value[rows], wall[rows]) for tid, rows in groups if rows.size}
+
+
+def read(path: Path, verify: bool = True) -> ReadResult:
+    return read_files([path], verify=verify)

@@ -1,0 +1,84 @@
+"""Infer what a metric is (training loss, validation loss, learning rate, ...) from its tag.
+
+Tags follow many conventions: `loss`, `train/loss`, `train_loss_step`, `Loss/train`,
+`total_loss`, `eval_loss`, `val_loss`, `validation/epoch_loss`, `learning_rate`, `lr-Adam`,
+`lr-Adam/pg1`, `x/lr0`, `grad_norm`, `val/box_loss`, `metrics/mAP_0.5`. A tag is split
+into lower-case words; the words decide its role.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lrdiag.errors import LrdiagError
+
+ROLES = ("train_loss", "val_loss", "lr", "train_acc", "val_acc", "grad_norm")
+
+_VAL_WORDS = {"val", "valid", "validation", "eval", "evaluation", "test", "dev", "holdout"}
+_QUALITY_WORDS = {
+    "acc", "accuracy", "top1", "top5", "map", "f1", "precision", "recall", "auc", "iou",
+    "miou", "dice", "bleu", "rouge", "rouge1", "rouge2", "rougel", "rougelsum", "exact", "em",
+}
+# Words that qualify a loss without making it a component of it.
+_PLAIN_LOSS_WORDS = {"train", "training", "learn", "loss", "total", "epoch", "step", "avg",
+                     "mean", "batch", "overall", "objective", "val", "valid", "validation",
+                     "eval", "evaluation", "test", "epochs", "steps", "iter", "running", "main"}
+_LR_RE = re.compile(r"(?:^|[^a-z])(?:lr\d*|learning[_\- ]?rate)(?:[^a-z]|$)")
+_GRAD_NORM_RE = re.compile(r"grad(?:ient)?s?[_\- ]?norm")
+# `loss_scale` (mixed precision) and `loss_weight` are not losses.
+_NOT_LOSS_RE = re.compile(r"loss[_\- ]?(?:scale|scaler|weight|coef)")
+
+
+def words(tag: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", tag.lower()) if w]
+
+
+def infer_role(tag: str) -> str | None:
+    """The role a tag plays, or None when it is some other metric."""
+    lowered = tag.lower()
+    tag_words = words(tag)
+    is_val = any(w in _VAL_WORDS for w in tag_words)
+    if _LR_RE.search(lowered) and "loss" not in lowered:
+        return "lr"
+    if _GRAD_NORM_RE.search(lowered):
+        return "grad_norm"
+    if any("loss" in w for w in tag_words) and not _NOT_LOSS_RE.search(lowered):
+        return "val_loss" if is_val else "train_loss"
+    if any(w in _QUALITY_WORDS for w in tag_words):
+        return "val_acc" if is_val else "train_acc"
+    return None
+
+
+def rank(tag: str, role: str) -> tuple[int, int]:
+    """Sort key among several series of one role: the plain total loss before its components,
+    a step-level series before its epoch mean, the first optimizer group's LR before others."""
+    tag_words = words(tag)
+    extra = [w for w in tag_words if w not in _PLAIN_LOSS_WORDS and "loss" not in w]
+    if role == "lr":
+        extra = [w for w in tag_words if not (w.startswith("lr") or w in {"learning", "rate", "pg0", "0", "x"})]
+    epoch_level = int("epoch" in tag_words)
+    return (len(extra), epoch_level)
+
+
+def parse_role_overrides(items: list[str] | tuple[str, ...], origin: str) -> dict[str, str]:
+    """`val_loss=my/valid_metric` strings into {tag: role}; errors name where they came from."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        role, sep, tag = item.partition("=")
+        role, tag = role.strip(), tag.strip()
+        if not sep or not tag:
+            raise LrdiagError(f"{origin}: role override {item!r} must look like ROLE=TAG, e.g. val_loss=my/valid_metric")
+        if role not in ROLES and role != "none":
+            raise LrdiagError(f"{origin}: unknown role {role!r} in {item!r}; expected one of {', '.join(ROLES)}, none")
+        overrides[tag] = role
+    return overrides
+
+
+def assign_roles(series: dict, overrides: dict[str, str] | None = None) -> None:
+    """Set `role` on every series in place: explicit overrides first, then inference."""
+    overrides = overrides or {}
+    for tag, one in series.items():
+        if tag in overrides:
+            one.role = None if overrides[tag] == "none" else overrides[tag]
+        else:
+            one.role = infer_role(tag)
