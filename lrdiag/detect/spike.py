@@ -1,0 +1,86 @@
+"""Loss spikes: a point or short burst far above the level just before it, then its recovery.
+
+A point is a spike candidate when, on the log scale (see robust.py):
+- it rises above the median of the `window` points before it by `z` local noise sigmas
+  (rolling MAD), and by at least the factor `min_ratio`;
+- most of that rise happened within the last three points (a spike is sudden; a slow climb is
+  a trend, left to the divergence and explosion rules).
+The threshold then adapts to the run's own tails: noise that is heavy-tailed dips as far below
+its level as it jumps above it, while a spike has no mirror image. So a run's deepest dip
+(measured the same way, below both sides) sets a floor of 1.5 times itself under `z`.
+Comparing with the points *before* makes the steep fall at the start of training harmless: a
+falling curve is always below its past. Consecutive candidates form one burst; its peak is the
+spike's step, and the recovery is the first later point (3-point median) back within a quarter
+of the rise above the old level.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lrdiag.detect.base import Context, Hit, clean
+from lrdiag.detect.robust import log_scale, noise_scale, rolling_median, runs_of, side_medians
+from lrdiag.series.model import Series
+
+_DIP_FACTOR = 1.5
+_Z_CAP = 50.0  # a run whose dips reach z 33+ still reports spikes beyond z 50
+
+
+def detect(series: Series, ctx: Context, window: int = 20, z: float = 8.0, min_ratio: float = 1.5,
+           recover_fraction: float = 0.25, min_points: int = 10) -> list[Hit]:
+    steps, values = clean(series)
+    if values.size < min_points:
+        return []
+    y, is_log = log_scale(values)
+    half = max(3, min(window, values.size // 4))
+    before, after = side_medians(y, half)
+    before_short = _before(y, 1)  # early points have fewer than `half` predecessors
+    before = np.where(np.isnan(before), before_short, before)
+    scale = noise_scale(y, 4 * half + 1)
+    floor = 1e-3 if is_log else 1e-3 * (float(np.median(np.abs(y))) + 1e-12)
+    scale = np.maximum(scale, floor)
+
+    jump = y - before
+    recent = y - _before(y, 3)
+    dip = np.fmin(before, after) - y
+    dip_z = np.nan_to_num(dip / scale, nan=0.0)
+    threshold = max(z, min(_Z_CAP, _DIP_FACTOR * float(dip_z.max(initial=0.0))))
+    min_rise = np.log(min_ratio) if is_log else (min_ratio - 1.0) * np.abs(before)
+    candidate = (jump >= threshold * scale) & (jump >= min_rise) & (np.nan_to_num(recent, nan=-np.inf) >= 0.5 * jump)
+    candidate &= ~np.isnan(before)
+
+    smooth = rolling_median(y, 3)
+    hits = []
+    for first, last in runs_of(candidate, gap=2):
+        peak = first + int(np.argmax(y[first:last + 1]))
+        base = before[first]
+        rise = y[peak] - base
+        back = np.flatnonzero(smooth[peak + 1:] <= base + recover_fraction * rise)
+        recovered = back.size > 0
+        recovery_steps = int(steps[peak + 1 + back[0]] - steps[peak]) if recovered else None
+        points_after = values.size - 1 - peak
+        if recovered:
+            recovery = f"back to its level after {recovery_steps} steps"
+        elif points_after < 3:
+            recovery = "no later points to tell whether it recovered"
+        else:
+            recovery = f"never recovered in the {int(steps[-1] - steps[peak])} steps after it"
+        peak_value, base_value = values[peak], (float(np.exp(base)) if is_log else float(base))
+        size = (f"{peak_value / base_value:.1f}x its level of {base_value:.4g}" if is_log
+                else f"{peak_value - base_value:+.4g} above its level of {base_value:.4g}")
+        hits.append(Hit(
+            int(steps[first]), int(steps[last]),
+            {"step": int(steps[peak]), "peak": float(peak_value), "level": base_value, "size": size,
+             "ratio": float(peak_value / base_value) if is_log else None,
+             "z": float(rise / scale[peak]), "threshold_z": float(threshold),
+             "points": int(last - first + 1), "recovered": recovered, "recovery_steps": recovery_steps,
+             "recovery": recovery},
+            severity="error" if not recovered and points_after >= 3 else None,
+        ))
+    return hits
+
+
+def _before(values: np.ndarray, count: int, periods: int = 1) -> np.ndarray:
+    """Median of up to `count` points before each point (at least `periods` of them), else NaN."""
+    return pd.Series(values).rolling(count, min_periods=periods).median().shift(1).to_numpy()

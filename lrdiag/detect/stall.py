@@ -1,0 +1,76 @@
+"""Stall: the training loss stops improving while still far from where it could go.
+
+The plateau starts at the first point after which the smoothed loss (log scale, rolling
+median) never improves by more than `progress` of the run's total drop (or three times its
+noise, when it hardly dropped). A plateau covering less than `min_fraction` of the run is a run
+still improving, or converging at the end, and is left alone. A longer one is a stall only
+when there is a reason to believe the loss could have gone further:
+- **stuck near its initial value**: it is less than `near_initial` (log units, ~10 %) below
+  where it started;
+- **frozen after the LR decayed**: the LR at the plateau's start is below `lr_floor` of its
+  peak, and the loss was still falling fast (a quarter of its total drop) in the stretch just
+  before it, so the schedule, not the model, ended the progress;
+- **stuck at a trivial level**: a cross-entropy level of ln(k) for k = 2..1000 classes, i.e. the
+  model predicts the class prior.
+A plateau far below the start, with the LR still alive, is a converged run: no finding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrdiag.detect.base import Context, Hit, clean
+from lrdiag.detect.robust import MAD_TO_SIGMA, log_scale, rolling_median
+from lrdiag.series.model import Series
+
+_TRIVIAL_LEVELS = np.log(np.arange(2, 1001))
+
+
+def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: float = 0.05,
+           near_initial: float = 0.1, lr_floor: float = 0.01, min_points: int = 20) -> list[Hit]:
+    steps, values = clean(series)
+    if values.size < min_points or steps[-1] == steps[0]:
+        return []
+    y, is_log = log_scale(values)
+    width = max(5, values.size // 20) | 1
+    smooth = rolling_median(y, width)
+    start = float(np.median(y[: max(3, values.size // 20)]))
+    total_drop = start - float(smooth.min())
+    noise = MAD_TO_SIGMA * float(np.median(np.abs(y - smooth)))
+    tolerance = max(progress * max(total_drop, 0.0), 3 * noise / np.sqrt(width), 1e-9)
+    best_after = np.minimum.accumulate(smooth[::-1])[::-1]
+    onset = int(np.argmax(smooth - best_after <= tolerance))
+    span = float(steps[-1] - steps[0])
+    fraction = float(steps[-1] - steps[onset]) / span
+    if fraction < min_fraction:
+        return []
+    level = float(np.median(y[onset:]))
+    drop = start - level
+    level_value = float(np.exp(level)) if is_log else level
+    lr_now, lr_peak = _lr_at(ctx, int(steps[onset]))
+    before = smooth[max(0, onset - values.size // 10)] - smooth[onset]
+    if drop < near_initial * (1.0 if is_log else max(abs(start), 1e-12)):
+        kind, why = "near_initial", f"still within {100 * np.expm1(max(drop, 0)) if is_log else 100 * drop / max(abs(start), 1e-12):.0f}% of where it started"
+    elif lr_now is not None and lr_peak and lr_now <= lr_floor * lr_peak and before >= 0.25 * total_drop:
+        kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
+                                   f"{lr_peak:.3g}) while the loss was still falling fast")
+    elif is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.015:
+        classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
+        kind, why = "trivial_level", f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class prior"
+    else:
+        return []
+    return [Hit(int(steps[onset]), int(steps[-1]), {
+        "step": int(steps[onset]), "kind": kind, "why": why, "level": level_value,
+        "initial": float(np.exp(start)) if is_log else start, "plateau_fraction": fraction,
+        "lr_at_start": lr_now, "lr_peak": lr_peak})]
+
+
+def _lr_at(ctx: Context, step: int) -> tuple[float | None, float | None]:
+    """The LR in effect at a step (the last logged at or before it) and the LR's peak."""
+    if ctx.lr is None:
+        return None, None
+    steps, values = clean(ctx.lr)
+    if values.size == 0:
+        return None, None
+    at = int(np.searchsorted(steps, step, side="right")) - 1
+    return float(values[max(at, 0)]), float(values.max())

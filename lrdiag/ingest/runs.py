@@ -1,0 +1,56 @@
+"""Read a discovered run: each file with its format's reader, merged into one tidy Run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lrdiag.ingest.discover import RunSpec, find_runs, reader_for
+from lrdiag.ingest import tfevents
+from lrdiag.series.model import Problem, ReadResult, Run
+from lrdiag.series.roles import assign_roles
+
+
+
+def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = None) -> Run:
+    """Read every file of a run and merge their series; never raises for bad data."""
+    run = Run(spec.name, "", [str(path) for path in spec.files])
+    sources: list[str] = []
+    for prefix in sorted(set(spec.files.values())):
+        files = [path for path, p in spec.files.items() if p == prefix]
+        event_files = [path for path in files if reader_for(path) is tfevents]
+        results: list[tuple[Path | None, ReadResult]] = []
+        if event_files:
+            results.append((None, _guarded(tfevents.read_files, event_files, event_files[0], verify=verify)))
+        for path in files:
+            reader = reader_for(path)
+            if reader is None:
+                run.problems.append(Problem(str(path), "", "not a training log lrdiag can read (expected TensorBoard "
+                                                           "event files, a CSV log or a JSON log)"))
+            elif reader is not tfevents:
+                results.append((path, _guarded(reader.read, path, path)))
+        for path, result in results:
+            if result.source not in sources:
+                sources.append(result.source)
+            run.problems.extend(result.problems)
+            run.notes.extend(f"{prefix}{note}" if prefix else note for note in result.notes)
+            for tag, series in result.series.items():
+                name = prefix + tag
+                if name in run.series and path is not None:
+                    name = f"{prefix}{path.name}/{tag}"  # two files of one run log the same tag
+                series.tag = name
+                run.series[name] = series
+    run.source = "+".join(sources) or "unknown"
+    assign_roles(run.series, roles)
+    return run
+
+
+def _guarded(function, argument, path: Path, **options) -> ReadResult:
+    """A reader that raises has a bug; the run still goes on, with the error as its problem."""
+    try:
+        return function(argument, **options)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one bad file must never stop the other runs
+        return ReadResult("unknown", problems=[Problem(str(path), "", f"lrdiag failed to read this file "
+                                                                       f"({type(error).__name__}: {error}); "
+                                                                       "this is a bug, please report it")])

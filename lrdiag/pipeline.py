@@ -1,0 +1,66 @@
+"""The analyze pipeline end to end: discover runs, read each, detect, build the output model.
+
+Runs are independent, so many runs are spread over a process pool (one worker per core); a run
+that fails in a way no reader caught becomes an error entry, and the other runs go on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import click
+
+from lrdiag.ingest.discover import RunSpec, find_runs
+from lrdiag.ingest.runs import read_run
+from lrdiag.output import document, run_entry
+
+_POOL_FROM = 8  # below this many runs a pool costs more than it saves
+
+
+@dataclass
+class Options:
+    verify: bool = True
+    roles: dict[str, str] = field(default_factory=dict)
+    engine: object | None = None  # a detect.engine.Engine, or None to only read
+
+
+def analyze_spec(spec: RunSpec, options: Options) -> dict:
+    run = read_run(spec, verify=options.verify, roles=options.roles)
+    findings = options.engine.run(run) if options.engine is not None else []
+    return run_entry(run, findings)
+
+
+def _analyze_safely(spec: RunSpec, options: Options) -> dict | str:
+    try:
+        return analyze_spec(spec, options)
+    except MemoryError:
+        return f"{spec.name}: out of memory while analyzing this run"
+    except Exception as error:  # noqa: BLE001 - one run's bug must not stop the others
+        return f"{spec.name}: internal error ({type(error).__name__}: {error}); this is a bug, please report it"
+
+
+def analyze(paths: list[str], options: Options, jobs: int | None = None, progress: bool | None = None) -> dict:
+    specs = find_runs(paths)
+    jobs = jobs or os.cpu_count() or 1
+    if progress is None:
+        progress = sys.stderr.isatty() and len(specs) >= 10
+    if jobs > 1 and len(specs) >= _POOL_FROM:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = pool.map(_analyze_safely, specs, [options] * len(specs), chunksize=max(1, len(specs) // (jobs * 8)))
+            results = list(_with_progress(results, len(specs), progress))
+    else:
+        results = list(_with_progress((_analyze_safely(spec, options) for spec in specs), len(specs), progress))
+    entries = [r for r in results if isinstance(r, dict)]
+    errors = [r for r in results if isinstance(r, str)]
+    return document(entries, errors)
+
+
+def _with_progress(results, total: int, progress: bool):
+    if not progress:
+        yield from results
+        return
+    with click.progressbar(results, length=total, label="analyzing runs", file=sys.stderr) as bar:
+        yield from bar
