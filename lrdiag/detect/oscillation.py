@@ -1,10 +1,11 @@
 """Oscillation: the loss swings up and down persistently, far more than its noise.
 
 Too high a learning rate, momentum ringing or a cyclic schedule with too large an amplitude
-make the loss swing with a period; minibatch noise does not. Windows of several sizes (the
-whole run, halves, quarters, ... down to `min_points` points, overlapping by half) are
-detrended (on the log scale, a rolling median a quarter of the window wide, then a quadratic)
-and their periodogram is taken. A window oscillates
+make the loss swing with a period; minibatch noise does not. Windows of 2 x `min_points`
+points, overlapping by half, slide over the series and over its block means of 2, 4, 8, ...
+points (longer periods at coarser levels, at a linear cost); each is detrended (on the log
+scale, a rolling median a quarter of the window wide, then a quadratic) and its periodogram
+is taken. A window oscillates
 when one frequency with at least `min_cycles` cycles in it:
 - towers over the spectrum around it: `peak_ratio` times the median power of the frequencies
   from half to twice its own. For white or red noise the power over its median exceeds T
@@ -18,6 +19,8 @@ period and amplitude.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -38,20 +41,28 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
         y = y / max(float(np.median(np.abs(y))), 1e-12)  # amplitudes relative to the level
     flagged = np.zeros(y.size, bool)
     windows: list[dict] = []
-    sizes = [y.size >> level for level in range(32) if (y.size >> level) >= min_points]
-    tests = sum((y.size - size) // max(1, size // 2) + 1 for size in sizes) * y.size // 2
+    levels = [factor for factor in (2**k for k in range(32)) if y.size // factor >= min_points]
+    size = 2 * min_points
+    tests = sum(max(1, (y.size // f - size) // (size // 2) + 1) for f in levels) * size // 2
     # Every window tests every frequency: the power ratio of noise exceeds T with chance 2^-T
     # (exponential power over its median ln 2), so T grows with log2 of the number of tests.
     needed = max(peak_ratio, float(np.log2(tests / _FAMILY_ALPHA)))
-    for size in sizes:
+    for factor in levels:
+        # Longer periods are looked for in block means of 2, 4, 8... points: the same window
+        # length at every level keeps the cost linear, and averaging filters out what the
+        # finer levels already examined.
+        blocks = y[: y.size // factor * factor].reshape(-1, factor).mean(axis=1)
+        width = min(size, blocks.size)
         # Remove what varies slower than `min_cycles` cycles a window: the training trend,
-        # whatever its shape (a quadratic cannot follow an exponential fall).
-        detrended = y - rolling_median(y, max(3, size // min_cycles) | 1)
-        for start in range(0, y.size - size + 1, max(1, size // 2)):
-            found = _window(detrended[start:start + size], min_cycles, needed, min_fraction, min_amplitude)
+        # whatever its shape (a quadratic alone cannot follow an exponential fall).
+        detrended = blocks - rolling_median(blocks, max(3, width // min_cycles) | 1)
+        starts = np.arange(0, blocks.size - width + 1, max(1, width // 2))
+        segments = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
+        for start, found in zip(starts.tolist(), _windows(segments, min_cycles, needed, min_fraction, min_amplitude)):
             if found:
-                flagged[start:start + size] = True
-                found["first"], found["last"] = start, start + size - 1
+                first, last = start * factor, min((start + width) * factor, y.size) - 1
+                flagged[first:last + 1] = True
+                found.update(first=first, last=last, period_points=found["period_points"] * factor)
                 windows.append(found)
     hits = []
     for first, last in runs_of(flagged):
@@ -67,32 +78,46 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     return hits
 
 
-def _window(segment: np.ndarray, min_cycles: int, peak_ratio: float, min_fraction: float,
-            min_amplitude: float) -> dict | None:
-    index = np.arange(segment.size, dtype=np.float64)
-    residual = segment - np.polyval(np.polyfit(index, segment, 2), index)
-    spectrum = np.abs(np.fft.rfft(residual)) ** 2
-    spectrum[0] = 0.0
-    total = spectrum.sum()
-    if total <= 0 or spectrum.size <= min_cycles + 1:
-        return None
-    peak = min_cycles + int(np.argmax(spectrum[min_cycles:]))
-    around = np.r_[spectrum[max(1, peak // 2):max(1, peak - 2)], spectrum[peak + 3:min(spectrum.size, 2 * peak + 1)]]
-    if around.size < 16:  # too few neighbours for a stable median: use the whole spectrum's
-        around = np.r_[spectrum[1:max(1, peak - 2)], spectrum[peak + 3:]]
-    background = float(np.median(around)) if around.size else 0.0
-    ratio = spectrum[peak] / background if background > 0 else np.inf
-    band = spectrum[max(1, peak - 1):peak + 2].sum()
-    fraction = float(band / total)
-    if ratio < peak_ratio or fraction < min_fraction:
-        return None
-    # The swing itself: the band around the peak, back in the time domain.
-    kept = np.zeros_like(spectrum, dtype=complex)
-    full = np.fft.rfft(residual)
-    kept[max(1, peak - 1):peak + 2] = full[max(1, peak - 1):peak + 2]
-    component = np.fft.irfft(kept, n=segment.size)
-    amplitude = float(np.sqrt(2) * component.std())
-    if amplitude < min_amplitude:
-        return None
-    return {"period_points": float(segment.size / peak), "amplitude": amplitude,
-            "fraction": fraction, "ratio": float(min(ratio, 1e6))}
+@functools.lru_cache(maxsize=64)
+def _quadratic_basis(size: int) -> np.ndarray:
+    """Orthonormal basis of quadratics over `size` points: projecting on it fits the trend."""
+    index = np.linspace(-1.0, 1.0, size)
+    basis, _ = np.linalg.qr(np.vander(index, 3))
+    return basis
+
+
+def _windows(segments: np.ndarray, min_cycles: int, peak_ratio: float, min_fraction: float,
+             min_amplitude: float) -> list[dict | None]:
+    """Test equal-sized windows (rows) at once; a dict of the oscillation's figures per hit."""
+    count, size = segments.shape
+    basis = _quadratic_basis(size)
+    residual = segments - (segments @ basis) @ basis.T
+    coefficients = np.fft.rfft(residual, axis=1)
+    spectrum = np.abs(coefficients) ** 2
+    spectrum[:, 0] = 0.0
+    bins = spectrum.shape[1]
+    if bins <= min_cycles + 1:
+        return [None] * count
+    peak = min_cycles + np.argmax(spectrum[:, min_cycles:], axis=1)
+    frequency = np.arange(bins)[None, :]
+    lo, hi = peak[:, None], peak[:, None]
+    band = (frequency >= lo - 1) & (frequency <= hi + 1) & (frequency >= 1)
+    local = (frequency >= np.maximum(1, lo // 2)) & (frequency <= 2 * hi) & ~((frequency >= lo - 2) & (frequency <= hi + 2))
+    # Too few neighbours for a stable median: use the whole spectrum's instead.
+    wide = (frequency >= 1) & ~((frequency >= lo - 2) & (frequency <= hi + 2))
+    around = np.where(local.sum(axis=1, keepdims=True) >= 16, local, wide)
+    background = np.nanmedian(np.where(around, spectrum, np.nan), axis=1)
+    peak_power = spectrum[np.arange(count), peak]
+    total = spectrum.sum(axis=1)
+    band_power = np.where(band, spectrum, 0.0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(background > 0, peak_power / background, np.inf)
+        fraction = np.where(total > 0, band_power / total, 0.0)
+    # Parseval: a bin below Nyquist holds 2|X|^2/N^2 of the variance; a sine's amplitude is sqrt(2) std.
+    weight = np.where((frequency == size / 2), 1.0, 2.0)
+    variance = np.where(band, weight * spectrum, 0.0).sum(axis=1) / size**2
+    amplitude = np.sqrt(2 * variance)
+    hit = (ratio >= peak_ratio) & (fraction >= min_fraction) & (amplitude >= min_amplitude)
+    return [{"period_points": float(size / peak[row]), "amplitude": float(amplitude[row]),
+             "fraction": float(fraction[row]), "ratio": float(min(ratio[row], 1e6))} if hit[row] else None
+            for row in range(count)]

@@ -7,7 +7,7 @@ still improving, or converging at the end, and is left alone. A longer one is a 
 when there is a reason to believe the loss could have gone further:
 - **stuck near its initial value**: it is less than `near_initial` (log units, ~10 %) below
   where it started;
-- **frozen after the LR decayed**: the LR at the plateau's start is below `lr_floor` of its
+- **frozen after the LR decayed**: the LR over the plateau (median) is below `lr_floor` of its
   peak, and the loss was still falling fast (a quarter of its total drop) in the stretch just
   before it, so the schedule, not the model, ended the progress;
 - **stuck at a trivial level**: a cross-entropy level of ln(k) for k = 2..1000 classes, i.e. the
@@ -47,7 +47,7 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     level = float(np.median(y[onset:]))
     drop = start - level
     level_value = float(np.exp(level)) if is_log else level
-    lr_now, lr_peak = _lr_at(ctx, int(steps[onset]))
+    lr_now, lr_peak = _plateau_lr(ctx, int(steps[onset]))
     before = smooth[max(0, onset - values.size // 10)] - smooth[onset]
     if drop < near_initial * (1.0 if is_log else max(abs(start), 1e-12)):
         kind, why = "near_initial", f"still within {100 * np.expm1(max(drop, 0)) if is_log else 100 * drop / max(abs(start), 1e-12):.0f}% of where it started"
@@ -62,15 +62,16 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     return [Hit(int(steps[onset]), int(steps[-1]), {
         "step": int(steps[onset]), "kind": kind, "why": why, "level": level_value,
         "initial": float(np.exp(start)) if is_log else start, "plateau_fraction": fraction,
-        "lr_at_start": lr_now, "lr_peak": lr_peak})]
+        "lr_on_plateau": lr_now, "lr_peak": lr_peak})]
 
 
-def _lr_at(ctx: Context, step: int) -> tuple[float | None, float | None]:
-    """The LR in effect at a step (the last logged at or before it) and the LR's peak."""
+def _plateau_lr(ctx: Context, onset: int) -> tuple[float | None, float | None]:
+    """The median LR over the plateau and the LR's peak. The median, not the LR at the onset:
+    the smoothed loss flattens a few points before the LR drop that flattened it."""
     if ctx.lr is None:
         return None, None
     steps, values = clean(ctx.lr)
     if values.size == 0:
         return None, None
-    at = int(np.searchsorted(steps, step, side="right")) - 1
-    return float(values[max(at, 0)]), float(values.max())
+    on_plateau = values[steps >= onset]
+    return float(np.median(on_plateau if on_plateau.size else values[-1:])), float(values.max())
