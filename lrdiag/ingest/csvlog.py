@@ -1,0 +1,275 @@
+"""Read CSV training logs: Lightning and Keras CSVLogger, ultralytics results.csv, any CSV with a step column."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pathlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lrdiag.series.model import Problem, ReadResult, Series
+
+NAME = "csv"
+
+HEAD_BYTES = 64 * 1024
+# Step columns in order of preference: the finest counter wins.
+STEP_COLUMNS = ("step", "global_step", "iteration", "iter", "epoch")
+# Columns that are numeric but describe the run's machinery, not its learning.
+BOOKKEEPING = frozenset({
+    "time", "data_time", "eta_seconds", "rank_data_time", "memory", "mode", "env_info", "config",
+    "seed", "exp_name", "total_flos", "num_input_tokens_seen", "wall_time", "walltime", "timestamp",
+})
+BOOKKEEPING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+# Written by a diverging run; such a cell is a real NaN/Inf point, unlike an empty cell.
+NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
+# A broken file can hold a million bad cells: list this many, then count the rest.
+MAX_PROBLEMS = 100
+
+_SUFFIXES = (".csv", ".log", ".txt")
+# A CSV without a step column is read only when its name says it is a training log and its
+# first column is an unnamed index (what `pandas.DataFrame(history.history).to_csv()` writes).
+_LOG_NAME_WORDS = ("train", "log", "history", "metrics", "results", "progress")
+_INDEX_HEADERS = ("", "unnamed: 0", "index")
+_KNOWN_NAMES = ("metrics.csv", "results.csv", "training.log")
+_NEWLINE = ord("\n")
+
+
+def is_bookkeeping(tag: str) -> bool:
+    """True for step counters and bookkeeping keys, which are never metrics."""
+    lowered = tag.lower()
+    return lowered in STEP_COLUMNS or lowered in BOOKKEEPING or lowered.endswith(BOOKKEEPING_SUFFIXES)
+
+
+def claims(path: pathlib.Path, head: bytes) -> bool:
+    if not head.strip():  # empty or unreadable: a well-known log name is still ours to report on
+        return path.name in _KNOWN_NAMES
+    return _detect(path.name, head) is not None
+
+
+def read(path: pathlib.Path) -> ReadResult:
+    problems: list[Problem] = []
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
+    found = _detect(path.name, data[:HEAD_BYTES])
+    if found is None:
+        message = "empty file" if not data.strip() else (
+            "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
+        return ReadResult(NAME, problems=[Problem(str(path), "", message)])
+    source, step_column = found
+    data = _decoded_or_repaired(data, path, problems)
+    frame, row_lines = _parse(data, path, problems)
+    if frame is None:
+        return ReadResult(source, problems=problems)
+    if frame.empty and not problems:
+        problems.append(Problem(str(path), "", "no data rows, only a header"))
+    series = _series_from_frame(frame, row_lines, step_column, path, problems)
+    return ReadResult(source, series=series, problems=cap_problems(problems, path))
+
+
+def _detect(name: str, head: bytes) -> tuple[str, str] | None:
+    """(source, step column as written) when this looks like a CSV training log, else None."""
+    first_line = head.split(b"\n", 1)[0]
+    if not name.lower().endswith(_SUFFIXES) or b"\0" in first_line:  # binary, e.g. an event file
+        return None
+    first_line = first_line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
+    raw_columns = first_line.split(",")
+    columns = [column.strip().strip('"').strip() for column in raw_columns]
+    lowered = [column.lower() for column in columns]
+    if len(columns) < 2 or any(_is_number(column) for column in columns):
+        return None
+    step = next((candidate for candidate in STEP_COLUMNS if candidate in lowered), None)
+    if step is None:
+        looks_like_log = any(word in name.lower() for word in _LOG_NAME_WORDS)
+        return ("csv", columns[0]) if looks_like_log and lowered[0] in _INDEX_HEADERS else None
+    step_column = columns[lowered.index(step)]
+    padded = any(column != column.lstrip() for column in raw_columns)
+    if step == "step" and (name == "metrics.csv" or "epoch" in lowered):
+        return "lightning_csv", step_column
+    if step == "epoch" and (padded or name == "results.csv") and any(
+            column.startswith(("train/", "metrics/")) for column in lowered):
+        return "yolo_csv", step_column
+    if step == "epoch" and lowered[0] == "epoch" and "loss" in lowered:
+        return "keras_csv", step_column
+    return "csv", step_column
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _decoded_or_repaired(data: bytes, path: pathlib.Path, problems: list[Problem]) -> bytes:
+    """The bytes as UTF-8; undecodable bytes become U+FFFD (then a non-numeric cell) after a problem."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        problems.append(Problem(str(path), f"line {line}", f"not UTF-8 text: {error.reason} at byte {error.start}"))
+        data = data.decode("utf-8", "replace").encode("utf-8")
+    return data
+
+
+def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive, before the newline) offsets of every line."""
+    buffer = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buffer == _NEWLINE)
+    if data and data[-1:] != b"\n":
+        ends = np.append(ends, len(data))
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    return starts, ends
+
+
+def normalized(data: bytes) -> bytes:
+    """CRLF as LF, so that lines are split on LF alone, by numpy and by the parser alike; NUL
+    bytes (the zero-filled tail of a file cut by a crash) as U+FFFD, which the parser can hold."""
+    data = data.replace(b"\r\n", b"\n") if b"\r" in data else data
+    return data.replace(b"\0", "\ufffd".encode()) if b"\0" in data else data
+
+
+def join_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray) -> bytes:
+    """The given lines (sorted 0-based indices) as one buffer, copying runs of consecutive lines as one slice."""
+    if len(lines) == len(starts):
+        return data
+    if not len(lines):
+        return b""
+    breaks = np.flatnonzero(np.diff(lines) != 1)
+    firsts, lasts = lines[np.r_[0, breaks + 1]], lines[np.r_[breaks, len(lines) - 1]]
+    return b"\n".join(data[starts[first]:ends[last]] for first, last in zip(firsts, lasts))
+
+
+def per_line_count(data: bytes, ends: np.ndarray, char: bytes) -> np.ndarray:
+    """How many times `char` occurs on each line."""
+    positions = np.flatnonzero(np.frombuffer(data, np.uint8) == ord(char))
+    return np.bincount(np.searchsorted(ends, positions), minlength=len(ends))[:len(ends)]
+
+
+def _quoted_field_count(line: bytes) -> int:
+    """Fields on one line with quoted cells; -1 when the csv module cannot split it."""
+    try:
+        return len(next(csv.reader([line.decode("utf-8")], strict=True), [])) or 1
+    except csv.Error:
+        return -1
+
+
+def _parse(data: bytes, path: pathlib.Path, problems: list[Problem]) -> tuple[pd.DataFrame | None, np.ndarray]:
+    """The rows as a DataFrame of raw cells, and the 1-based file line of each row.
+
+    Lines with the wrong number of fields are found beforehand (pandas' C parser would pad short
+    ones silently), reported, and left out of what the parser sees, so every good row before and
+    after them is kept and a stray quote on a bad line cannot swallow the lines after it."""
+    data = normalized(data)
+    starts, ends = line_bounds(data)
+    blank = ends == starts
+    if b'"' in data:
+        # Quoted cells may hold commas: count fields with the csv module (rare, slow path); a
+        # line with an odd number of quotes would open a cell spanning the next lines.
+        fields = np.array([_quoted_field_count(data[start:end]) for start, end in zip(starts, ends)])
+        fields[per_line_count(data, ends, b'"') % 2 == 1] = -1
+    else:
+        fields = per_line_count(data, ends, b",") + 1
+    expected = fields[0]
+    wrong = (fields != expected) & ~blank
+    wrong[0] = False
+    unterminated_last = data[-1:] != b"\n"
+
+    def describe(index: int) -> tuple[str, str]:
+        half_written = unterminated_last and index == len(ends) - 1 and fields[index] < expected
+        found = "unbalanced quotes or stray line break" if fields[index] < 0 else f"found {fields[index]}"
+        return f"line {index + 1}", (f"{'half-written last line: ' if half_written else ''}"
+                                     f"expected {expected} fields, {found}; line skipped")
+    report(problems, path, np.flatnonzero(wrong), describe, "lines with a wrong number of fields skipped")
+    good = ~blank & ~wrong
+    good[0] = True
+    good_lines = np.flatnonzero(good)
+    try:
+        frame = pd.read_csv(io.BytesIO(join_lines(data, starts, ends, good_lines)), engine="c", lineterminator="\n",
+                            keep_default_na=False, na_values=[""], skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError) as error:  # not expected after the checks above; never a crash
+        problems.append(Problem(str(path), "", f"cannot parse as CSV: {str(error).strip()}"))
+        return None, np.empty(0, np.int64)
+    frame.columns = [str(column).strip() for column in frame.columns]
+    row_lines = good_lines[1:] + 1
+    if len(row_lines) != len(frame):  # not expected either; keep numbering sane rather than fail
+        row_lines = np.arange(len(frame)) + 2
+    return frame, row_lines
+
+
+def cells_to_numbers(cells: pd.Series, places: np.ndarray, tag: str, path: pathlib.Path,
+                     problems: list[Problem], where: str = "line {}") -> tuple[np.ndarray, np.ndarray] | None:
+    """(present, values) for one column of raw cells, or None when the column holds text, not numbers.
+
+    Empty cells (NaN/None) and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point; any
+    other non-numeric cell in a numeric column is a problem at `where.format(place)` and no point."""
+    if pd.api.types.is_numeric_dtype(cells.dtype) and not pd.api.types.is_bool_dtype(cells.dtype):
+        values = cells.to_numpy(dtype=np.float64, na_value=np.nan)
+        return ~np.isnan(values), values
+    raw = cells.astype(object)
+    present = raw.notna().to_numpy() & (raw != "null").to_numpy()
+    numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    failed = present & np.isnan(numbers)
+    if failed.any():
+        words = raw[failed].astype(str).str.strip().str.lower()
+        failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    if failed.any() and not (present & ~failed).any():
+        return None
+    report(problems, path, np.flatnonzero(failed),
+           lambda index: (where.format(places[index]),
+                          f"value {str(raw.iloc[index])[:40]!r} of {tag!r} is not a number; point skipped"),
+           f"non-numeric values of {tag!r} skipped")
+    return present & ~failed, numbers
+
+
+def _series_from_frame(frame: pd.DataFrame, row_lines: np.ndarray, step_column: str, path: pathlib.Path,
+                       problems: list[Problem]) -> dict[str, Series]:
+    """One series per metric column: its points are the rows where its cell is filled (Lightning rows are sparse)."""
+    if step_column not in frame.columns:  # an unnamed index column comes back as 'Unnamed: 0'
+        step_column = frame.columns[0]
+    step_cells = frame[step_column]
+    steps = pd.to_numeric(step_cells, errors="coerce").to_numpy(dtype=np.float64)
+    has_step = np.isfinite(steps)
+
+    def describe(index: int) -> tuple[str, str]:
+        cell = step_cells.iloc[index]
+        what = (f"no {step_column!r} value" if pd.isna(cell)
+                else f"{step_column!r} value {str(cell)[:40]!r} is not a finite number")
+        return f"line {row_lines[index]}", f"{what}; row skipped"
+    report(problems, path, np.flatnonzero(~has_step), describe, f"rows without {step_column!r} skipped")
+    steps = np.rint(np.where(has_step, steps, 0)).astype(np.int64)
+    series = {}
+    for tag in frame.columns:
+        if tag == step_column or is_bookkeeping(tag):
+            continue
+        cells = cells_to_numbers(frame[tag], row_lines, tag, path, problems)
+        if cells is None:
+            continue
+        present, values = cells
+        points = present & has_step
+        if points.any():
+            series[tag] = Series(tag, steps[points], values[points])
+    return series
+
+
+def report(problems: list[Problem], path: pathlib.Path, places: Sequence, describe: Callable[[object], tuple[str, str]],
+           rest: str) -> None:
+    """A problem (where, message) = describe(place) for each place, up to MAX_PROBLEMS, then one counting the rest."""
+    for place in places[:MAX_PROBLEMS]:
+        problems.append(Problem(str(path), *describe(place)))
+    if len(places) > MAX_PROBLEMS:
+        problems.append(Problem(str(path), "", f"{len(places) - MAX_PROBLEMS} more {rest}"))
+
+
+def cap_problems(problems: list[Problem], path: pathlib.Path) -> list[Problem]:
+    """At most MAX_PROBLEMS problems, the last one counting those left out."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    left_out = len(problems) - MAX_PROBLEMS + 1
+    return problems[:MAX_PROBLEMS - 1] + [Problem(str(path), "", f"{left_out} more problems not listed")]

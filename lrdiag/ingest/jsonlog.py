@@ -1,0 +1,520 @@
+"""Read JSON training logs: HF trainer_state.json, detectron2 / mmdetection / mmengine JSON lines, Keras history."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import re
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from lrdiag.ingest.csvlog import (HEAD_BYTES, MAX_PROBLEMS, cap_problems, cells_to_numbers, is_bookkeeping,
+                                  join_lines, line_bounds, normalized, per_line_count, report)
+from lrdiag.series.model import Problem, ReadResult, Series
+
+NAME = "json"
+
+_KERAS_HEAD = re.compile(r'\{\s*"[^"]*"\s*:\s*\[\s*(?:-?[\d.]|NaN|-?Infinity|null|\])')
+_KERAS_LOSS = re.compile(r'"[^"]*loss[^"]*"\s*:\s*\[')
+_SEPARATORS = re.compile(r"[\s,]*")
+# JSON lines become CSV for pandas' C parser: `{"k": v, "k2": v2}` -> `"k", v, "k2", v2`.
+_JSON_TO_CSV = bytes.maketrans(b":", b",")
+_OPEN, _CLOSE = ord("{"), ord("}")
+# Lines the fast path cannot split into key/value pairs are at most this many before it gives up
+# on checking them one by one and counts braces per line instead.
+_FEW_LINES = 10_000
+_KNOWN_NAMES = ("trainer_state.json", "metrics.json", "scalars.json")
+
+Points = tuple[np.ndarray, np.ndarray]  # (1-based line numbers, values) of one key
+
+
+def _loads(text: str | bytes) -> object:
+    """json.loads keeping NaN / Infinity as the text "NaN" / "Infinity": a NaN loss stays a point
+    (the text converts to nan later) and is never taken for a missing value, which pandas shows as NaN too."""
+    return json.loads(text, parse_constant=str)
+
+
+def claims(path: pathlib.Path, head: bytes) -> bool:
+    if not head.strip():  # empty or unreadable: a well-known log name is still ours to report on
+        return path.name in _KNOWN_NAMES or path.name.endswith(".log.json")
+    return _detect(path.name, head) is not None
+
+
+def read(path: pathlib.Path) -> ReadResult:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
+    source = _detect(path.name, data[:HEAD_BYTES])
+    if source is None:
+        message = "empty file" if not data.strip() else "not a recognised JSON training log"
+        return ReadResult(NAME, problems=[Problem(str(path), "", message)])
+    result = ReadResult(source)
+    if source == "hf_trainer_state":
+        result.series = _read_trainer_state(data, path, result.problems)
+    elif source == "keras_history_json":
+        result.series = _read_keras_history(data, path, result.problems)
+    else:
+        numbers, texts, line_count = _parse_json_lines(data, path, result.problems)
+        build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
+        metrics, steps_by_line, step_name = build(numbers, texts, line_count)
+        result.series = _series_with_restarts(metrics, steps_by_line, step_name, path, result.problems, result.notes)
+        if not result.series and not result.problems:
+            result.problems.append(Problem(str(path), "", "no metric records"))
+    result.problems = cap_problems(result.problems, path)
+    return result
+
+
+def _detect(name: str, head: bytes) -> str | None:
+    """The concrete format, decided from the name and the first 64 KiB only."""
+    if not name.lower().endswith((".json", ".jsonl")) or b"\0" in head.split(b"\n", 1)[0]:
+        return None
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if not text.startswith("{"):
+        return None
+    if text.startswith('{"env_info"'):  # mmdetection's header line; it can outgrow the head
+        return "mmdet_json"
+    whole = len(head) < HEAD_BYTES
+    lines = text.split("\n")
+    for line in (lines if whole else lines[:-1])[:5]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            return None
+        if "iteration" in record:
+            return "detectron2_json"
+        if "mode" in record and ("iter" in record or "epoch" in record):
+            return "mmdet_json"
+        if "step" in record:
+            return "mmengine_json"
+    if '"log_history"' in text:  # trainer_state.json sorts its keys: log_history comes early
+        return "hf_trainer_state"
+    if whole:
+        try:
+            return "keras_history_json" if _is_keras_history(json.loads(text)) else None
+        except ValueError:
+            return None
+    return "keras_history_json" if _KERAS_HEAD.match(text) and _KERAS_LOSS.search(text) else None
+
+
+def _is_keras_history(document: object) -> bool:
+    """A dict of equal-length lists of numbers with some loss key (`History.history` dumped)."""
+    if not isinstance(document, dict) or not document:
+        return False
+    lists = list(document.values())
+    return (all(isinstance(values, list) and values for values in lists)
+            and len({len(values) for values in lists}) == 1
+            and all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+                    for values in lists for value in values)
+            and any("loss" in key for key in document))
+
+
+# ---- JSON lines: parse every line into points per key ----------------------------------------
+
+def _parse_json_lines(data: bytes, path: pathlib.Path,
+                      problems: list[Problem]) -> tuple[dict[str, Points], dict[str, Points], int]:
+    """Numeric keys and text keys (like mmdetection's `mode`), each as (line numbers, values); and the line count.
+
+    Flat lines go through pandas' C parser; lines it cannot take (nested values, escapes, more
+    keys than usual, malformed JSON) go through json.loads one by one, which names the bad ones."""
+    data = normalized(data)
+    starts, ends = line_bounds(data)
+    blank = ends == starts
+    flat = _flat_lines(data, starts, ends, blank)
+    parts: dict[str, list[Points]] = defaultdict(list)
+    rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), parts, path)
+    slow = np.union1d(np.flatnonzero(~flat & ~blank), rejected)
+    _parse_slow_lines(data, starts, ends, slow, parts, path, problems)
+    numbers, texts = {}, {}
+    for key, pieces in parts.items():
+        lines = np.concatenate([piece[0] for piece in pieces])
+        raw = np.concatenate([piece[1] for piece in pieces]) if len(pieces) > 1 else pieces[0][1]
+        if len(pieces) > 1:  # fast and slow lines interleave
+            order = np.argsort(lines, kind="stable")
+            lines, raw = lines[order], raw[order]
+        cells = cells_to_numbers(pd.Series(raw), lines, key, path, problems)
+        if cells is None:
+            present = pd.notna(raw)
+            texts[key] = (lines[present], raw[present])
+        else:
+            present, values = cells
+            numbers[key] = (lines[present], values[present])
+    return numbers, texts, len(starts)
+
+
+def _flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Lines that are one flat object: `{` first, `}` last, no other brace, no list, no escape."""
+    buffer = np.frombuffer(data, np.uint8)
+    if not len(data):
+        return np.zeros(len(starts), bool)
+    first_chars, last_chars = buffer[np.minimum(starts, len(data) - 1)], buffer[np.maximum(ends - 1, 0)]
+    flat = ~blank & (first_chars == _OPEN) & (last_chars == _CLOSE)
+    others = np.flatnonzero(~flat)
+    if len(others) <= _FEW_LINES:
+        def outside_other_lines(char: bytes) -> int:
+            # find() is memchr-fast when the char is absent, the usual case for `[` and `\`
+            in_file = np.count_nonzero(buffer == ord(char)) if data.find(char) >= 0 else 0
+            return in_file - sum(data.count(char, starts[i], ends[i]) for i in others)
+        if (outside_other_lines(b"[") == 0 and outside_other_lines(b"\\") == 0
+                and outside_other_lines(b"{") == flat.sum() == outside_other_lines(b"}")):
+            return flat
+    return (flat & (per_line_count(data, ends, b"[") == 0) & (per_line_count(data, ends, b"\\") == 0)
+            & (per_line_count(data, ends, b"{") == 1) & (per_line_count(data, ends, b"}") == 1))
+
+
+def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: np.ndarray,
+                      parts: dict[str, list[Points]], path: pathlib.Path) -> np.ndarray:
+    """Parse the flat lines (0-based indices) as CSV into `parts`; return the indices it could not take."""
+    if not len(flat):
+        return flat
+    width = 2 * _usual_key_count(data, starts, ends, flat)
+    # pandas would read a first line wider than `names` with an index and no warning: lines go
+    # the slow way until one fits.
+    fits = next((position for position, index in enumerate(flat)
+                 if 0 < _key_count(data[starts[index]:ends[index]]) <= width // 2), len(flat))
+    leading, flat = flat[:fits], flat[fits:]
+    if not len(flat):
+        return leading
+    chunk = join_lines(data, starts, ends, flat)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            frame = pd.read_csv(io.BytesIO(chunk.translate(_JSON_TO_CSV, b"{}")), engine="c", header=None,
+                                names=range(width), dtype={column: "category" for column in range(0, width, 2)},
+                                keep_default_na=False, na_values=[""], skipinitialspace=True,
+                                on_bad_lines="warn", lineterminator="\n")
+        except (ValueError, pd.errors.ParserError):  # e.g. undecodable bytes: json.loads will say where
+            return np.concatenate([leading, flat])
+    # Lines with more keys than usual were skipped by the parser; it names them in warnings.
+    wider = np.array([int(number) - 1 for warning in caught
+                      for number in re.findall(r"Skipping line (\d+)", str(warning.message))], dtype=np.int64)
+    wider = np.unique(wider[(wider >= 0) & (wider < len(flat))])
+    taken = np.delete(flat, wider)
+    if len(taken) != len(frame):  # the warnings did not say what we expect: parse every line slowly
+        return np.concatenate([leading, flat])
+    keys = [frame[column] for column in range(0, width, 2)]
+    values = [frame[column] for column in range(1, width, 2)]
+    # A row is taken when its fields pair up as key/value (a key without a value means the line
+    # was not flat pairs) and its keys came through intact: a comma in a key was a colon before
+    # the translation, and a key that pandas turned into a number ("1" -> 1) lost its spelling.
+    valid = np.ones(len(frame), bool)
+    for key, value in zip(keys, values):
+        categories = key.cat.categories
+        usable = (~np.asarray(categories.str.contains(",", regex=False), dtype=bool)
+                  if pd.api.types.is_string_dtype(categories) else np.zeros(len(categories), bool))
+        valid &= (key.isna() == value.isna()).to_numpy() & np.append(usable, True)[key.cat.codes.to_numpy()]
+    lines = taken + 1
+    for key, value in zip(keys, values):
+        codes = key.cat.codes.to_numpy()
+        cells = value.to_numpy(dtype=object) if not pd.api.types.is_numeric_dtype(value.dtype) else value.to_numpy()
+        for code, name in enumerate(key.cat.categories):
+            rows = (codes == code) & valid
+            if rows.any():
+                parts[name].append((lines[rows], cells[rows]))
+    return np.concatenate([leading, flat[wider], taken[~valid]])
+
+
+def _key_count(line: bytes) -> int:
+    """Keys of one JSON object line; 0 when it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return 0
+    return len(record) if isinstance(record, dict) else 0
+
+
+def _usual_key_count(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: np.ndarray) -> int:
+    """The most common number of keys per line, from up to 200 lines spread over the file: the
+    parser's width. Rarer, wider lines (detectron2 evaluation records) take the slow path."""
+    sample = flat[np.linspace(0, len(flat) - 1, min(len(flat), 200)).astype(int)]
+    counts = [count for count in (_key_count(data[starts[index]:ends[index]]) for index in sample) if count]
+    return max(1, int(np.bincount(counts).argmax())) if counts else 1
+
+
+def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: np.ndarray,
+                      parts: dict[str, list[Points]], path: pathlib.Path, problems: list[Problem]) -> None:
+    """json.loads each line: the slow path, for the few lines the fast one cannot take."""
+    collected: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    bad: list[tuple[int, str]] = []
+    for index in slow:
+        try:
+            record = _loads(data[starts[index]:ends[index]])
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            bad.append((index, error.msg if isinstance(error, json.JSONDecodeError) else str(error)))
+            continue
+        for key, value in record.items():
+            if value is None:
+                continue
+            lines, values = collected[key]
+            lines.append(index + 1)
+            # Booleans and nested values are text here: never metrics.
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            values.append(value if numeric or isinstance(value, str) else json.dumps(value))
+    last_line_unfinished = data[-1:] != b"\n"
+
+    def describe(line: tuple[int, str]) -> tuple[str, str]:
+        index, reason = line
+        half = "half-written last line: " if last_line_unfinished and index == len(starts) - 1 else ""
+        return f"line {index + 1}", f"{half}not valid JSON ({reason}); line skipped"
+    report(problems, path, bad, describe, "lines that are not valid JSON skipped")
+    for key, (lines, values) in collected.items():
+        parts[key].append((np.array(lines, dtype=np.int64), np.array(values, dtype=object)))
+
+
+# ---- JSON lines: per-format steps and tags ---------------------------------------------------
+
+def _by_line(points: Points | None, line_count: int, fill: object = np.nan) -> np.ndarray:
+    """A per-line array (index = 1-based line number) of one key's values."""
+    out = np.full(line_count + 1, fill, dtype=object if fill is None else np.float64)
+    if points is not None:
+        out[points[0]] = points[1]
+    return out
+
+
+def _detectron2(numbers: dict[str, Points], texts: dict[str, Points], line_count: int):
+    metrics = {key: points for key, points in numbers.items() if not is_bookkeeping(key)}
+    return metrics, _by_line(numbers.get("iteration"), line_count), "iteration"
+
+
+def _split_by_mode(numbers: dict[str, Points], modes: np.ndarray) -> dict[str, Points]:
+    """Train keys keep their names; keys of other modes become `<mode>/<key>` so that a
+    validation `loss` never mixes with the training `loss`."""
+    metrics = {}
+    for key, (lines, values) in numbers.items():
+        if is_bookkeeping(key):
+            continue
+        line_modes = modes[lines]
+        for mode in pd.unique(line_modes[pd.notna(line_modes)]):
+            if mode != "train" and key == "lr":  # validation records repeat the training LR
+                continue
+            rows = line_modes == mode
+            metrics[key if mode == "train" else f"{mode}/{key}"] = (lines[rows], values[rows])
+    return metrics
+
+
+def _mmdet(numbers: dict[str, Points], texts: dict[str, Points], line_count: int):
+    """mmdetection 2.x: `iter` restarts every epoch, so step = (epoch - 1) * iters per epoch + iter.
+
+    Iters per epoch is the largest `iter` seen; a validation record's `iter` is the epoch's
+    length, which the last logged training iter may fall short of."""
+    modes = _by_line(texts.get("mode"), line_count, fill=None)
+    epochs, iters = _by_line(numbers.get("epoch"), line_count), _by_line(numbers.get("iter"), line_count)
+    records = pd.notna(modes)  # the header line (env_info, config, seed) has no mode
+    by_epoch = records & ~np.isnan(epochs)
+    iters_per_epoch = np.nanmax(iters[by_epoch]) if (by_epoch & ~np.isnan(iters)).any() else 0
+    steps = np.where(np.isnan(epochs), iters, (epochs - 1) * iters_per_epoch + iters)  # iter-based runners: no epoch
+    steps[~records] = np.nan
+    return _split_by_mode(numbers, modes), steps, "step"
+
+
+def _mmengine(numbers: dict[str, Points], texts: dict[str, Points], line_count: int):
+    """mmengine scalars.json: `step` keys every line. Validation lines carry no `iter`, and with
+    an epoch-based loop their `step` is the epoch; they move to the last training iter of that
+    epoch so that every series counts iterations."""
+    steps = _by_line(numbers.get("step"), line_count)
+    if "iter" not in numbers:
+        return {key: points for key, points in numbers.items() if not is_bookkeeping(key)}, steps, "step"
+    iters, epochs = _by_line(numbers["iter"], line_count), _by_line(numbers.get("epoch"), line_count)
+    validation = ~np.isnan(steps) & np.isnan(iters)
+    training = ~np.isnan(iters) & ~np.isnan(epochs)
+    if training.any():
+        last_iter_of_epoch = pd.Series(iters[training]).groupby(epochs[training]).max()
+        moved = pd.Series(steps[validation]).map(last_iter_of_epoch).to_numpy(dtype=np.float64)
+        steps[validation] = np.where(np.isnan(moved), steps[validation], moved)
+    modes = np.where(validation, "val", "train").astype(object)
+    return _split_by_mode(numbers, modes), steps, "step"
+
+
+def _series_with_restarts(metrics: dict[str, Points], steps_by_line: np.ndarray, step_name: str,
+                          path: pathlib.Path, problems: list[Problem], notes: list[str]) -> dict[str, Series]:
+    """Series from per-line points, after resumed runs replace what they overlap.
+
+    A record whose step goes back to k (a resumed run), or repeats the previous record's step
+    with a key that record had (a duplicated line), drops every earlier point at step >= k, for
+    all tags. An evaluation record sharing the iteration of a training record is not a repeat."""
+    tags = list(metrics)
+    if not tags:
+        return {}
+    point_lines = np.concatenate([metrics[tag][0] for tag in tags])
+    point_tags = np.concatenate([np.full(len(metrics[tag][0]), index) for index, tag in enumerate(tags)])
+    points_per_line = np.bincount(point_lines, minlength=len(steps_by_line))
+    no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
+    report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
+           f"records without {step_name!r} skipped")
+    record_lines = np.flatnonzero((points_per_line > 0) & ~np.isnan(steps_by_line))
+    record_steps = steps_by_line[record_lines]
+    restart = np.zeros(len(record_lines), bool)
+    restart[1:] = record_steps[1:] < record_steps[:-1]
+    same = np.flatnonzero(record_steps[1:] == record_steps[:-1]) + 1
+    if len(same):
+        previous_line = np.zeros(len(steps_by_line), np.int64)
+        previous_line[record_lines[same]] = record_lines[same - 1]
+        logged = point_lines * len(tags) + point_tags
+        on_same = np.isin(point_lines, record_lines[same])
+        repeated = np.isin(previous_line[point_lines[on_same]] * len(tags) + point_tags[on_same], logged)
+        restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
+    # A record survives when no later restart goes back to its step or below.
+    restart_steps = np.where(restart, record_steps, np.inf)
+    lowest_later = np.append(np.minimum.accumulate(restart_steps[::-1])[::-1][1:], np.inf)
+    kept_record = record_steps < lowest_later
+    if restart.any():
+        notes.extend(_restart_notes(record_lines, record_steps, restart, kept_record,
+                                    points_per_line[record_lines], step_name))
+    kept_line = np.zeros(len(steps_by_line), bool)
+    kept_line[record_lines[kept_record]] = True
+    series = {}
+    for tag in tags:
+        lines, values = metrics[tag]
+        keep = kept_line[lines]
+        if keep.any():
+            series[tag] = Series(tag, np.rint(steps_by_line[lines[keep]]).astype(np.int64), values[keep])
+    return series
+
+
+def _restart_notes(record_lines, record_steps, restart, kept_record, points_per_record, step_name) -> list[str]:
+    """One note per restart saying what it replaced; one summary when there are very many."""
+    restarts = np.flatnonzero(restart)
+    if len(restarts) > MAX_PROBLEMS:
+        return [f"{len(restarts)} restarts or repeated {step_name}s; "
+                f"{points_per_record[~kept_record].sum()} earlier points replaced"]
+    notes, alive = [], np.ones(len(record_lines), bool)
+    for index in restarts:
+        step, before = int(record_steps[index]), int(record_steps[index - 1])
+        replaced = alive[:index] & (record_steps[:index] >= step)
+        alive[:index] &= ~replaced
+        how = f"restart at line {record_lines[index]}: {step_name} {step} after {before}" if step < before else \
+            f"repeat at line {record_lines[index]}: {step_name} {step} logged again"
+        notes.append(f"{how}; {points_per_record[:index][replaced].sum()} earlier points replaced")
+    return notes
+
+
+# ---- whole-document formats -------------------------------------------------------------------
+
+def _decoded(data: bytes, path: pathlib.Path, problems: list[Problem]) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        problems.append(Problem(str(path), f"line {line}", f"not UTF-8 text: {error.reason} at byte {error.start}"))
+        return data.decode("utf-8-sig", "replace")
+
+
+def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
+    text = _decoded(data, path, problems)
+    try:
+        state = _loads(text)
+        entries = state.get("log_history") if isinstance(state, dict) else None
+    except json.JSONDecodeError as error:
+        state, entries = {}, _salvage_log_history(text, error, path, problems)
+    if not isinstance(entries, list):
+        problems.append(Problem(str(path), "", "no log_history list"))
+        return {}
+    is_object = np.array([isinstance(entry, dict) for entry in entries], dtype=bool)
+    report(problems, path, np.flatnonzero(~is_object),
+           lambda index: (f"log_history[{index}]", "entry is not a JSON object; skipped"), "entries that are not objects")
+    places = np.flatnonzero(is_object)
+    frame = pd.DataFrame.from_records([entries[index] for index in places])
+    if frame.empty:
+        problems.append(Problem(str(path), "", "log_history is empty"))
+        return {}
+    # The closing summary row (train_runtime, total_flos, ...) has a `train_loss` that is the mean
+    # over the whole run, not a point of the curve; as its own one-point series it would also pass
+    # for the training loss in role inference. Leave the row out.
+    if "train_runtime" in frame:
+        summary = frame["train_runtime"].notna().to_numpy()
+        frame, places = frame[~summary].reset_index(drop=True), places[~summary]
+    steps = _trainer_steps(frame, state)
+    report(problems, path, np.flatnonzero(np.isnan(steps)),
+           lambda index: (f"log_history[{places[index]}]", "no step and no epoch; entry skipped"),
+           "entries without step or epoch skipped")
+    series = {}
+    for tag in frame.columns:
+        if is_bookkeeping(tag):
+            continue
+        cells = cells_to_numbers(frame[tag], places, tag, path, problems, where="log_history[{}]")
+        if cells is None:
+            continue
+        points = cells[0] & ~np.isnan(steps)
+        if points.any():
+            series[tag] = Series(tag, np.rint(steps[points]).astype(np.int64), cells[1][points])
+    return series
+
+
+def _trainer_steps(frame: pd.DataFrame, state: dict) -> np.ndarray:
+    """The step of each log_history row.
+
+    A row without `step` (Seq2SeqTrainer's predict_* rows) was logged right after the row before
+    it, so it takes that row's step. Rows before any step get epoch x steps per epoch, the ratio
+    measured on the rows that have both (or the state's global_step / epoch)."""
+    nothing = pd.Series(np.nan, index=frame.index)
+    steps = pd.to_numeric(frame.get("step", nothing), errors="coerce")
+    epochs = pd.to_numeric(frame.get("epoch", nothing), errors="coerce")
+    filled = steps.ffill()
+    if filled.isna().any():
+        measured = (epochs > 0) & steps.notna()
+        if measured.any():
+            per_epoch = (steps[measured] / epochs[measured]).median()
+        else:
+            global_step, epoch = state.get("global_step"), state.get("epoch")
+            known = isinstance(global_step, (int, float)) and isinstance(epoch, (int, float)) and epoch
+            per_epoch = global_step / epoch if known else np.nan
+        filled = filled.fillna((epochs * per_epoch).round())
+    return filled.to_numpy(dtype=np.float64)
+
+
+def _salvage_log_history(text: str, error: json.JSONDecodeError, path: pathlib.Path, problems: list[Problem]) -> list:
+    """The log_history entries of a damaged trainer_state.json, each bad one a problem."""
+    start = text.find('"log_history"')
+    if start < 0 or text.find("[", start) < 0:
+        problems.append(Problem(str(path), f"line {error.lineno}", f"not valid JSON ({error.msg})"))
+        return []
+    decoder, entries, found_bad = json.JSONDecoder(parse_constant=str), [], False
+    position = text.find("[", start) + 1
+    while True:
+        position = _SEPARATORS.match(text, position).end()
+        if position >= len(text) or text[position] == "]":
+            break
+        try:
+            entry, position = decoder.raw_decode(text, position)
+            entries.append(entry)
+        except json.JSONDecodeError as bad:
+            found_bad = True
+            where = f"line {text.count(chr(10), 0, bad.pos) + 1}"
+            problems.append(Problem(str(path), where,
+                                    f"log_history entry is not valid JSON ({bad.msg}); entry skipped"))
+            # entries are flat objects: the next `{` starts the next entry
+            position = text.find("{", max(bad.pos, position + 1))
+            if position < 0:
+                break
+    if not found_bad:
+        problems.append(Problem(str(path), f"line {error.lineno}", f"not valid JSON ({error.msg})"))
+    return entries
+
+
+def _read_keras_history(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
+    """Keras `History.history`: steps are the list index, i.e. the 0-based epoch that Keras'
+    own CSVLogger writes too."""
+    text = _decoded(data, path, problems)
+    try:
+        history = _loads(text)
+    except json.JSONDecodeError as error:
+        problems.append(Problem(str(path), f"line {error.lineno}", f"not valid JSON ({error.msg})"))
+        return {}
+    series = {}
+    for tag, values in history.items() if isinstance(history, dict) else ():
+        if not isinstance(values, list) or is_bookkeeping(tag):
+            continue
+        where = tag.replace("{", "{{").replace("}", "}}") + "[{}]"
+        epochs = np.arange(len(values))
+        cells = cells_to_numbers(pd.Series(values, dtype=object), epochs, tag, path, problems, where=where)
+        if cells is not None and cells[0].any():
+            series[tag] = Series(tag, epochs[cells[0]], cells[1][cells[0]])
+    return series

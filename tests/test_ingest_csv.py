@@ -1,0 +1,324 @@
+"""The CSV reader: Lightning, Keras, ultralytics and generic CSV logs; damaged files become problems."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lrdiag.ingest import csvlog
+
+REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
+
+
+def claims(path: Path) -> bool:
+    return csvlog.claims(path, path.read_bytes()[:65536])
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def wheres(result) -> list[str]:
+    return [problem.where for problem in result.problems]
+
+
+# ---- real logs ---------------------------------------------------------------------------------
+
+# file -> (source, {tag: points}); counts checked against the raw files with the csv module below.
+REAL_CSV = {
+    "keras_csv/Car-Prediction-CNN-Model/training.log":
+        ("keras_csv", {"accuracy": 100, "loss": 100, "val_accuracy": 100, "val_loss": 100}),
+    "keras_csv/Emotion-Detection-Resnet50/training.log":
+        ("keras_csv", {"accuracy": 17, "loss": 17, "val_accuracy": 17, "val_loss": 17}),
+    "keras_csv/Voice-Identification/speaker250_training.log":
+        ("keras_csv", {"acc": 50, "loss": 50, "val_acc": 50, "val_loss": 50}),
+    "lightning_csv/Gaussian-Mixture-Neural-Network__version_0/metrics.csv":
+        ("lightning_csv", {"train_loss": 140, "val_acc": 700, "val_loss": 700}),
+    "lightning_csv/Gaze_Detection_Correction__version_0/metrics.csv":
+        ("lightning_csv", {"train_acc": 30, "train_loss_epoch": 30, "train_loss_step": 5286, "val_acc": 30, "val_loss": 30}),
+    "lightning_csv/Simple-Pendulum-PINN__version_18/metrics.csv":
+        ("lightning_csv", {"dynamics_loss_epoch": 1000, "dynamics_loss_step": 1260, "initial_omega_loss_epoch": 1000,
+                           "initial_omega_loss_step": 1260, "initial_theta_loss_epoch": 1000,
+                           "initial_theta_loss_step": 1260, "train_loss_epoch": 1000, "train_loss_step": 1260}),
+    "lightning_csv/ml-aos__version_3/metrics.csv":
+        ("lightning_csv", {"train_rmse": 604, "train_loss": 604, "val_rmse": 200, "val_loss": 200}),
+    "lightning_csv/opal-v2__version_0/metrics.csv":
+        ("lightning_csv", {"lr-Adam": 108, "train/nll_loss": 108, "val/rmse_loss": 8}),
+    "ultralytics_csv/helmet-detection-yolov5__exp2/results.csv":
+        ("yolo_csv", {tag: 150 for tag in (
+            "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
+            "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss", "val/obj_loss", "val/cls_loss",
+            "x/lr0", "x/lr1", "x/lr2")}),
+}
+
+
+def real(relative: str) -> Path:
+    if not REAL_LOGS.is_dir():
+        pytest.skip(f"{REAL_LOGS} is absent")
+    return REAL_LOGS / relative
+
+
+def test_every_real_csv_log_is_listed_here():
+    if not REAL_LOGS.is_dir():
+        pytest.skip(f"{REAL_LOGS} is absent")
+    found = {str(path.relative_to(REAL_LOGS)) for path in REAL_LOGS.rglob("*") if path.suffix in (".csv", ".log")}
+    assert found == set(REAL_CSV)
+
+
+@pytest.mark.parametrize("relative", sorted(REAL_CSV))
+def test_real_csv_log_is_claimed_and_read_without_problems(relative):
+    path = real(relative)
+    source, counts = REAL_CSV[relative]
+    assert claims(path)
+    result = csvlog.read(path)
+    assert result.problems == []
+    assert result.source == source
+    assert {tag: len(series) for tag, series in result.series.items()} == counts
+    for series in result.series.values():
+        assert series.steps.dtype == np.int64 and series.values.dtype == np.float64
+        assert series.role is None
+
+
+@pytest.mark.parametrize("relative", sorted(REAL_CSV))
+def test_real_csv_point_counts_match_the_filled_cells_of_the_raw_file(relative):
+    path = real(relative)
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle, skipinitialspace=True))
+    header = [name.strip() for name in rows[0]]
+    filled = {name: sum(1 for row in rows[1:] if row[index].strip()) for index, name in enumerate(header)}
+    result = csvlog.read(path)
+    for tag, series in result.series.items():
+        assert len(series) == filled[tag]
+
+
+def test_lightning_sparse_rows_give_each_metric_only_its_filled_rows():
+    result = csvlog.read(real("lightning_csv/Gaze_Detection_Correction__version_0/metrics.csv"))
+    val_loss = result.series["val_loss"]
+    # `0,1761,,,,0.8284090757369995,0.4859466254711151` is the first validation row
+    assert val_loss.steps[0] == 1761 and val_loss.values[0] == 0.4859466254711151
+    assert result.series["train_loss_step"].steps[:2].tolist() == [9, 19]
+    assert "epoch" not in result.series and "step" not in result.series
+
+
+def test_lightning_lr_monitor_rows_without_epoch_still_count():
+    result = csvlog.read(real("lightning_csv/opal-v2__version_0/metrics.csv"))
+    lr = result.series["lr-Adam"]
+    assert lr.steps[0] == 49 and lr.values[0] == 0.00328141592920354  # `,0.00328141592920354,49,,`
+    assert result.series["val/rmse_loss"].steps[-1] == 5431
+
+
+def test_yolo_space_padded_headers_and_values_are_stripped():
+    result = csvlog.read(real("ultralytics_csv/helmet-detection-yolov5__exp2/results.csv"))
+    assert all(tag == tag.strip() for tag in result.series)
+    map_5095 = result.series["metrics/mAP_0.5:0.95"]
+    assert map_5095.steps.tolist() == list(range(150))
+    assert map_5095.values[-1] == 0.49232
+    assert result.series["x/lr0"].values[0] == 0.0937
+
+
+def test_keras_old_metric_names_and_epoch_steps():
+    result = csvlog.read(real("keras_csv/Voice-Identification/speaker250_training.log"))
+    assert result.series["loss"].steps.tolist() == list(range(50))
+    assert result.series["loss"].values[0] == 4.8825876811019846
+    assert result.series["val_acc"].values[0] == 0.40838509316770188
+
+
+# ---- generated logs: formats ------------------------------------------------------------------
+
+def test_lightning_round_trip_keeps_nan_and_inf_cells_but_not_empty_ones(tmp_path):
+    path = write(tmp_path, "metrics.csv", "epoch,lr-AdamW,lr-AdamW/pg1,step,train_loss,val_loss\n"
+                                          ",0.001,0.002,0,,\n"
+                                          "0,,,0,2.5,\n"
+                                          "0,,,1,nan,\n"
+                                          "0,,,2,inf,\n"
+                                          "0,,,2,,1.5\n")
+    result = csvlog.read(path)
+    assert result.source == "lightning_csv" and result.problems == []
+    loss = result.series["train_loss"]
+    assert loss.steps.tolist() == [0, 1, 2]
+    assert loss.values[0] == 2.5 and math.isnan(loss.values[1]) and loss.values[2] == math.inf
+    assert result.series["lr-AdamW/pg1"].values.tolist() == [0.002]
+    assert result.series["val_loss"].steps.tolist() == [2]
+    assert set(result.series) == {"lr-AdamW", "lr-AdamW/pg1", "train_loss", "val_loss"}
+
+
+def test_keras_csv_round_trip(tmp_path):
+    path = write(tmp_path, "training.log", "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n"
+                                           "0,0.5,0.001,1.2,0.4,1.3\n1,0.6,0.001,1.0,0.5,1.1\n")
+    result = csvlog.read(path)
+    assert result.source == "keras_csv"
+    assert result.series["learning_rate"].values.tolist() == [0.001, 0.001]
+    assert result.series["val_loss"].steps.tolist() == [0, 1]
+
+
+def test_yolov8_results_csv_without_padding_is_yolo_and_drops_the_time_column(tmp_path):
+    path = write(tmp_path, "results.csv", "epoch,time,train/box_loss,metrics/mAP50(B),lr/pg0\n1,30.5,1.2,0.1,0.01\n2,61.0,1.1,0.2,0.009\n")
+    result = csvlog.read(path)
+    assert result.source == "yolo_csv"
+    assert set(result.series) == {"train/box_loss", "metrics/mAP50(B)", "lr/pg0"}
+
+
+@pytest.mark.parametrize(("header", "step_column"), [
+    ("epoch,global_step,loss", "global_step"),
+    ("Epoch,Iteration,loss", "Iteration"),
+    ("iter,epoch,loss", "iter"),
+    ("epoch,step,global_step,loss", "step"),
+])
+def test_generic_csv_prefers_the_finest_step_column(tmp_path, header, step_column):
+    names = header.split(",")
+    rows = [dict(zip(names, values)) for values in (("1", "10", "100"), ("2", "20", "200"))]
+    body = "\n".join(",".join(row[name] if name != "loss" else "0.5" for name in names) for row in rows)
+    path = write(tmp_path, "log.csv", header + "\n" + body + "\n")
+    result = csvlog.read(path)
+    assert result.problems == []
+    expected = [int(row[step_column]) for row in rows]
+    assert result.series["loss"].steps.tolist() == expected
+    assert set(result.series) == {"loss"}
+
+
+def test_generic_csv_keeps_metrics_and_drops_bookkeeping_columns(tmp_path):
+    path = write(tmp_path, "train_log.csv", "step,loss,grad_norm,time,data_time,train_runtime,train_samples_per_second,mAP\n"
+                                            "1,0.5,2.0,0.3,0.01,5,100,0.1\n")
+    assert set(csvlog.read(path).series) == {"loss", "grad_norm", "mAP"}
+
+
+def test_history_csv_with_an_unnamed_index_column_uses_it_as_steps(tmp_path):
+    path = write(tmp_path, "history.csv", ",loss,val_loss\n0,1.0,1.5\n1,0.8,1.2\n")
+    assert claims(path)
+    result = csvlog.read(path)
+    assert result.source == "csv"
+    assert result.series["val_loss"].steps.tolist() == [0, 1]
+    assert set(result.series) == {"loss", "val_loss"}
+
+
+def test_text_columns_are_not_metrics(tmp_path):
+    path = write(tmp_path, "metrics.csv", "step,loss,phase\n1,0.5,warmup\n2,0.4,main\n")
+    result = csvlog.read(path)
+    assert set(result.series) == {"loss"} and result.problems == []
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("train.csv", "id,text,label\n1,hello,0\n"),  # a dataset, not a log
+    ("data.csv", ",a,b\n0,1,2\n"),  # index column, but not named like a log
+    ("numbers.csv", "1,2,3\n4,5,6\n"),  # no header
+    ("metrics.json", '{"step": 1, "loss": 0.5}\n'),
+    ("events.out.tfevents.1.host", "step,loss\n1,0.5\n"),
+    ("binary.csv", b"step,loss\x00\x01\n"),
+    ("run.log", "2021-08-12 19:06:36,123 - mmdet - INFO - Environment info:\n"),
+])
+def test_files_that_are_not_csv_training_logs_are_not_claimed(tmp_path, name, content):
+    assert not claims(write(tmp_path, name, content))
+
+
+# ---- generated logs: damage -------------------------------------------------------------------
+
+def test_a_row_with_too_many_fields_is_a_problem_and_the_rows_after_it_are_kept(tmp_path):
+    path = write(tmp_path, "metrics.csv", "epoch,step,loss\n0,1,0.9\n0,2,0.8,7\n0,3,0.7\n0,4,0.6\n")
+    result = csvlog.read(path)
+    assert wheres(result) == ["line 3"]
+    assert "expected 3 fields, found 4" in result.problems[0].message
+    assert result.problems[0].file == str(path)
+    assert result.series["loss"].steps.tolist() == [1, 3, 4]
+
+
+def test_a_row_with_too_few_fields_is_a_problem_not_silently_padded(tmp_path):
+    path = write(tmp_path, "metrics.csv", "epoch,step,loss,val_loss\n0,1,0.9,\n0,2\n0,3,0.7,0.5\n")
+    result = csvlog.read(path)
+    assert wheres(result) == ["line 3"]
+    assert result.series["loss"].steps.tolist() == [1, 3]
+
+
+def test_a_half_written_last_line_is_reported_and_the_rows_before_it_are_kept(tmp_path):
+    path = write(tmp_path, "training.log", "epoch,loss,val_loss\n0,1.0,2.0\n1,0.9,1.9\n2,0.8")
+    result = csvlog.read(path)
+    assert wheres(result) == ["line 4"]
+    assert "half-written last line" in result.problems[0].message
+    assert result.series["val_loss"].values.tolist() == [2.0, 1.9]
+
+
+def test_a_non_numeric_cell_is_a_problem_and_only_that_point_is_lost(tmp_path):
+    path = write(tmp_path, "metrics.csv", "step,loss,lr\n1,0.9,0.1\n2,oops,0.1\n3,0.7,0.1\n")
+    result = csvlog.read(path)
+    assert wheres(result) == ["line 3"]
+    assert "'oops'" in result.problems[0].message and "'loss'" in result.problems[0].message
+    assert result.series["loss"].steps.tolist() == [1, 3]
+    assert result.series["lr"].steps.tolist() == [1, 2, 3]
+
+
+def test_a_row_without_a_step_is_a_problem(tmp_path):
+    path = write(tmp_path, "metrics.csv", "step,loss\n1,0.9\n,0.8\nx,0.75\n3,0.7\n")
+    result = csvlog.read(path)
+    assert wheres(result) == ["line 3", "line 4"]
+    assert result.series["loss"].steps.tolist() == [1, 3]
+
+
+def test_blank_lines_and_crlf_line_ends_are_fine(tmp_path):
+    path = write(tmp_path, "metrics.csv", "step,loss\r\n1,0.9\r\n\r\n2,0.8\r\n")
+    result = csvlog.read(path)
+    assert result.problems == []
+    assert result.series["loss"].values.tolist() == [0.9, 0.8]
+
+
+def test_undecodable_bytes_are_a_problem_and_the_other_rows_are_kept(tmp_path):
+    path = write(tmp_path, "metrics.csv", b"step,loss\n1,0.9\n2,\xff\xfe\n3,0.7\n")
+    result = csvlog.read(path)
+    assert "line 3" in wheres(result)
+    assert any("UTF-8" in problem.message for problem in result.problems)
+    assert result.series["loss"].steps.tolist() == [1, 3]
+
+
+def test_an_empty_file_is_a_problem(tmp_path):
+    path = write(tmp_path, "metrics.csv", "")
+    assert claims(path)  # so that the empty log is reported, not ignored
+    assert not claims(write(tmp_path, "data.csv", ""))
+    result = csvlog.read(path)
+    assert result.series == {} and [problem.message for problem in result.problems] == ["empty file"]
+
+
+def test_a_header_only_file_is_a_problem(tmp_path):
+    path = write(tmp_path, "metrics.csv", "epoch,step,train_loss\n")
+    assert claims(path)
+    result = csvlog.read(path)
+    assert result.series == {}
+    assert len(result.problems) == 1 and "header" in result.problems[0].message
+
+
+def test_an_unreadable_path_is_a_problem(tmp_path):
+    folder = tmp_path / "metrics.csv"
+    folder.mkdir()
+    result = csvlog.read(folder)
+    assert result.series == {} and "cannot read" in result.problems[0].message
+
+
+def test_a_broken_file_lists_a_bounded_number_of_problems(tmp_path):
+    rows = "".join(f"{step},{step},x\n" for step in range(1000))
+    path = write(tmp_path, "metrics.csv", "step,loss,lr\n" + rows.replace(",x", ",0.5", 1) + "5000,0.1,0.1\n")
+    result = csvlog.read(path)
+    assert len(result.problems) <= csvlog.MAX_PROBLEMS
+    assert "more" in result.problems[-1].message
+    assert len(result.series["loss"]) == 1001
+
+
+HEADER = b"epoch,step,loss,val_loss\n"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.lists(st.tuples(st.integers(len(HEADER), 400),
+                                 st.binary(max_size=6) | st.sampled_from([b'"', b",", b"\n", b"\r", b"\xff", b"x"])),
+                       max_size=6))
+def test_damaged_csv_never_raises_and_each_damage_costs_at_most_one_row(tmp_path, damage):
+    text = bytearray(HEADER + b"".join(b"0,%d,0.%d,\n" % (step, step + 1) for step in range(40)))
+    for position, garbage in damage:
+        text[position:position] = garbage
+    path = write(tmp_path, "metrics.csv", bytes(text))
+    result = csvlog.read(path)
+    assert all(problem.file == str(path) for problem in result.problems)
+    assert len(result.series.get("loss", [])) >= 40 - len(damage)
