@@ -1,9 +1,12 @@
 """Explosion: a loss that climbs to many times its starting level and stays there.
 
-The starting level is the median of the first points, the climb is judged on a 5-point rolling
-median (one bad batch is a spike, not an explosion) and must hold for `min_points` points. A
-factor of 10 is far beyond the ordinary rise of a loss (warmup bumps, an LR restart, a
-harder curriculum stage rarely double it), so a healthy run never reaches it.
+The starting level is the median of the first three points, the climb is judged on a 5-point rolling
+median (one bad batch is a spike, not an explosion) and must hold for `min_points` points,
+unless it ends the series in NaN/Inf, the usual end of an explosion. The
+starting level is the loss of the untrained model; the ordinary rises of a healthy run
+(warmup bumps, an LR restart, a harder curriculum stage) stay below it, so five times above it
+is a run that has lost everything it learned and more. The finding
+starts where the climb began: the last point at most twice the lowest level before it.
 """
 
 from __future__ import annotations
@@ -15,18 +18,28 @@ from lrdiag.detect.robust import rolling_median, runs_of
 from lrdiag.series.model import Series
 
 
-def detect(series: Series, ctx: Context, factor: float = 10.0, min_points: int = 3) -> list[Hit]:
+def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 3) -> list[Hit]:
     steps, values = clean(series)
     if values.size < 2 * min_points or (values <= 0).any():
         return []  # a ratio to the start means nothing for a loss that can be zero or negative
-    start = float(np.median(values[: max(3, values.size // 50)]))
+    start = float(np.median(values[:3]))  # the untrained model's loss: the first logged points
     smooth = rolling_median(values, 5)
     above = smooth >= factor * start
-    stretches = [(a, b) for a, b in runs_of(above) if b - a + 1 >= min_points]
+    above[:3] = False  # the start itself cannot be above the start
+    # A climb cut short by NaN/Inf (the usual end of one) counts however few points it has.
+    ends_nonfinite = bool(series.values.size and not np.isfinite(series.values[-1]))
+    if ends_nonfinite and values[-1] >= factor * start:
+        above[-1] = True  # the last finite point, raw: a rolling median lags behind the blow-up
+    stretches = [(a, b) for a, b in runs_of(above)
+                 if b - a + 1 >= min_points or (ends_nonfinite and b == values.size - 1)]
     if not stretches:
         return []
     first, last = stretches[0][0], stretches[-1][1]
     peak = first + int(np.argmax(values[first:last + 1]))
-    return [Hit(int(steps[first]), int(steps[last]),
-                {"step": int(steps[first]), "start_level": start, "peak": float(values[peak]),
+    # The climb began where the loss last sat near its lowest level before crossing the factor.
+    low = float(smooth[: first + 1].min())
+    climb = int(np.flatnonzero(smooth[: first + 1] <= 2 * low)[-1])
+    return [Hit(int(steps[climb]), int(steps[last]),
+                {"step": int(steps[climb]), "crossed_step": int(steps[first]), "start_level": start,
+                 "peak": float(values[peak]),
                  "peak_step": int(steps[peak]), "ratio": float(values[peak] / start)})]

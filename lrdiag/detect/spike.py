@@ -1,13 +1,15 @@
 """Loss spikes: a point or short burst far above the level just before it, then its recovery.
 
 A point is a spike candidate when, on the log scale (see robust.py):
-- it rises above the median of the `window` points before it by `z` local noise sigmas
-  (rolling MAD), and by at least the factor `min_ratio`;
+- it rises above the median of the `window` points before it (its level) by `z` local noise
+  sigmas (rolling MAD over a stretch eight times as long), and by at least the factor
+  `min_ratio`;
 - most of that rise happened within the last three points (a spike is sudden; a slow climb is
   a trend, left to the divergence and explosion rules).
 The threshold then adapts to the run's own tails: noise that is heavy-tailed dips as far below
 its level as it jumps above it, while a spike has no mirror image. So a run's deepest dip
-(measured the same way, below both sides) sets a floor of 1.5 times itself under `z`.
+(below the level on both sides, away from spike candidates) sets a floor of 1.5 times itself
+under `z`.
 Comparing with the points *before* makes the steep fall at the start of training harmless: a
 falling curve is always below its past. Consecutive candidates form one burst; its peak is the
 spike's step, and the recovery is the first later point (3-point median) back within a quarter
@@ -27,7 +29,7 @@ _DIP_FACTOR = 1.5
 _Z_CAP = 50.0  # a run whose dips reach z 33+ still reports spikes beyond z 50
 
 
-def detect(series: Series, ctx: Context, window: int = 20, z: float = 8.0, min_ratio: float = 1.5,
+def detect(series: Series, ctx: Context, window: int = 5, z: float = 8.0, min_ratio: float = 1.5,
            recover_fraction: float = 0.25, min_points: int = 10) -> list[Hit]:
     steps, values = clean(series)
     if values.size < min_points:
@@ -37,18 +39,24 @@ def detect(series: Series, ctx: Context, window: int = 20, z: float = 8.0, min_r
     before, after = side_medians(y, half)
     before_short = _before(y, 1)  # early points have fewer than `half` predecessors
     before = np.where(np.isnan(before), before_short, before)
-    scale = noise_scale(y, 4 * half + 1)
+    # The noise is judged over a wider stretch than the level: it changes slowly, the level fast.
+    scale = noise_scale(y, 8 * max(half, 5) + 1)
     floor = 1e-3 if is_log else 1e-3 * (float(np.median(np.abs(y))) + 1e-12)
     scale = np.maximum(scale, floor)
 
     jump = y - before
     recent = y - _before(y, 3)
-    dip = np.fmin(before, after) - y
-    dip_z = np.nan_to_num(dip / scale, nan=0.0)
-    threshold = max(z, min(_Z_CAP, _DIP_FACTOR * float(dip_z.max(initial=0.0))))
     min_rise = np.log(min_ratio) if is_log else (min_ratio - 1.0) * np.abs(before)
-    candidate = (jump >= threshold * scale) & (jump >= min_rise) & (np.nan_to_num(recent, nan=-np.inf) >= 0.5 * jump)
-    candidate &= ~np.isnan(before)
+    sudden = (jump >= min_rise) & (np.nan_to_num(recent, nan=-np.inf) >= 0.5 * jump) & ~np.isnan(before)
+    # Dips far from any spike candidate calibrate the threshold: a spike's slow recovery
+    # lifts the level after the points just before it, which would fake a dip there.
+    first_pass = sudden & (jump >= z * scale)
+    reach = 2 * half
+    near_spike = np.convolve(first_pass, np.ones(2 * reach + 1), mode="full")[reach:reach + y.size] > 0
+    dip = np.fmin(before, after) - y
+    dip_z = np.nan_to_num(dip / scale, nan=0.0)[~near_spike]
+    threshold = max(z, min(_Z_CAP, _DIP_FACTOR * float(dip_z.max(initial=0.0))))
+    candidate = sudden & (jump >= threshold * scale)
 
     smooth = rolling_median(y, 3)
     hits = []

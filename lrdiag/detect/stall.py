@@ -3,10 +3,12 @@
 The plateau starts at the first point after which the smoothed loss (log scale, rolling
 median) never improves by more than `progress` of the run's total drop (or three times its
 noise, when it hardly dropped). A plateau covering less than `min_fraction` of the run is a run
-still improving, or converging at the end, and is left alone. A longer one is a stall only
-when there is a reason to believe the loss could have gone further:
-- **stuck near its initial value**: it is less than `near_initial` (log units, ~10 %) below
-  where it started;
+still improving, or converging at the end, and is left alone, as is a curve that rises again
+after it (divergence or explosion, for the other rules). A stall needs a reason to believe the
+loss could have gone further:
+- **stuck near its initial value**: over the whole run it never got `near_initial` (log
+  units, ~10 %) below where it started (and never twice that at its best), however slowly it
+  creeps: the stall then runs from the first point;
 - **frozen after the LR decayed**: the LR over the plateau (median) is below `lr_floor` of its
   peak, and the loss was still falling fast (a quarter of its total drop) in the stretch just
   before it, so the schedule, not the model, ended the progress;
@@ -27,7 +29,7 @@ _TRIVIAL_LEVELS = np.log(np.arange(2, 1001))
 
 
 def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: float = 0.05,
-           near_initial: float = 0.1, lr_floor: float = 0.01, min_points: int = 20) -> list[Hit]:
+           near_initial: float = 0.1, lr_floor: float = 0.01, min_points: int = 8) -> list[Hit]:
     steps, values = clean(series)
     if values.size < min_points or steps[-1] == steps[0]:
         return []
@@ -38,31 +40,57 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     total_drop = start - float(smooth.min())
     noise = MAD_TO_SIGMA * float(np.median(np.abs(y - smooth)))
     tolerance = max(progress * max(total_drop, 0.0), 3 * noise / np.sqrt(width), 1e-9)
-    best_after = np.minimum.accumulate(smooth[::-1])[::-1]
-    onset = int(np.argmax(smooth - best_after <= tolerance))
+    end_level = float(np.median(y[-max(3, values.size // 10):]))
     span = float(steps[-1] - steps[0])
-    fraction = float(steps[-1] - steps[onset]) / span
-    if fraction < min_fraction:
-        return []
-    level = float(np.median(y[onset:]))
-    drop = start - level
-    level_value = float(np.exp(level)) if is_log else level
-    lr_now, lr_peak = _plateau_lr(ctx, int(steps[onset]))
-    before = smooth[max(0, onset - values.size // 10)] - smooth[onset]
-    if drop < near_initial * (1.0 if is_log else max(abs(start), 1e-12)):
-        kind, why = "near_initial", f"still within {100 * np.expm1(max(drop, 0)) if is_log else 100 * drop / max(abs(start), 1e-12):.0f}% of where it started"
-    elif lr_now is not None and lr_peak and lr_now <= lr_floor * lr_peak and before >= 0.25 * total_drop:
-        kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
-                                   f"{lr_peak:.3g}) while the loss was still falling fast")
-    elif is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.015:
-        classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
-        kind, why = "trivial_level", f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class prior"
+    unit = 1.0 if is_log else max(abs(start), 1e-12)  # drops are relative: log units, or a fraction of the start
+    # A validation series starts after a first epoch of training, a component loss may start
+    # low: "never improved" is only believed when the run's main training loss agrees.
+    main = ctx.train_loss if ctx.train_loss is not None and ctx.train_loss is not series else None
+    if _never_improved(y, is_log, near_initial) and (main is None or _never_improved(*log_scale(clean(main)[1]), near_initial)):
+        # Never got anywhere: stuck from the first point, however slowly it may creep.
+        onset, level = 0, end_level
+        drop = start - end_level
+        kind = "near_initial"
+        why = f"still within {100 * np.expm1(max(drop, 0.0)) if is_log else 100 * drop / unit:.0f}% of where it started"
+        lr_now, lr_peak = _plateau_lr(ctx, int(steps[0]))
     else:
-        return []
+        best_after = np.minimum.accumulate(smooth[::-1])[::-1]
+        onset = int(np.argmax(smooth - best_after <= tolerance))
+        fraction = float(steps[-1] - steps[onset]) / span
+        if fraction < min_fraction or end_level > smooth[onset] + 2 * tolerance:
+            return []  # still improving, converging at the end, or rising (divergence, explosion)
+        level = float(np.median(y[onset:]))
+        level_value = float(np.exp(level)) if is_log else level
+        lr_now, lr_peak = _plateau_lr(ctx, int(steps[onset]))
+        before = smooth[max(0, onset - values.size // 10)] - smooth[onset]
+        if lr_now is not None and lr_peak and lr_now <= lr_floor * lr_peak and before >= 0.25 * total_drop:
+            kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
+                                       f"{lr_peak:.3g}) while the loss was still falling fast")
+        elif is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.015:
+            classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
+            kind, why = "trivial_level", f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class prior"
+        else:
+            return []
+    level_value = float(np.exp(level)) if is_log else level
+    fraction = float(steps[-1] - steps[onset]) / span
     return [Hit(int(steps[onset]), int(steps[-1]), {
         "step": int(steps[onset]), "kind": kind, "why": why, "level": level_value,
         "initial": float(np.exp(start)) if is_log else start, "plateau_fraction": fraction,
         "lr_on_plateau": lr_now, "lr_peak": lr_peak})]
+
+
+def _never_improved(y: np.ndarray, is_log: bool, near_initial: float) -> bool:
+    """Neither at its end nor at its best (wide rolling median) `near_initial` below its start,
+    and not risen above its best since: a flat line, not a curve that fell and came back."""
+    if y.size < 3:
+        return False
+    # Wide medians: a noisy flat line must not look as if it improved by its luckiest stretch.
+    smooth = rolling_median(y, max(5, y.size // 5) | 1)
+    start = float(np.median(y[: max(3, y.size // 20)]))
+    end = float(np.median(y[-max(3, y.size // 10):]))
+    unit = 1.0 if is_log else max(abs(start), 1e-12)
+    best = float(smooth.min())
+    return start - end < near_initial * unit and start - best < 2 * near_initial * unit and end - best < near_initial * unit
 
 
 def _plateau_lr(ctx: Context, onset: int) -> tuple[float | None, float | None]:
