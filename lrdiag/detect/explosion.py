@@ -1,4 +1,4 @@
-"""Explosion: a loss that climbs to many times its starting level and stays there.
+"""Explosion: a run's main training or validation loss climbs to many times its starting level.
 
 The starting level is the median of the first three points, the climb is judged on a 5-point rolling
 median (one bad batch is a spike, not an explosion) and must hold for `min_points` points,
@@ -19,6 +19,8 @@ from lrdiag.series.model import Series
 
 
 def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 3) -> list[Hit]:
+    if series is not ctx.train_loss and series is not ctx.val_loss:
+        return []  # a component (a PINN's boundary term, a detector's box loss) may rise by design
     steps, values = clean(series)
     if values.size < 2 * min_points or (values <= 0).any():
         return []  # a ratio to the start means nothing for a loss that can be zero or negative

@@ -11,7 +11,9 @@ its level as it jumps above it, while a spike has no mirror image. So a run's de
 (below the level on both sides, away from spike candidates) sets a floor of 1.5 times itself
 under `z`.
 Comparing with the points *before* makes the steep fall at the start of training harmless: a
-falling curve is always below its past. Consecutive candidates form one burst; its peak is the
+falling curve is always below its past. The rise must also span five of the smallest steps
+between distinct logged values, so that rounding (0.0001 -> 0.0002) is never a spike, and a
+point with fewer than `window` points before it must come back down after (no level to trust). Consecutive candidates form one burst; its peak is the
 spike's step, and the recovery is the first later point (3-point median) back within a quarter
 of the rise above the old level.
 """
@@ -48,6 +50,14 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 8.0, min_ra
     recent = y - _before(y, 3)
     min_rise = np.log(min_ratio) if is_log else (min_ratio - 1.0) * np.abs(before)
     sudden = (jump >= min_rise) & (np.nan_to_num(recent, nan=-np.inf) >= 0.5 * jump) & ~np.isnan(before)
+    # Loggers round (Transformers keeps 4 decimals): near zero, one rounding step doubles a
+    # loss. A rise must span several of the smallest steps between distinct logged values.
+    level_values = np.exp(before) if is_log else before
+    sudden &= np.nan_to_num(values - level_values, nan=0.0) >= 5 * _quantum(values)
+    # A point with fewer than `window` points before it has a shaky level: it must also stand
+    # above the points after it (a spike that recovers), not start a new, higher level.
+    early = np.arange(y.size) < half
+    sudden &= ~early | (np.nan_to_num(y - after, nan=-np.inf) >= 0.5 * jump)
     # Dips far from any spike candidate calibrate the threshold: a spike's slow recovery
     # lifts the level after the points just before it, which would fake a dip there.
     first_pass = sudden & (jump >= z * scale)
@@ -87,6 +97,13 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 8.0, min_ra
             severity="error" if not recovered and points_after >= 3 else None,
         ))
     return hits
+
+
+def _quantum(values: np.ndarray) -> float:
+    """The smallest step between distinct logged values: the logger's rounding, if any."""
+    distinct = np.unique(values)
+    steps = np.diff(distinct)
+    return float(steps.min()) if steps.size else 0.0
 
 
 def _before(values: np.ndarray, count: int, periods: int = 1) -> np.ndarray:

@@ -7,13 +7,16 @@ still improving, or converging at the end, and is left alone, as is a curve that
 after it (divergence or explosion, for the other rules). A stall needs a reason to believe the
 loss could have gone further:
 - **stuck near its initial value**: over the whole run it never got `near_initial` (log
-  units, ~10 %) below where it started (and never twice that at its best), however slowly it
-  creeps: the stall then runs from the first point;
+  units, ~10 %; more on a curve too noisy to place its start that well) below its first
+  points (and never twice that at its best), and its second half gained less than a quarter
+  of that (else it is a run improving slowly): the stall then runs from the first point. Only for a log that starts near the beginning of training (not a
+  resumed run), and for a validation or component loss only when the main training loss
+  agrees;
 - **frozen after the LR decayed**: the LR over the plateau (median) is below `lr_floor` of its
   peak, and the loss was still falling fast (a quarter of its total drop) in the stretch just
   before it, so the schedule, not the model, ended the progress;
-- **stuck at a trivial level**: a cross-entropy level of ln(k) for k = 2..1000 classes, i.e. the
-  model predicts the class prior.
+- **stuck at a trivial level**: within 1 % of a cross-entropy level ln(k) for k = 2..20 classes,
+  i.e. the model predicts a uniform class prior.
 A plateau far below the start, with the LR still alive, is a converged run: no finding.
 """
 
@@ -25,7 +28,9 @@ from lrdiag.detect.base import Context, Hit, clean
 from lrdiag.detect.robust import MAD_TO_SIGMA, log_scale, rolling_median
 from lrdiag.series.model import Series
 
-_TRIVIAL_LEVELS = np.log(np.arange(2, 1001))
+# ln(k) for k = 2..20 classes: beyond 20 the levels lie closer together (ln 21 - ln 20 = 0.05)
+# than a plateau can be placed, and a regression loss would match one by chance.
+_TRIVIAL_LEVELS = np.log(np.arange(2, 21))
 
 
 def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: float = 0.05,
@@ -46,7 +51,10 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     # A validation series starts after a first epoch of training, a component loss may start
     # low: "never improved" is only believed when the run's main training loss agrees.
     main = ctx.train_loss if ctx.train_loss is not None and ctx.train_loss is not series else None
-    if _never_improved(y, is_log, near_initial) and (main is None or _never_improved(*log_scale(clean(main)[1]), near_initial)):
+    # A log that starts late (a resumed run) does not show where training started.
+    starts_early = steps[0] <= 0.2 * max(steps[-1], 1)
+    if starts_early and _never_improved(y, is_log, near_initial) and (
+            main is None or _never_improved(*log_scale(clean(main)[1]), near_initial)):
         # Never got anywhere: stuck from the first point, however slowly it may creep.
         onset, level = 0, end_level
         drop = start - end_level
@@ -66,7 +74,7 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         if lr_now is not None and lr_peak and lr_now <= lr_floor * lr_peak and before >= 0.25 * total_drop:
             kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
                                        f"{lr_peak:.3g}) while the loss was still falling fast")
-        elif is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.015:
+        elif is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.01:
             classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
             kind, why = "trivial_level", f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class prior"
         else:
@@ -86,11 +94,22 @@ def _never_improved(y: np.ndarray, is_log: bool, near_initial: float) -> bool:
         return False
     # Wide medians: a noisy flat line must not look as if it improved by its luckiest stretch.
     smooth = rolling_median(y, max(5, y.size // 5) | 1)
-    start = float(np.median(y[: max(3, y.size // 20)]))
+    start = float(np.median(y[:3]))  # the first points: where training started
     end = float(np.median(y[-max(3, y.size // 10):]))
     unit = 1.0 if is_log else max(abs(start), 1e-12)
+    # On a noisy curve three points place the start only roughly: a drop must beat that too.
+    noise = MAD_TO_SIGMA * float(np.median(np.abs(y - rolling_median(y, 5))))
+    enough = max(near_initial * unit, 3 * noise / np.sqrt(3))
     best = float(smooth.min())
-    return start - end < near_initial * unit and start - best < 2 * near_initial * unit and end - best < near_initial * unit
+    # Still falling steadily over its second half (a quarter of the allowance or more) is a
+    # run improving slowly, not a stuck one.
+    middle_points = y[y.size // 2 - max(1, y.size // 20): y.size // 2 + max(1, y.size // 20) + 1]
+    tail = max(3, y.size // 10)
+    middle = float(np.median(middle_points))
+    # ... unless that gain is within what noise does to two medians of so few points.
+    noise_of_gain = 3 * noise * np.sqrt(1 / middle_points.size + 1 / tail)
+    return (start - end < enough and start - best < 2 * enough and end - best < enough
+            and middle - end < max(enough / 4, noise_of_gain))
 
 
 def _plateau_lr(ctx: Context, onset: int) -> tuple[float | None, float | None]:
