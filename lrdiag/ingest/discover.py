@@ -63,8 +63,15 @@ def find_runs(arguments: list[str]) -> list[RunSpec]:
 
 def _runs_in_folder(root: Path) -> list[RunSpec]:
     folders: dict[Path, list[Path]] = {}
-    for folder, subfolders, files in os.walk(root, onerror=None):
-        subfolders.sort()
+    # Links are followed (a run folder may be a symlink to logs kept elsewhere); a link back to a
+    # folder on the way down from the root is not, so that link cycles end.
+    chains = {os.fspath(root): {os.path.realpath(root)}}
+    for folder, subfolders, files in os.walk(root, onerror=None, followlinks=True):
+        chain = chains.pop(folder)
+        subfolders[:] = [name for name in sorted(subfolders)
+                         if os.path.realpath(os.path.join(folder, name)) not in chain]
+        chains.update({os.path.join(folder, name): chain | {os.path.realpath(os.path.join(folder, name))}
+                       for name in subfolders})
         logs = [Path(folder) / name for name in sorted(files) if reader_for(Path(folder) / name)]
         if logs:
             folders[Path(folder)] = logs

@@ -18,6 +18,7 @@ _VAL_WORDS = {"val", "valid", "validation", "eval", "evaluation", "test", "dev",
 _QUALITY_WORDS = {
     "acc", "accuracy", "top1", "top5", "map", "f1", "precision", "recall", "auc", "iou",
     "miou", "dice", "bleu", "rouge", "rouge1", "rouge2", "rougel", "rougelsum", "exact", "em",
+    "fscore", "fmeasure", "f1score", "map50",
 }
 # Words that qualify a loss without making it a component of it.
 _PLAIN_LOSS_WORDS = {"train", "training", "learn", "loss", "total", "epoch", "step", "avg",
@@ -45,7 +46,8 @@ def infer_role(tag: str) -> str | None:
     if any("loss" in w for w in tag_words) and not _NOT_LOSS_RE.search(lowered):
         return "val_loss" if is_val else "train_loss"
     if any(w in _QUALITY_WORDS for w in tag_words):
-        return "val_acc" if is_val else "train_acc"
+        # YOLOv5/v8 log `metrics/precision`, `metrics/mAP_0.5`, ... from the validation set.
+        return "val_acc" if is_val or tag_words[0] == "metrics" else "train_acc"
     return None
 
 

@@ -1,0 +1,145 @@
+"""Run discovery: which folders and files are runs, what they are named, train/validation splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrdiag.errors import LrdiagError
+from lrdiag.ingest.discover import find_runs
+from lrdiag.ingest.runs import read_run
+
+REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
+ALLENNLP = REAL_LOGS / "tfevents" / "FRMiner-Training-Results__log_"
+
+
+def write_scalars(folder: Path, tag: str, values: list[float]) -> Path:
+    """An event file written by torch's SummaryWriter, one point per step."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    for step, value in enumerate(values):
+        writer.add_scalar(tag, value, step)
+    writer.close()
+    [path] = folder.glob("*tfevents*")
+    return path
+
+
+def names(runs) -> list[str]:
+    return [run.name for run in runs]
+
+
+@pytest.mark.parametrize(("train", "validation", "tag"), [
+    ("train", "validation", "epoch_loss"),  # Keras TensorBoard callback
+    ("train", "val", "epoch_loss"),
+    ("train", "eval", "epoch_loss"),
+    ("learn", "test", "Logloss"),  # CatBoost
+])
+def test_sibling_train_and_validation_folders_are_one_run_with_prefixed_tags(tmp_path, train, validation, tag):
+    write_scalars(tmp_path / "exp" / train, tag, [1.0, 0.5, 0.25])
+    write_scalars(tmp_path / "exp" / validation, tag, [2.0, 1.5, 1.75])
+    [spec] = find_runs([str(tmp_path)])
+    assert spec.name == "exp"
+    assert sorted(spec.files.values()) == sorted([f"{train}/", f"{validation}/"])
+    run = read_run(spec)
+    assert run.problems == []
+    assert sorted(run.series) == sorted([f"{train}/{tag}", f"{validation}/{tag}"])
+    np.testing.assert_array_equal(run.series[f"{train}/{tag}"].values, [1.0, 0.5, 0.25])
+    np.testing.assert_array_equal(run.series[f"{validation}/{tag}"].values, [2.0, 1.5, 1.75])
+    assert run.series[f"{train}/{tag}"].role == "train_loss"
+    assert run.series[f"{validation}/{tag}"].role == "val_loss"
+    assert run.primary("train_loss").tag == f"{train}/{tag}"
+    assert run.primary("val_loss").tag == f"{validation}/{tag}"
+
+
+def test_a_train_folder_without_a_validation_sibling_is_a_run_of_its_own(tmp_path):
+    write_scalars(tmp_path / "exp" / "train", "epoch_loss", [1.0, 0.5])
+    [spec] = find_runs([str(tmp_path)])
+    assert spec.name == "exp/train"
+    assert list(spec.files.values()) == [""]
+    assert list(read_run(spec).series) == ["epoch_loss"]
+
+
+def test_real_allennlp_train_and_validation_folders_linked_into_one_experiment_are_one_run(tmp_path):
+    train, validation = Path(f"{ALLENNLP}train"), Path(f"{ALLENNLP}validation")
+    if not (train.is_dir() and validation.is_dir()):
+        pytest.skip(f"{REAL_LOGS} is absent")
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "train").symlink_to(train, target_is_directory=True)
+    (tmp_path / "exp" / "validation").symlink_to(validation, target_is_directory=True)
+    [spec] = find_runs([str(tmp_path)])
+    assert spec.name == "exp"
+    run = read_run(spec)
+    assert run.problems == []
+    assert {"train/loss", "validation/loss", "train/accuracy", "validation/accuracy"} <= set(run.series)
+    assert run.series["train/loss"].role == "train_loss"
+    assert run.series["validation/loss"].role == "val_loss"
+    assert run.series["validation/accuracy"].role == "val_acc"
+    assert not np.array_equal(run.series["train/loss"].values, run.series["validation/loss"].values)
+    assert not [tag for tag in run.series if not tag.startswith(("train/", "validation/"))]
+
+
+def test_symlinked_run_folders_are_found_and_link_cycles_end(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    write_scalars(elsewhere, "loss", [1.0, 0.75])
+    runs = tmp_path / "runs"
+    write_scalars(runs / "a", "loss", [3.0, 2.0])
+    (runs / "b").symlink_to(elsewhere, target_is_directory=True)
+    (runs / "a" / "back_to_runs").symlink_to(runs, target_is_directory=True)  # a cycle
+    (runs / "a" / "itself").symlink_to(runs / "a", target_is_directory=True)
+    specs = find_runs([str(runs)])
+    assert names(specs) == ["a", "b"]
+    np.testing.assert_array_equal(read_run(specs[1]).series["loss"].values, [1.0, 0.75])
+
+
+def test_run_names_are_paths_relative_to_the_argument_and_nested_runs_are_separate(tmp_path):
+    project = tmp_path / "project"
+    write_scalars(project, "loss", [1.0])
+    write_scalars(project / "lr_0.1" / "seed_1", "loss", [2.0])
+    write_scalars(project / "lr_0.1" / "seed_2", "loss", [3.0])
+    write_scalars(project / "lr_0.01", "loss", [4.0])
+    assert names(find_runs([str(project)])) == ["lr_0.01", "lr_0.1/seed_1", "lr_0.1/seed_2", "project"]
+    assert names(find_runs([str(tmp_path)])) == ["project", "project/lr_0.01", "project/lr_0.1/seed_1",
+                                                 "project/lr_0.1/seed_2"]
+    nested = {spec.name: spec for spec in find_runs([str(project / "lr_0.1")])}
+    assert sorted(nested) == ["seed_1", "seed_2"]
+    np.testing.assert_array_equal(read_run(nested["seed_2"]).series["loss"].values, [3.0])
+    # each run holds only its own folder's files, not its sub-runs'
+    root_run = {spec.name: spec for spec in find_runs([str(project)])}["project"]
+    assert [path.parent for path in root_run.files] == [project]
+
+
+def test_a_log_file_given_directly_is_one_run_named_as_given(tmp_path):
+    path = write_scalars(tmp_path / "exp", "loss", [1.0, 0.5])
+    [spec] = find_runs([str(path)])
+    assert spec.name == str(path)
+    assert spec.files == {path: ""}
+    np.testing.assert_array_equal(read_run(spec).series["loss"].values, [1.0, 0.5])
+
+
+def test_a_missing_path_is_a_user_error_naming_it(tmp_path):
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(LrdiagError, match="no_such_run"):
+        find_runs([str(missing)])
+
+
+def test_folders_without_logs_are_not_runs_and_files_that_are_not_logs_are_ignored(tmp_path):
+    (tmp_path / "empty").mkdir()
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "model.pt").write_bytes(bytes(range(256)) * 4)
+    (checkpoints / "README.md").write_text("# My run\n\nloss went down\n")
+    (checkpoints / "config.json").write_text(json.dumps({"lr": 0.1, "epochs": 10, "optimizer": "adam"}))
+    run = tmp_path / "run"
+    event_file = write_scalars(run, "loss", [1.0])
+    (run / "config.json").write_text(json.dumps({"lr": 0.1, "batch_size": 32}))
+    (run / "README.md").write_text("notes\n")
+    (run / "model.pt").write_bytes(b"\x80\x02}q\x00.")
+    [spec] = find_runs([str(tmp_path)])
+    assert spec.name == "run"
+    assert list(spec.files) == [event_file]
+    assert find_runs([str(checkpoints)]) == []
+    assert find_runs([str(tmp_path / "empty")]) == []

@@ -1,0 +1,496 @@
+"""TensorBoard event reader: agreement with tbparse / EventAccumulator, round trips, restarts, damage."""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from lrdiag.ingest.tfevents import read_files
+
+REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
+REAL_TFEVENTS = REAL_LOGS / "tfevents"
+REAL_FOLDERS = sorted(p.name for p in REAL_TFEVENTS.iterdir()) if REAL_TFEVENTS.is_dir() else ["(absent)"]
+DAMAGE_SETTINGS = settings(max_examples=150, deadline=None,
+                           suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def real_folder(name: str) -> Path:
+    """A run folder of the shared real logs, read in place; skips when they are absent."""
+    if not REAL_TFEVENTS.is_dir():
+        pytest.skip(f"{REAL_LOGS} is absent")
+    return REAL_TFEVENTS / name
+
+
+def event_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*tfevents*"))
+
+
+def scalar_event(step: int, tag: str, value: float) -> event_pb2.Event:
+    return event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)]))
+
+
+def accumulator(folder: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def tbparse_points(folder: Path) -> dict[str, np.ndarray]:
+    """tbparse's scalars plus its one-element tensors, as sorted (step, value) rows per tag."""
+    import pandas as pd
+    from tbparse import SummaryReader
+
+    reader = SummaryReader(str(folder), pivot=False)
+    frames = [reader.scalars[["tag", "step", "value"]]] if len(reader.scalars) else []
+    tensors = reader.tensors
+    if len(tensors):
+        scalar_rows = tensors["value"].map(lambda value: np.size(value) == 1)
+        scalars = tensors[scalar_rows][["tag", "step"]].copy()
+        scalars["value"] = [float(np.asarray(value).reshape(-1)[0]) for value in tensors[scalar_rows]["value"]]
+        frames.append(scalars)
+    table = pd.concat(frames)
+    return {tag: np.array(sorted(zip(group.step.tolist(), group.value.tolist())), dtype=np.float64).reshape(-1, 2)
+            for tag, group in table.groupby("tag")}
+
+
+def sorted_points(series) -> np.ndarray:
+    return np.array(sorted(zip(series.steps.tolist(), series.values.tolist())), dtype=np.float64).reshape(-1, 2)
+
+
+# --- real logs, read in place -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REAL_FOLDERS)
+def test_real_log_points_per_tag_equal_tbparse_scalars_and_scalar_tensors(name):
+    folder = real_folder(name)
+    result = read_files(event_files(folder))
+    expected = tbparse_points(folder)
+    assert result.problems == []
+    assert {tag: len(one) for tag, one in result.series.items()} == {tag: len(rows) for tag, rows in expected.items()}
+    for tag, rows in expected.items():
+        got = sorted_points(result.series[tag])
+        np.testing.assert_array_equal(got[:, 0], rows[:, 0], err_msg=tag)
+        np.testing.assert_allclose(got[:, 1], rows[:, 1], rtol=1e-6, atol=0, equal_nan=True, err_msg=tag)
+
+
+@pytest.mark.parametrize("name", ["FRMiner-Training-Results__log_train", "Kaggle_Predict_Customer_Churn__catboost_test"])
+def test_real_v1_log_points_equal_event_accumulator_without_sampling(name):
+    folder = real_folder(name)
+    result = read_files(event_files(folder))
+    acc = accumulator(folder)
+    tags = acc.Tags()["scalars"]
+    assert sorted(result.series) == sorted(tags)
+    for tag in tags:
+        events = acc.Scalars(tag)
+        np.testing.assert_array_equal(result.series[tag].steps, [e.step for e in events])
+        np.testing.assert_array_equal(result.series[tag].values, np.float32([e.value for e in events]))
+        np.testing.assert_array_equal(result.series[tag].wall_times, [e.wall_time for e in events])
+
+
+def test_tf2_tensor_scalars_are_read_and_image_tensors_are_not():
+    train = read_files(event_files(real_folder("TFODCourse__train")))
+    assert {"Loss/total_loss", "Loss/localization_loss", "learning_rate", "steps_per_sec"} <= set(train.series)
+    assert "train_input_images" not in train.series
+    assert all(len(one) > 0 for one in train.series.values())
+    evaluation = read_files(event_files(real_folder("TFODCourse__eval")))
+    assert "DetectionBoxes_Precision/mAP" in evaluation.series
+    assert not [tag for tag in evaluation.series if tag.startswith("eval_side_by_side")]
+
+
+def test_event_file_with_only_a_file_version_reads_with_no_points_and_no_problem():
+    folder = real_folder("TFODCourse__train")
+    tiny = [path for path in event_files(folder) if path.stat().st_size == 40]
+    assert len(tiny) == 1
+    result = read_files(tiny)
+    assert result.series == {}
+    assert result.problems == []
+
+
+def test_two_real_event_files_of_one_run_are_merged():
+    folder = real_folder("TFODCourse__train")
+    files = event_files(folder)
+    assert len(files) == 2
+    merged = read_files(files[::-1])  # the reader orders them by name itself
+    alone = read_files([max(files, key=lambda path: path.stat().st_size)])
+    assert merged.problems == []
+    assert sorted(merged.series) == sorted(alone.series)
+    for tag, one in alone.series.items():
+        np.testing.assert_array_equal(merged.series[tag].steps, one.steps)
+        np.testing.assert_array_equal(merged.series[tag].values, one.values)
+
+
+# --- round trips with the real writer -----------------------------------------------------------
+
+ROUND_TRIP_STEPS = [0, 1, 2, 7, 2**31 - 1, 2**31, 2**31 + 5, 2**40, 2**62]
+ROUND_TRIP_VALUES = [0.0, -1.5, 1 / 3, 1.0000000001, float("nan"), float("inf"), float("-inf"), 3.0e38, -2.5e-40]
+ROUND_TRIP_TAGS = ["loss", "train/loss", "损失/训练", "Ünïcode tag with spaces", "a" * 200]
+
+
+def expected_value(value: float, number: int) -> float:
+    """Each tag gets its own multiple of the value, so that tags cannot be mixed up unseen."""
+    return value * (number + 1) if math.isfinite(value) else value
+
+
+def write_with_summary_writer(folder: Path, new_style: bool) -> tuple[float, float]:
+    from torch.utils.tensorboard import SummaryWriter
+
+    before = time.time()
+    writer = SummaryWriter(str(folder))
+    for step, value in zip(ROUND_TRIP_STEPS, ROUND_TRIP_VALUES):
+        for number, tag in enumerate(ROUND_TRIP_TAGS):
+            writer.add_scalar(tag, expected_value(value, number), step, new_style=new_style)
+    writer.close()
+    return before, time.time()
+
+
+def stored_summaries(path: Path) -> list[event_pb2.Event]:
+    """Every event with a summary, framed by hand (the file is intact)."""
+    raw = path.read_bytes()
+    events, pos = [], 0
+    while pos < len(raw):
+        length = struct.unpack_from("<Q", raw, pos)[0]
+        event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
+        if event.HasField("summary"):
+            events.append(event)
+        pos += 16 + length
+    return events
+
+
+def test_summary_writer_simple_values_read_back_as_float32_with_exact_int64_steps(tmp_path):
+    before, after = write_with_summary_writer(tmp_path, new_style=False)
+    result = read_files(event_files(tmp_path))
+    assert result.problems == []
+    assert sorted(result.series) == sorted(ROUND_TRIP_TAGS)
+    for number, tag in enumerate(ROUND_TRIP_TAGS):
+        one = result.series[tag]
+        assert one.steps.dtype == np.int64
+        np.testing.assert_array_equal(one.steps, np.array(ROUND_TRIP_STEPS, np.int64))
+        expected = np.float32([expected_value(value, number) for value in ROUND_TRIP_VALUES]).astype(np.float64)
+        np.testing.assert_array_equal(one.values, expected)
+        assert ((one.wall_times >= before - 1) & (one.wall_times <= after + 1)).all()
+    # float64 precision is lost as float32 would lose it, not more or less
+    assert result.series["loss"].values[3] == float(np.float32(1.0000000001)) == 1.0
+    assert result.series["loss"].values[2] != 1 / 3
+
+
+def test_summary_writer_new_style_tensors_read_back_as_the_float32_the_writer_stored(tmp_path):
+    before, after = write_with_summary_writer(tmp_path, new_style=True)
+    [path] = event_files(tmp_path)
+    stored: dict[str, list[tuple[int, float]]] = {}
+    for event in stored_summaries(path):
+        for item in event.summary.value:
+            assert item.WhichOneof("value") == "tensor"
+            assert item.tensor.dtype == 1  # DT_FLOAT: the writer keeps float32 only
+            stored.setdefault(item.tag, []).append((event.step, item.tensor.float_val[0]))
+    result = read_files([path])
+    assert result.problems == []
+    assert sorted(result.series) == sorted(ROUND_TRIP_TAGS)
+    for number, tag in enumerate(ROUND_TRIP_TAGS):
+        one = result.series[tag]
+        np.testing.assert_array_equal(one.steps, [step for step, _ in stored[tag]])
+        np.testing.assert_array_equal(one.steps, np.array(ROUND_TRIP_STEPS, np.int64))
+        np.testing.assert_array_equal(one.values, [value for _, value in stored[tag]])
+        expected = np.float32([expected_value(value, number) for value in ROUND_TRIP_VALUES]).astype(np.float64)
+        np.testing.assert_array_equal(one.values, expected)
+        assert ((one.wall_times >= before - 1) & (one.wall_times <= after + 1)).all()
+
+
+def test_two_summary_writer_files_in_one_folder_merge_in_file_name_order(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    for part, steps in enumerate((range(0, 10), range(10, 20))):
+        writer = SummaryWriter(str(tmp_path), filename_suffix=f".part{part}")
+        for step in steps:
+            writer.add_scalar("loss", float(step), step)
+        writer.close()
+    files = event_files(tmp_path)
+    assert len(files) == 2
+    result = read_files(files[::-1])
+    np.testing.assert_array_equal(result.series["loss"].steps, np.arange(20))
+    acc = accumulator(tmp_path)
+    assert len(acc.Scalars("loss")) == 20
+
+
+# --- restarts -----------------------------------------------------------------------------------
+
+
+def test_session_log_start_replaces_earlier_points_at_or_after_its_step_like_event_accumulator(tmp_path):
+    writer = EventFileWriter(str(tmp_path))  # writes file_version "brain.Event:2" first
+    for step in range(100):
+        writer.add_event(scalar_event(step, "loss", float(step)))
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=50,
+                                     session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    for step in range(50, 80):
+        writer.add_event(scalar_event(step, "loss", 1000.0 + step))
+    writer.close()
+    result = read_files(event_files(tmp_path))
+    loss = result.series["loss"]
+    np.testing.assert_array_equal(loss.steps, np.arange(80))
+    np.testing.assert_array_equal(loss.values, np.concatenate([np.arange(50.0), 1000.0 + np.arange(50, 80)]))
+    assert any("restart" in note for note in result.notes)
+    assert result.problems == []
+    events = accumulator(tmp_path).Scalars("loss")
+    np.testing.assert_array_equal(loss.steps, [e.step for e in events])
+    np.testing.assert_array_equal(loss.values, [e.value for e in events])
+
+
+def test_steps_going_back_without_file_version_purge_that_tags_later_points_like_event_accumulator(tmp_path):
+    path = tmp_path / "events.out.tfevents.1.legacy"
+    with open(path, "wb") as handle:
+        writer = RecordWriter(handle)  # no file_version record: EventAccumulator's legacy rule
+        for step in range(10):
+            writer.write(scalar_event(step, "a", float(step)).SerializeToString())
+            writer.write(scalar_event(step, "b", float(step)).SerializeToString())
+        for step in range(5, 8):
+            writer.write(scalar_event(step, "a", 100.0 + step).SerializeToString())
+        writer.flush()
+    result = read_files([path])
+    np.testing.assert_array_equal(result.series["a"].steps, [0, 1, 2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(result.series["a"].values, [0, 1, 2, 3, 4, 105, 106, 107])
+    np.testing.assert_array_equal(result.series["b"].steps, np.arange(10))  # the other tag is untouched
+    assert any("steps go back to 5" in note for note in result.notes)
+    acc = accumulator(tmp_path)
+    for tag in ("a", "b"):
+        events = acc.Scalars(tag)
+        np.testing.assert_array_equal(result.series[tag].steps, [e.step for e in events])
+        np.testing.assert_array_equal(result.series[tag].values, [e.value for e in events])
+
+
+# --- damage -------------------------------------------------------------------------------------
+
+
+class Intact:
+    """A real-writer file and, per record, where it lies and which points it holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.raw = path.read_bytes()
+        self.starts, self.ends, self.points = [], [], []
+        pos = 0
+        while pos < len(self.raw):
+            length = struct.unpack_from("<Q", self.raw, pos)[0]
+            event = event_pb2.Event.FromString(self.raw[pos + 12:pos + 12 + length])
+            self.starts.append(pos)
+            self.ends.append(pos + 16 + length)
+            self.points.append([(item.tag, event.step, float(np.float32(item.simple_value)))
+                                for item in event.summary.value])
+            pos += 16 + length
+
+    def points_where(self, keep) -> set:
+        return {point for start, end, points in zip(self.starts, self.ends, self.points) if keep(start, end)
+                for point in points}
+
+    def record_at(self, offset: int) -> int:
+        """Index of the record holding this byte."""
+        return max(index for index, start in enumerate(self.starts) if start <= offset)
+
+
+def points_of(result) -> set:
+    return {(tag, int(step), float(value)) for tag, one in result.series.items()
+            for step, value in zip(one.steps.tolist(), one.values.tolist())}
+
+
+@pytest.fixture(scope="module")
+def intact(tmp_path_factory) -> Intact:
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = tmp_path_factory.mktemp("intact")
+    writer = SummaryWriter(str(folder))
+    rng = np.random.default_rng(7)
+    for step in range(100):
+        writer.add_scalar("loss", float(rng.normal()), step)
+        writer.add_scalar("lr", 1e-3 * 0.99**step, step)
+        writer.add_scalar("accuracy/validation", float(rng.uniform()), step * 1000)
+    writer.close()
+    [path] = event_files(folder)
+    return Intact(path)
+
+
+@pytest.fixture(scope="module")
+def damaged_path(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("damaged") / "events.out.tfevents.1.damaged"
+
+
+def test_intact_file_reads_every_point_without_problems_and_identically_without_verify(intact):
+    checked = read_files([intact.path])
+    assert checked.problems == []
+    assert points_of(checked) == intact.points_where(lambda start, end: True)
+    assert sum(len(one) for one in checked.series.values()) == 300
+    unchecked = read_files([intact.path], verify=False)
+    assert unchecked.problems == [] and unchecked.notes == checked.notes
+    assert list(unchecked.series) == list(checked.series)
+    for tag, one in checked.series.items():
+        np.testing.assert_array_equal(unchecked.series[tag].steps, one.steps)
+        np.testing.assert_array_equal(unchecked.series[tag].values, one.values)
+        np.testing.assert_array_equal(unchecked.series[tag].wall_times, one.wall_times)
+
+
+@DAMAGE_SETTINGS
+@given(data=st.data())
+def test_truncation_keeps_every_record_before_the_cut_and_names_the_offset(intact, damaged_path, data):
+    cut = data.draw(st.integers(0, len(intact.raw)), label="cut")
+    damaged_path.write_bytes(intact.raw[:cut])
+    result = read_files([damaged_path])
+    assert points_of(result) == intact.points_where(lambda start, end: end <= cut)
+    if cut == 0:
+        assert [p.message for p in result.problems if "empty" in p.message]
+    elif cut in intact.ends:
+        assert result.problems == []
+    else:
+        [problem] = result.problems
+        assert "truncated" in problem.message
+        assert problem.file == str(damaged_path)
+        assert problem.where == f"offset {intact.starts[intact.record_at(cut)]}"
+
+
+@DAMAGE_SETTINGS
+@given(data=st.data())
+def test_flipped_bytes_keep_records_before_the_damage_and_never_yield_damaged_values(intact, damaged_path, data):
+    size = len(intact.raw)
+    offsets = data.draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=4, unique=True), label="offsets")
+    deltas = data.draw(st.lists(st.integers(1, 255), min_size=len(offsets), max_size=len(offsets)), label="deltas")
+    raw = bytearray(intact.raw)
+    for offset, delta in zip(offsets, deltas):
+        raw[offset] ^= delta
+    damaged_path.write_bytes(bytes(raw))
+    result = read_files([damaged_path])
+    first = min(offsets)
+    got = points_of(result)
+    assert intact.points_where(lambda start, end: end <= first) <= got
+    assert got <= intact.points_where(lambda start, end: True)  # nothing from a damaged record
+    assert result.problems
+    assert all(p.file == str(damaged_path) and p.where.startswith("offset ") for p in result.problems)
+    assert min(int(p.where.split()[1]) for p in result.problems) == intact.starts[intact.record_at(first)]
+
+
+@DAMAGE_SETTINGS
+@given(data=st.data())
+def test_identical_damage_in_several_equal_length_records_is_still_caught(intact, damaged_path, data):
+    # Checksums checked a group at a time must not let equal errors in two records cancel out.
+    lengths = np.array(intact.ends) - np.array(intact.starts)
+    shared = sorted(int(n) for n in set(lengths.tolist()) if (lengths == n).sum() >= 2)
+    length = data.draw(st.sampled_from(shared), label="record length")
+    same_length = np.flatnonzero(lengths == length).tolist()
+    records = data.draw(st.lists(st.sampled_from(same_length), min_size=2, max_size=4, unique=True), label="records")
+    offset = data.draw(st.integers(0, length - 1), label="offset in record")
+    delta = data.draw(st.integers(1, 255), label="delta")
+    raw = bytearray(intact.raw)
+    for record in records:
+        raw[intact.starts[record] + offset] ^= delta
+    damaged_path.write_bytes(bytes(raw))
+    result = read_files([damaged_path])
+    got = points_of(result)
+    assert got <= intact.points_where(lambda start, end: True)
+    assert intact.points_where(lambda start, end: end <= intact.starts[min(records)]) <= got
+    assert len(result.problems) >= 1
+
+
+@DAMAGE_SETTINGS
+@given(data=st.data())
+def test_inserted_garbage_is_skipped_and_reading_resumes_after_it(intact, damaged_path, data):
+    size = len(intact.raw)
+    at = data.draw(st.integers(size // 4, 3 * size // 4), label="insert at")
+    garbage = data.draw(st.binary(min_size=1, max_size=64), label="garbage")
+    damaged_path.write_bytes(intact.raw[:at] + garbage + intact.raw[at:])
+    result = read_files([damaged_path])
+    got = points_of(result)
+    before = intact.points_where(lambda start, end: end <= at)
+    after = intact.points_where(lambda start, end: start >= at)
+    assert before <= got
+    assert after <= got  # resynchronised: every record after the garbage is back
+    assert got == before | after
+    assert any("resumed at offset" in p.message for p in result.problems)
+    assert all(p.file == str(damaged_path) for p in result.problems)
+
+
+def test_empty_event_file_is_a_problem_with_no_points(tmp_path):
+    path = tmp_path / "events.out.tfevents.0.empty"
+    path.write_bytes(b"")
+    result = read_files([path])
+    assert result.series == {}
+    [problem] = result.problems
+    assert "empty" in problem.message and problem.file == str(path)
+
+
+def test_random_bytes_named_like_an_event_file_are_a_problem_not_an_exception(tmp_path):
+    path = tmp_path / "events.out.tfevents.x"
+    path.write_bytes(np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    result = read_files([path])
+    assert result.series == {}
+    assert result.problems and all(p.file == str(path) for p in result.problems)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway")
+def test_unreadable_event_file_is_a_cannot_read_problem(tmp_path, intact):
+    path = tmp_path / "events.out.tfevents.locked"
+    path.write_bytes(intact.raw)
+    path.chmod(0)
+    try:
+        result = read_files([path])
+    finally:
+        path.chmod(0o600)
+    assert result.series == {}
+    [problem] = result.problems
+    assert "cannot read" in problem.message and problem.file == str(path)
+
+
+def test_folder_named_like_an_event_file_is_a_cannot_read_problem_and_other_files_still_read(tmp_path, intact):
+    folder = tmp_path / "events.out.tfevents.0.folder"
+    folder.mkdir()
+    result = read_files([folder, intact.path])
+    assert [p.file for p in result.problems] == [str(folder)]
+    assert "cannot read" in result.problems[0].message
+    assert points_of(result) == intact.points_where(lambda start, end: True)
+
+
+def test_same_byte_flipped_in_two_equal_length_records_is_reported_and_their_values_dropped(intact, tmp_path):
+    lengths = np.array(intact.ends) - np.array(intact.starts)
+    first, second = np.flatnonzero(lengths == lengths[-2])[-3:-1].tolist()
+    raw = bytearray(intact.raw)
+    for record in (first, second):
+        raw[intact.ends[record] - 5] ^= 0x40  # the same bit of the float in both records
+    path = tmp_path / "events.out.tfevents.1.twice"
+    path.write_bytes(bytes(raw))
+    result = read_files([path])
+    assert points_of(result) == intact.points_where(lambda start, end: start not in (intact.starts[first],
+                                                                                     intact.starts[second]))
+    assert sorted(p.where for p in result.problems) == sorted(f"offset {intact.starts[r]}" for r in (first, second))
+
+
+def test_framing_names_exactly_the_damaged_records_across_checksum_chunks():
+    from lrdiag.ingest.tfrecord import HEADER, Buffer, frame
+
+    class Sink:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.parts.append(data)
+
+    sink = Sink()
+    writer = RecordWriter(sink)
+    count, record_size = 140_000, HEADER + 12 + 4  # more records of one length than one chunk holds
+    for index in range(count):
+        writer.write(struct.pack("<Qf", index, index / 7))
+    raw = bytearray(b"".join(sink.parts))
+    damaged = [5, 6, 70_000, count - 1]  # an even number of equal errors, in three chunks
+    for record in damaged:
+        raw[record * record_size + HEADER + 3] ^= 0x10  # same change, so XOR-style folds would cancel
+    records = frame(Buffer.from_bytes(bytes(raw)))
+    assert sorted(offset for offset, _ in records.damage) == [record * record_size for record in damaged]
+    kept = (records.data_starts - HEADER) // record_size
+    np.testing.assert_array_equal(kept, np.setdiff1d(np.arange(count), damaged))
+    assert (records.lengths == 12).all()
