@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
 from lrdiag import __version__
+from lrdiag.detect.finding import SEVERITY_RANK
 from lrdiag.errors import LrdiagError
 from lrdiag.series.roles import parse_role_overrides
 
@@ -20,24 +23,77 @@ def cli() -> None:
     """Diagnose training runs from their logs (TensorBoard, CSV, JSON)."""
 
 
+def _codes(value: str | None) -> list[str] | None:
+    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _exit_code(doc: dict, fail_on: str) -> int:
+    if fail_on == "never":
+        return 0
+    worst = SEVERITY_RANK[fail_on]
+    found = any(SEVERITY_RANK[f["severity"]] <= worst for run in doc["runs"] for f in run["findings"])
+    return 1 if found else 0
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--select", help="Only these rules: comma-separated codes, names or code prefixes (LRD101,loss.stall,LRD2).")
+@click.option("--ignore", help="Skip these rules (same forms as --select).")
+@click.option("--rules", "extra_rules", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of extra rule files (repeatable).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (default: lrdiag.toml or [tool.lrdiag] in pyproject.toml, here or above).")
+@click.option("--fail-on", type=click.Choice(("error", "warning", "never")), default=None,
+              help="Exit 1 when a finding is at least this severe [default: error].")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings (2 still means a usage or input error).")
 @click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
               help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip TFRecord checksum verification (faster, trusts the files).")
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
-def analyze(paths, output_format, roles, no_verify, jobs) -> None:
-    """Read every training log under PATHS and report each run."""
+def analyze(paths, output_format, select, ignore, extra_rules, config_path, fail_on, exit_zero, roles, no_verify,
+            jobs) -> None:
+    """Read every training log under PATHS, report each run and what went wrong in it."""
+    from lrdiag.config import build_engine, find_config, load_config
     from lrdiag.pipeline import Options, analyze as run_analysis
     from lrdiag.render import jsonout, text
 
-    options = Options(verify=not no_verify, roles=parse_role_overrides(roles, "--role"))
-    doc = run_analysis(list(paths), options, jobs=jobs)
+    config = load_config(config_path or find_config(Path.cwd()))
+    engine = build_engine(config, _codes(select), _codes(ignore), list(extra_rules))
+    role_map = {**config.roles, **parse_role_overrides(roles, "--role")}
+    doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs)
     if output_format == "json":
         click.echo(jsonout.render(doc))
     else:
         click.echo(text.render(doc, color=sys.stdout.isatty()))
+    if doc["errors"]:
+        sys.exit(2)
+    sys.exit(0 if exit_zero else _exit_code(doc, fail_on or config.fail_on or "error"))
+
+
+@cli.command("rules")
+@click.argument("rule", required=False)
+def rules_command(rule) -> None:
+    """List the rules, or print one rule's documentation (by code or name)."""
+    from lrdiag.detect.rulefile import DOC_HEADINGS, builtin_rules_dir, load_rules
+
+    rules = load_rules([builtin_rules_dir()])
+    if rule is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+        for one in rules:
+            line = f"{one.code}  {one.name:28} {one.category:21} {one.severity:8} {one.docs['what']}"
+            click.echo(line if len(line) <= width else line[: width - 1] + "…")
+        return
+    found = next((one for one in rules if rule in (one.code, one.name, *one.aliases)), None)
+    if found is None:
+        raise LrdiagError(f"unknown rule {rule!r} (see `lrdiag rules` for the codes and names)")
+    click.echo(f"{found.code} {found.name}  ({found.category}, {found.severity}; applies to {', '.join(found.roles)})\n")
+    for key, heading in DOC_HEADINGS.items():
+        click.echo(f"{heading}\n  {found.docs[key]}\n")
+    for name, param in found.params.items():
+        bounds = f", range [{param.min if param.min is not None else '-inf'}, {param.max if param.max is not None else 'inf'}]"
+        click.echo(f"  {name} ({param.type}, default {param.default!r}{bounds if param.type in ('int', 'float') else ''})\n"
+                   f"      {param.doc}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,3 +122,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("lrdiag: internal error: this is a bug in lrdiag, please report it with the traceback above",
                    err=True)
         sys.exit(2)
+
+
+cli.add_command(__import__("lrdiag.recommend.command", fromlist=["recommend"]).recommend)  # its heavy imports wait for its use

@@ -22,14 +22,15 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     if series is not ctx.train_loss and series is not ctx.val_loss:
         return []  # a component (a PINN's boundary term, a detector's box loss) may rise by design
     steps, values = clean(series)
-    if values.size < 2 * min_points or (values <= 0).any():
-        return []  # a ratio to the start means nothing for a loss that can be zero or negative
-    start = float(np.median(values[:3]))  # the untrained model's loss: the first logged points
-    smooth = rolling_median(values, 5)
-    above = smooth >= factor * start
-    above[:3] = False  # the start itself cannot be above the start
     # A climb cut short by NaN/Inf (the usual end of one) counts however few points it has.
     ends_nonfinite = bool(series.values.size and not np.isfinite(series.values[-1]))
+    if values.size < (2 if ends_nonfinite else 2 * min_points) or (values <= 0).any():
+        return []  # a ratio to the start means nothing for a loss that can be zero or negative
+    head = min(3, values.size - 1)  # the untrained model's loss: the first logged points
+    start = float(np.median(values[:head]))
+    smooth = rolling_median(values, 5)
+    above = smooth >= factor * start
+    above[:head] = False  # the start itself cannot be above the start
     if ends_nonfinite and values[-1] >= factor * start:
         above[-1] = True  # the last finite point, raw: a rolling median lags behind the blow-up
     stretches = [(a, b) for a, b in runs_of(above)

@@ -12,9 +12,10 @@ loss could have gone further:
   of that (else it is a run improving slowly): the stall then runs from the first point. Only for a log that starts near the beginning of training (not a
   resumed run), and for a validation or component loss only when the main training loss
   agrees;
-- **frozen after the LR decayed**: the LR over the plateau (median) is below `lr_floor` of its
-  peak, and the loss was still falling fast (a quarter of its total drop) in the stretch just
-  before it, so the schedule, not the model, ended the progress;
+- **frozen after the LR decayed**: from the step where the LR first fell below `lr_floor` of
+  its peak, the loss gained next to nothing (or crept on at a tenth of the rate just before),
+  while in the stretch just before it was still falling fast (a quarter of its total drop):
+  the schedule, not the model, ended the progress;
 - **stuck at a trivial level**: within 1 % of a cross-entropy level ln(k) for k = 2..20 classes,
   i.e. the model predicts a uniform class prior.
 A plateau far below the start, with the LR still alive, is a converged run: no finding.
@@ -61,6 +62,11 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         kind = "near_initial"
         why = f"still within {100 * np.expm1(max(drop, 0.0)) if is_log else 100 * drop / unit:.0f}% of where it started"
         lr_now, lr_peak = _plateau_lr(ctx, int(steps[0]))
+    elif (decay := _lr_death(ctx, steps, smooth, tolerance, total_drop, lr_floor, min_fraction)) is not None:
+        onset, lr_now, lr_peak = decay
+        level = float(np.median(y[onset:]))
+        kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
+                                   f"{lr_peak:.3g}) while the loss was still falling fast")
     else:
         best_after = np.minimum.accumulate(smooth[::-1])[::-1]
         onset = int(np.argmax(smooth - best_after <= tolerance))
@@ -70,11 +76,7 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         level = float(np.median(y[onset:]))
         level_value = float(np.exp(level)) if is_log else level
         lr_now, lr_peak = _plateau_lr(ctx, int(steps[onset]))
-        before = smooth[max(0, onset - values.size // 10)] - smooth[onset]
-        if lr_now is not None and lr_peak and lr_now <= lr_floor * lr_peak and before >= 0.25 * total_drop:
-            kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
-                                       f"{lr_peak:.3g}) while the loss was still falling fast")
-        elif is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.01:
+        if is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.01:
             classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
             kind, why = "trivial_level", f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class prior"
         else:
@@ -94,12 +96,13 @@ def _never_improved(y: np.ndarray, is_log: bool, near_initial: float) -> bool:
         return False
     # Wide medians: a noisy flat line must not look as if it improved by its luckiest stretch.
     smooth = rolling_median(y, max(5, y.size // 5) | 1)
-    start = float(np.median(y[:3]))  # the first points: where training started
+    head = max(3, y.size // 20)
+    start = float(np.median(y[:head]))  # the first points: where training started
     end = float(np.median(y[-max(3, y.size // 10):]))
     unit = 1.0 if is_log else max(abs(start), 1e-12)
-    # On a noisy curve three points place the start only roughly: a drop must beat that too.
+    # On a noisy curve a few points place the start only roughly: a drop must beat that too.
     noise = MAD_TO_SIGMA * float(np.median(np.abs(y - rolling_median(y, 5))))
-    enough = max(near_initial * unit, 3 * noise / np.sqrt(3))
+    enough = max(near_initial * unit, 3 * noise / np.sqrt(head))
     best = float(smooth.min())
     # Still falling steadily over its second half (a quarter of the allowance or more) is a
     # run improving slowly, not a stuck one.
@@ -110,6 +113,35 @@ def _never_improved(y: np.ndarray, is_log: bool, near_initial: float) -> bool:
     noise_of_gain = 3 * noise * np.sqrt(1 / middle_points.size + 1 / tail)
     return (start - end < enough and start - best < 2 * enough and end - best < enough
             and middle - end < max(enough / 4, noise_of_gain))
+
+
+def _lr_death(ctx: Context, steps, smooth, tolerance: float, total_drop: float, lr_floor: float,
+              min_fraction: float) -> tuple[int, float, float] | None:
+    """(index, LR, peak LR) where the LR first fell below `lr_floor` of its peak, when the loss
+    was falling fast just before (a quarter of its total drop over the preceding tenth of the
+    points) and gained next to nothing after (or at a tenth of the rate just before), for at least
+    `min_fraction` of the run."""
+    if ctx.lr is None:
+        return None
+    lr_steps, lr_values = clean(ctx.lr)
+    if lr_values.size == 0 or lr_values.max() <= 0:
+        return None
+    peak = int(np.argmax(lr_values))
+    dead = np.flatnonzero((np.arange(lr_values.size) > peak) & (lr_values <= lr_floor * lr_values[peak] * (1 + 1e-9)))
+    if dead.size == 0:
+        return None
+    onset = int(np.searchsorted(steps, lr_steps[dead[0]]))
+    if onset >= steps.size or (steps[-1] - steps[onset]) < min_fraction * (steps[-1] - steps[0]):
+        return None
+    back = max(2, steps.size // 10)
+    before = smooth[max(0, onset - back)] - smooth[onset]
+    gained_after = smooth[onset] - smooth[onset:].min()
+    # Nothing gained after, or gained at a tenth of the rate (per point) of the stretch just
+    # before: a residual LR may still creep (a 100x decay is not zero), the progress is gone.
+    slow = gained_after / (steps.size - onset) < 0.1 * before / min(back, onset or 1)
+    if before < 0.25 * total_drop or (gained_after > tolerance and not slow):
+        return None
+    return onset, float(lr_values[dead[0]]), float(lr_values[peak])
 
 
 def _plateau_lr(ctx: Context, onset: int) -> tuple[float | None, float | None]:
