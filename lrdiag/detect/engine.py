@@ -1,63 +1,72 @@
-"""The rules engine: runs each selected rule's detector over the metrics of its roles.
-
-Rules run in code order, so that the LR rules (LRD2xx) see the instability findings before
-them; every finding gets the run's LR context as evidence; spikes that a larger finding on the
-same metric explains are dropped at the end (see explain.py).
-"""
+"""The rules engine: runs each selected rule's detector over the metrics of its roles, in code order."""
 
 from __future__ import annotations
 
-import functools
-
-from lrdiag.detect.base import Context
+from lrdiag.detect.base import Context, Hit
 from lrdiag.detect.explain import drop_explained
 from lrdiag.detect.finding import SEVERITY_RANK, Finding
 from lrdiag.detect.lrcontext import describe
-from lrdiag.detect.rulefile import Rule, detector_function
+from lrdiag.detect.rulefile import Rule, find_detector
 from lrdiag.series.model import Run
 
 
-@functools.lru_cache(maxsize=None)
-def _detector(name: str):
-    return detector_function(name)
-
-
 class Engine:
-    """Selected rules with their effective parameters and severities; picklable for worker processes."""
+    """Rules with their effective severities and parameters. Picklable: the pipeline sends it to
+    worker processes, which look the detectors up again (functions do not travel well)."""
 
-    def __init__(self, rules: list[Rule], severities: dict[str, str] | None = None,
+    def __init__(self, rules: list[Rule], selected: set[str] | None = None, severities: dict[str, str] | None = None,
                  params: dict[str, dict] | None = None) -> None:
-        self.rules = sorted(rules, key=lambda rule: rule.code)
-        self.severities = severities or {}
-        self.params = {rule.code: {**rule.defaults, **(params or {}).get(rule.code, {})} for rule in self.rules}
+        """`selected`: the codes to run (None: all); `severities` and `params`: per-code overrides,
+        already validated (config.build_engine does it, naming where each came from)."""
+        self.rules = sorted((rule for rule in rules if selected is None or rule.code in selected),
+                            key=lambda rule: rule.code)
+        self.severities = dict(severities or {})
+        self.params = {rule.code: {**rule.params, **(params or {}).get(rule.code, {})} for rule in self.rules}
+        self._detectors: dict = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_detectors": {}}
 
     def run(self, run: Run) -> list[Finding]:
+        # Later rules read ctx.findings: LRD2xx (LR rules) reason about the instability before them.
         ctx = Context.of(run)
         for rule in self.rules:
-            detect = _detector(rule.detector)
             for series in run.series.values():
                 if series.role not in rule.roles:
                     continue
                 try:
-                    hits = detect(series, ctx, **self.params[rule.code])
-                except Exception as error:  # noqa: BLE001 - one detector's bug must not hide the others' findings
-                    run.notes.append(f"{rule.code} ({rule.detector}) failed on {series.tag}: "
+                    hits = self._detector(rule)(series, ctx, **self.params[rule.code])
+                    findings = [self._finding(rule, series.tag, hit, ctx, run) for hit in hits]
+                except Exception as error:  # noqa: BLE001 - one detector's bug must not hide the other rules
+                    run.notes.append(f"detector {rule.detector!r} of {rule.code} failed on metric {series.tag!r}: "
                                      f"{type(error).__name__}: {error}; this is a bug, please report it")
                     continue
-                for hit in hits:
-                    ctx.findings.append(self._finding(rule, series.tag, hit, ctx))
+                ctx.findings.extend(findings)
+        # An oscillation or explosion peaks many times: those peaks are not separate spikes.
         return sorted(drop_explained(ctx.findings))
 
-    def _finding(self, rule: Rule, metric: str, hit, ctx: Context) -> Finding:
-        severity = hit.severity or self.severities.get(rule.code, rule.severity)
-        if hit.severity and rule.code in self.severities:
-            severity = self.severities[rule.code]  # the user's choice wins over the detector's
+    def _detector(self, rule: Rule):
+        if rule.detector not in self._detectors:
+            detect = find_detector(rule.detector)
+            if detect is None:
+                raise LookupError(f"detector {rule.detector!r} is not installed in this environment")
+            self._detectors[rule.detector] = detect
+        return self._detectors[rule.detector]
+
+    def _finding(self, rule: Rule, metric: str, hit: Hit, ctx: Context, run: Run) -> Finding:
+        # The user's severity wins over both the rule's and the one the detector chose for this hit.
+        severity = self.severities.get(rule.code) or hit.severity or rule.severity
         evidence = dict(hit.evidence)
         if ctx.lr is not None:
-            evidence.update(describe(ctx.lr, hit.step_start, hit.step_end))
+            for key, value in describe(ctx.lr, hit.step_start, hit.step_end).items():
+                evidence.setdefault(key, value)
         try:
-            message = rule.message.format(metric=metric, **evidence)
-        except (KeyError, ValueError, TypeError, IndexError):
+            message = rule.message.format_map({**evidence, "metric": metric})
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as error:
             message = f"{rule.name} on {metric} at steps {hit.step_start}-{hit.step_end}"
-        return Finding(SEVERITY_RANK[severity], metric, hit.step_start, hit.step_end, rule.code, rule.name,
+            note = (f"{rule.code}: its message template failed ({type(error).__name__}: {error}); "
+                    f"this is a bug in {rule.path or 'the rule file'}")
+            if note not in run.notes:
+                run.notes.append(note)
+        return Finding(SEVERITY_RANK[severity], metric, int(hit.step_start), int(hit.step_end), rule.code, rule.name,
                        rule.category, severity, message, evidence)

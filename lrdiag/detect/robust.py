@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import median_filter
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 
@@ -21,15 +22,50 @@ def log_scale(values: np.ndarray) -> tuple[np.ndarray, bool]:
     return values.astype(np.float64), False
 
 
-def rolling_median(values: np.ndarray, window: int, center: bool = True) -> np.ndarray:
-    return pd.Series(values).rolling(window, center=center, min_periods=1).median().to_numpy()
+_FILTER_UP_TO = 256  # scipy's median filter is O(n * window) in C: fastest for short windows
+
+
+def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Centered rolling median; the ends mirror the series (an even window takes the upper
+    middle value, so that a period-2 zigzag keeps one phase instead of flipping)."""
+    values = np.asarray(values, dtype=np.float64)
+    if window <= 1 or values.size == 0:
+        return values.copy()
+    if window <= _FILTER_UP_TO or values.size <= 2 * _FILTER_UP_TO:
+        return median_filter(values, size=min(window, values.size), mode="reflect")
+    # Wide windows smooth over trends, not points: a median of block medians, each block a
+    # 64th of the window, keeps the cost at O(n) and follows the curve to within a block.
+    block = window // 64
+    usable = values.size // block * block
+    medians = np.median(values[:usable].reshape(-1, block), axis=1)
+    if usable < values.size:
+        medians = np.r_[medians, np.median(values[usable:])]
+    smoothed = median_filter(medians, size=min(65, medians.size), mode="reflect")
+    centers = np.r_[np.arange(medians.size - (usable < values.size)) * block + (block - 1) / 2,
+                    [(usable + values.size - 1) / 2] if usable < values.size else []]
+    return np.interp(np.arange(values.size), centers, smoothed)
+
+
+def trailing_median(values: np.ndarray, count: int, min_periods: int = 1) -> np.ndarray:
+    """Median of the `count` points before each point (of fewer near the start, down to
+    `min_periods`; NaN below that)."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(values.size, np.nan)
+    if values.size <= 1:
+        return out
+    centered = median_filter(values, size=count, mode="reflect")
+    # The window [i - count, i - 1] is centred on i - 1 - count // 2 (upper middle for even counts).
+    shift = 1 + count // 2 - (1 if count % 2 == 0 else 0)
+    out[count:] = centered[count - shift: values.size - shift]
+    head = pd.Series(values[: count + 1]).rolling(count, min_periods=min_periods).median().shift(1).to_numpy()
+    out[: min(count, values.size)] = head[: min(count, values.size)]
+    return out
 
 
 def side_medians(values: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
     """Median of the `half` points before each point, and of the `half` points after it (NaN at the ends)."""
-    series = pd.Series(values)
-    before = series.rolling(half, min_periods=half).median().shift(1).to_numpy()
-    after = series[::-1].rolling(half, min_periods=half).median().shift(1).to_numpy()[::-1]
+    before = trailing_median(values, half, min_periods=half)
+    after = trailing_median(np.asarray(values)[::-1], half, min_periods=half)[::-1]
     return before, after
 
 
@@ -39,8 +75,7 @@ def noise_scale(values: np.ndarray, window: int) -> np.ndarray:
     Floored at a fifth of the whole series' scale, so that a locally flat stretch (a logger
     that repeats values, a plateau) does not turn every later wiggle into a huge z-score."""
     residual = values - rolling_median(values, 5)
-    absolute = pd.Series(np.abs(residual))
-    local = MAD_TO_SIGMA * absolute.rolling(window, center=True, min_periods=1).median().to_numpy()
+    local = MAD_TO_SIGMA * rolling_median(np.abs(residual), window)
     overall = MAD_TO_SIGMA * float(np.median(np.abs(residual))) if residual.size else 0.0
     return np.maximum(local, 0.2 * overall)
 

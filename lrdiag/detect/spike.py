@@ -21,10 +21,9 @@ of the rise above the old level.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from lrdiag.detect.base import Context, Hit, clean
-from lrdiag.detect.robust import log_scale, noise_scale, rolling_median, runs_of, side_medians
+from lrdiag.detect.robust import log_scale, noise_scale, rolling_median, runs_of, side_medians, trailing_median
 from lrdiag.series.model import Series
 
 _DIP_FACTOR = 1.5
@@ -39,7 +38,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 8.0, min_ra
     y, is_log = log_scale(values)
     half = max(3, min(window, values.size // 4))
     before, after = side_medians(y, half)
-    before_short = _before(y, 1)  # early points have fewer than `half` predecessors
+    before_short = np.r_[np.nan, y[:-1]]  # early points have fewer than `half` predecessors
     before = np.where(np.isnan(before), before_short, before)
     # The noise is judged over a wider stretch than the level: it changes slowly, the level fast.
     scale = noise_scale(y, 8 * max(half, 5) + 1)
@@ -47,7 +46,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 8.0, min_ra
     scale = np.maximum(scale, floor)
 
     jump = y - before
-    recent = y - _before(y, 3)
+    recent = y - trailing_median(y, 3)
     min_rise = np.log(min_ratio) if is_log else (min_ratio - 1.0) * np.abs(before)
     sudden = (jump >= min_rise) & (np.nan_to_num(recent, nan=-np.inf) >= 0.5 * jump) & ~np.isnan(before)
     # Loggers round (Transformers keeps 4 decimals): near zero, one rounding step doubles a
@@ -104,8 +103,3 @@ def _quantum(values: np.ndarray) -> float:
     distinct = np.unique(values)
     steps = np.diff(distinct)
     return float(steps.min()) if steps.size else 0.0
-
-
-def _before(values: np.ndarray, count: int, periods: int = 1) -> np.ndarray:
-    """Median of up to `count` points before each point (at least `periods` of them), else NaN."""
-    return pd.Series(values).rolling(count, min_periods=periods).median().shift(1).to_numpy()
