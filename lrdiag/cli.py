@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 
@@ -35,15 +36,27 @@ def _exit_code(doc: dict, fail_on: str) -> int:
     return 1 if found else 0
 
 
+_RULE_DIRS = click.option("--rules", "rule_dirs", multiple=True, metavar="DIR",
+                          type=click.Path(exists=True, file_okay=False, path_type=Path),
+                          help="A folder of extra rule files (repeatable).")
+_CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+                       help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
+
+
+def _config(config_path: Path | None):
+    from lrdiag.config import find_config, load_config
+
+    return load_config(config_path or find_config(Path.cwd()))
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--select", help="Only these rules: comma-separated codes, names or code prefixes (LRD101,loss.stall,LRD2).")
-@click.option("--ignore", help="Skip these rules (same forms as --select).")
-@click.option("--rules", "extra_rules", multiple=True, type=click.Path(file_okay=False, path_type=Path),
-              help="A folder of extra rule files (repeatable).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config file (default: lrdiag.toml or [tool.lrdiag] in pyproject.toml, here or above).")
+@click.option("--select", metavar="CODES",
+              help="Only these rules: comma-separated codes, names or code prefixes (LRD101,loss.stall,LRD2).")
+@click.option("--ignore", metavar="CODES", help="Skip these rules (same forms as --select).")
+@_RULE_DIRS
+@_CONFIG
 @click.option("--fail-on", type=click.Choice(("error", "warning", "never")), default=None,
               help="Exit 1 when a finding is at least this severe [default: error].")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings (2 still means a usage or input error).")
@@ -51,15 +64,17 @@ def _exit_code(doc: dict, fail_on: str) -> int:
               help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip TFRecord checksum verification (faster, trusts the files).")
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
-def analyze(paths, output_format, select, ignore, extra_rules, config_path, fail_on, exit_zero, roles, no_verify,
+def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_on, exit_zero, roles, no_verify,
             jobs) -> None:
-    """Read every training log under PATHS, report each run and what went wrong in it."""
-    from lrdiag.config import build_engine, find_config, load_config
+    """Read every training log under PATHS, report each run and what went wrong in it.
+
+    Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage, config or input error."""
+    from lrdiag.config import build_engine
     from lrdiag.pipeline import Options, analyze as run_analysis
     from lrdiag.render import jsonout, text
 
-    config = load_config(config_path or find_config(Path.cwd()))
-    engine = build_engine(config, _codes(select), _codes(ignore), list(extra_rules))
+    config = _config(config_path)
+    engine = build_engine(config, _codes(select), _codes(ignore), rule_dirs)
     role_map = {**config.roles, **parse_role_overrides(roles, "--role")}
     doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs)
     if output_format == "json":
@@ -73,27 +88,52 @@ def analyze(paths, output_format, select, ignore, extra_rules, config_path, fail
 
 @cli.command("rules")
 @click.argument("rule", required=False)
-def rules_command(rule) -> None:
-    """List the rules, or print one rule's documentation (by code or name)."""
-    from lrdiag.detect.rulefile import DOC_HEADINGS, builtin_rules_dir, load_rules
+@_RULE_DIRS
+@_CONFIG
+def rules_command(rule, rule_dirs, config_path) -> None:
+    """List the rules, or print one RULE's documentation (by code, name or alias)."""
+    from lrdiag.config import rule_set
 
-    rules = load_rules([builtin_rules_dir()])
+    rules = rule_set(_config(config_path), rule_dirs)
+    width = shutil.get_terminal_size((100, 24)).columns
     if rule is None:
-        width = shutil.get_terminal_size((100, 24)).columns
-        for one in rules:
-            line = f"{one.code}  {one.name:28} {one.category:21} {one.severity:8} {one.docs['what']}"
-            click.echo(line if len(line) <= width else line[: width - 1] + "…")
+        click.echo(_rules_table(rules, width))
         return
-    found = next((one for one in rules if rule in (one.code, one.name, *one.aliases)), None)
+    found = next((one for one in rules if rule in one.selectors()), None)
     if found is None:
-        raise LrdiagError(f"unknown rule {rule!r} (see `lrdiag rules` for the codes and names)")
-    click.echo(f"{found.code} {found.name}  ({found.category}, {found.severity}; applies to {', '.join(found.roles)})\n")
+        raise LrdiagError(f"unknown rule {rule!r} (`lrdiag rules` lists the codes and names)")
+    click.echo(_rule_docs(found, width))
+
+
+def _rules_table(rules, width: int) -> str:
+    rows = [("code", "name", "category", "severity", "what it detects")]
+    rows += [(r.code, r.name, r.category, r.severity, " ".join(r.docs["what"].split())) for r in rules]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    # The description takes what the terminal has left, and no less than 20 columns.
+    room = max(width - sum(widths) - 2 * 4, 20)
+    lines = []
+    for row in rows:
+        what = row[4] if len(row[4]) <= room else row[4][: room - 1] + "…"
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + what)
+    return "\n".join(lines)
+
+
+def _rule_docs(rule, width: int) -> str:
+    from lrdiag.detect.rulefile import DOC_HEADINGS
+
+    def wrap(text: str, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width=max(width, 40) - 1, initial_indent=indent,
+                             subsequent_indent=indent)
+
+    out = [f"{rule.code}  {rule.name}",
+           f"  {rule.severity} · {rule.category} · on {', '.join(rule.roles)} · detector {rule.detector}"]
+    if rule.aliases:
+        out.append(f"  aliases: {', '.join(rule.aliases)}")
     for key, heading in DOC_HEADINGS.items():
-        click.echo(f"{heading}\n  {found.docs[key]}\n")
-    for name, param in found.params.items():
-        bounds = f", range [{param.min if param.min is not None else '-inf'}, {param.max if param.max is not None else 'inf'}]"
-        click.echo(f"  {name} ({param.type}, default {param.default!r}{bounds if param.type in ('int', 'float') else ''})\n"
-                   f"      {param.doc}")
+        out += ["", heading, wrap(rule.docs[key], "  ")]
+    for name, spec in rule.specs.items():
+        out += ["", f"  {name} = {spec.default!r}  ({spec.expected()})", wrap(spec.doc, "      ")]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:

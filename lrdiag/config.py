@@ -1,41 +1,56 @@
-"""User configuration: `[tool.lrdiag]` in pyproject.toml or an lrdiag.toml, loaded strictly.
+"""User configuration (`[tool.lrdiag]` in pyproject.toml, or lrdiag.toml) and the engine it selects.
 
     [tool.lrdiag]
-    select = ["LRD1", "lr.no-warmup"]     # codes, names, aliases or code prefixes
-    ignore = ["LRD102"]
-    extra-rules = ["ci/rules"]            # more rule folders, relative to this file
-    fail-on = "warning"                   # error | warning | never
+    select = ["LRD1", "lr.no-warmup"]   # codes, names, aliases or code prefixes; default: all
+    ignore = ["LRD102"]                 # wins over select
+    rule-dirs = ["ci/rules"]            # more rule folders, relative to this file
+    fail-on = "warning"                 # error | warning | never
     roles = { "my/valid_metric" = "val_loss" }
 
-    [tool.lrdiag.rules.LRD101]
+    [tool.lrdiag.rules.LRD101]          # by code, name or alias
     severity = "error"
     z = 10.0
+
+Command-line flags override the file: --select replaces `select`, --ignore adds to `ignore`.
 """
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrdiag.detect.engine import Engine
-from lrdiag.detect.rulefile import SEVERITIES, Rule, builtin_rules_dir, load_rules
+from lrdiag.detect.rulefile import SEVERITIES, Rule, builtin_rules_dir, load_rules, raise_errors, shown
 from lrdiag.errors import LrdiagError
 from lrdiag.series.roles import parse_role_overrides
 
 FAIL_ON = ("error", "warning", "never")
-_KEYS = {"select", "ignore", "extra-rules", "fail-on", "roles", "rules"}
+# `rules` holds the per-rule tables, so the extra rule folders need a key of their own.
+KEYS = ("select", "ignore", "rule-dirs", "fail-on", "roles", "rules")
 
 
 @dataclass
 class Config:
-    origin: str = "defaults"
+    path: Path | None = None
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
-    extra_rules: list[Path] = field(default_factory=list)
+    rule_dirs: list[Path] = field(default_factory=list)
     fail_on: str | None = None
-    roles: dict[str, str] = field(default_factory=dict)
-    rule_options: dict[str, dict] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)  # tag -> role
+    rules: dict[str, dict] = field(default_factory=dict)  # code, name or alias -> {severity, params}
+
+    def section(self, table: str = "") -> str:
+        """The TOML table a key is in, as the file spells it: `tool.lrdiag.rules.LRD101` or `rules.LRD101`."""
+        base = "tool.lrdiag" if self.path is not None and self.path.name == "pyproject.toml" else ""
+        return ".".join(part for part in (base, table) if part)
+
+    def where(self, key: str, table: str = "") -> str:
+        """How messages name a key: `pyproject.toml: [tool.lrdiag] select`, `lrdiag.toml: [rules.LRD101] z`."""
+        section = self.section(table)
+        parts = [f"{shown(self.path)}:" if self.path else "", f"[{section}]" if section else "", key]
+        return " ".join(part for part in parts if part)
 
 
 def find_config(start: Path) -> Path | None:
@@ -44,104 +59,136 @@ def find_config(start: Path) -> Path | None:
         if (folder / "lrdiag.toml").is_file():
             return folder / "lrdiag.toml"
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                if "lrdiag" in tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}):
-                    return pyproject
-            except (OSError, tomllib.TOMLDecodeError):
-                continue
+        if pyproject.is_file() and "lrdiag" in _read(pyproject).get("tool", {}):
+            return pyproject
     return None
 
 
-def load_config(path: Path | None) -> Config:
-    if path is None:
-        return Config()
+def _read(path: Path) -> dict:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LrdiagError(f"{path}: config file not found") from None
+        raise LrdiagError(f"{shown(path)}: config file not found") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise LrdiagError(f"{path}: cannot read config: {error}") from None
+        raise LrdiagError(f"{shown(path)}: cannot read config: {error}") from None
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def load_config(path: Path | None) -> Config:
+    """The config in `path` (None: the defaults), its keys and types checked; rule codes are
+    checked by build_engine, once the rules are loaded."""
+    config = Config(path)
+    if path is None:
+        return config
+    data = _read(path)
     table = data.get("tool", {}).get("lrdiag", {}) if path.name == "pyproject.toml" else data
-    origin = f"{path}: [tool.lrdiag]" if path.name == "pyproject.toml" else str(path)
-    errors = [f"{origin}: unknown key {key!r}" for key in sorted(set(table) - _KEYS)]
-    config = Config(origin=origin)
-    for key in ("select", "ignore", "extra-rules"):
-        value = table.get(key)
-        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-            errors.append(f"{origin}: {key} must be a list of strings, got {value!r}")
-    config.select = table.get("select")
-    config.ignore = list(table.get("ignore", []))
-    config.extra_rules = [path.parent / folder for folder in table.get("extra-rules", [])]
+    if not isinstance(table, dict):
+        raise LrdiagError(f"{shown(path)}: [tool.lrdiag] must be a table, got {table!r}")
+    errors = [f"{config.where(key)}: unknown key{_did_you_mean(key, KEYS)}; expected one of {', '.join(KEYS)}"
+              for key in sorted(set(table) - set(KEYS))]
+    for key in ("select", "ignore", "rule-dirs"):
+        if key in table and not _strings(table[key]):
+            errors.append(f"{config.where(key)}: must be a list of strings, got {table[key]!r}")
+    if _strings(table.get("select")):
+        config.select = table["select"]
+    if _strings(table.get("ignore")):
+        config.ignore = table["ignore"]
+    for folder in table.get("rule-dirs", []) if _strings(table.get("rule-dirs")) else []:
+        config.rule_dirs.append(path.parent / folder)
+        if not config.rule_dirs[-1].is_dir():
+            errors.append(f"{config.where('rule-dirs')}: no such folder {folder!r} (relative to {shown(path.parent)})")
     fail_on = table.get("fail-on")
     if fail_on is not None and fail_on not in FAIL_ON:
-        errors.append(f"{origin}: fail-on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
-    config.fail_on = fail_on
+        errors.append(f"{config.where('fail-on')}: must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
+    else:
+        config.fail_on = fail_on
     roles = table.get("roles", {})
-    if not isinstance(roles, dict):
-        errors.append(f"{origin}: roles must be a table of tag = role")
+    if not isinstance(roles, dict) or not all(isinstance(role, str) for role in roles.values()):
+        errors.append(f"{config.where('roles')}: must be a table of \"tag\" = \"role\", got {roles!r}")
     else:
         try:
-            config.roles = parse_role_overrides([f"{role}={tag}" for tag, role in roles.items()], f"{origin}: roles")
+            pairs = [f"{role}={tag}" for tag, role in roles.items()]
+            config.roles = parse_role_overrides(pairs, config.where("roles"))
         except LrdiagError as error:
             errors.append(str(error))
-    options = table.get("rules", {})
-    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        errors.append(f"{origin}: rules must hold one table per rule, e.g. [tool.lrdiag.rules.LRD101]")
+    per_rule = table.get("rules", {})
+    if not isinstance(per_rule, dict) or not all(isinstance(options, dict) for options in per_rule.values()):
+        example = config.section("rules.LRD101")
+        errors.append(f"{config.where('rules')}: must hold one table per rule, e.g. [{example}]")
     else:
-        config.rule_options = options
-    if errors:
-        raise LrdiagError("\n".join(errors))
+        config.rules = per_rule
+    raise_errors(errors)
     return config
 
 
-def _matches(selector: str, rule: Rule) -> bool:
-    return (selector in (rule.code, rule.name, *rule.aliases) or rule.code.startswith(selector)
-            or rule.name.startswith(selector + "."))
-
-
-def _pick(rules: list[Rule], selectors: list[str], origin: str) -> set[str]:
-    unknown = [s for s in selectors if not any(_matches(s, rule) for rule in rules)]
-    if unknown:
-        raise LrdiagError(f"{origin}: unknown rule {', '.join(map(repr, unknown))} "
-                          f"(see `lrdiag rules` for the codes and names)")
-    return {rule.code for rule in rules if any(_matches(s, rule) for s in selectors)}
-
-
-def _resolve(rules: list[Rule], selector: str) -> Rule | None:
-    return next((rule for rule in rules if selector in (rule.code, rule.name, *rule.aliases)), None)
+def rule_set(config: Config, rule_dirs: list[Path] | tuple = ()) -> list[Rule]:
+    """The built-in rules plus those in the config's and the command line's rule folders."""
+    return load_rules([builtin_rules_dir(), *config.rule_dirs, *rule_dirs])
 
 
 def build_engine(config: Config, select: list[str] | None = None, ignore: list[str] | None = None,
-                 extra_rules: list[Path] | None = None) -> Engine:
-    """The engine for the rules the config and the command line select, with their options."""
-    rules = load_rules([builtin_rules_dir(), *config.extra_rules, *(extra_rules or [])])
+                 rule_dirs: list[Path] | tuple = ()) -> Engine:
+    """The engine for the rules that the config and the command line select, with their options;
+    every unknown rule, option or bad value reported at once, naming where it came from."""
+    rules = rule_set(config, rule_dirs)
+    errors: list[str] = []
     chosen = {rule.code for rule in rules}
+    if config.select is not None:
+        chosen = _pick(rules, config.select, config.where("select"), errors)
     if select is not None:
-        chosen = _pick(rules, select, "--select")
-    elif config.select is not None:
-        chosen = _pick(rules, config.select, f"{config.origin}: select")
-    chosen -= _pick(rules, config.ignore, f"{config.origin}: ignore")
-    chosen -= _pick(rules, ignore or [], "--ignore")
-    severities, params, errors = {}, {}, []
-    for selector, options in config.rule_options.items():
-        rule = _resolve(rules, selector)
-        where = f"{config.origin}: rules.{selector}"
+        chosen = _pick(rules, select, "--select", errors)
+    chosen -= _pick(rules, config.ignore, config.where("ignore"), errors)
+    chosen -= _pick(rules, ignore or [], "--ignore", errors)
+    severities: dict[str, str] = {}
+    params: dict[str, dict] = {}
+    for selector, options in config.rules.items():
+        rule = next((rule for rule in rules if selector in rule.selectors()), None)
+        table = f"rules.{selector}"
         if rule is None:
-            errors.append(f"{where}: unknown rule {selector!r}")
+            errors.append(f"{config.where('', table)}: unknown rule {selector!r}{_near_rule(selector, rules)}")
             continue
         for key, value in options.items():
+            where = config.where(key, table)
             if key == "severity":
-                if value not in SEVERITIES:
-                    errors.append(f"{where}: severity must be one of {', '.join(SEVERITIES)}, got {value!r}")
-                severities[rule.code] = value
-            elif key not in rule.params:
-                errors.append(f"{where}: unknown option {key!r} (options: severity, {', '.join(rule.params) or 'none'})")
+                if value in SEVERITIES:
+                    severities[rule.code] = value
+                else:
+                    errors.append(f"{where}: must be one of {', '.join(SEVERITIES)}, got {value!r}")
+            elif key not in rule.specs:
+                known = ["severity", *rule.specs]
+                errors.append(f"{where}: {rule.code} has no option {key!r}{_did_you_mean(key, known)}; "
+                              f"its options: {', '.join(known)}")
+            elif problem := rule.specs[key].problem(rule.code, value):
+                errors.append(f"{where}: {problem}")
             else:
-                problem = rule.params[key].problem(rule.code, value)
-                if problem:
-                    errors.append(f"{where}: {problem}")
-                params.setdefault(rule.code, {})[key] = value
-    if errors:
-        raise LrdiagError("\n".join(errors))
-    return Engine([rule for rule in rules if rule.code in chosen], severities, params)
+                params.setdefault(rule.code, {})[key] = rule.specs[key].coerce(value)
+    raise_errors(errors)
+    return Engine(rules, chosen, severities, params)
+
+
+def _matches(selector: str, rule: Rule) -> bool:
+    """A code, name or alias; a code prefix (LRD1); a name prefix up to a dot (loss)."""
+    return (selector in rule.selectors() or rule.code.startswith(selector)
+            or rule.name.startswith(selector + "."))
+
+
+def _pick(rules: list[Rule], selectors: list[str], where: str, errors: list[str]) -> set[str]:
+    for selector in selectors:
+        if not any(_matches(selector, rule) for rule in rules):
+            errors.append(f"{where}: unknown rule {selector!r}{_near_rule(selector, rules)}")
+    return {rule.code for rule in rules if any(_matches(selector, rule) for selector in selectors)}
+
+
+def _near_rule(selector: str, rules: list[Rule]) -> str:
+    """A near name for a mistyped one; codes are not guessed (LRD109 is not 'almost' LRD101)."""
+    if selector[:1].isupper():
+        return ""
+    return _did_you_mean(selector, [name for rule in rules for name in rule.selectors() if not name[:1].isupper()])
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -64,7 +64,9 @@ class Param:
             fits = value >= self.min
         if fits and self.max is not None:
             fits = value <= self.max
-        return None if fits else f"The {self.name!r} parameter of {code} must be {self.expected()}. Got {value!r} instead."
+        if fits:
+            return None
+        return f"The {self.name!r} parameter of {code} must be {self.expected()}. Got {value!r} instead."
 
     def coerce(self, value):
         """TOML writes `z = 8` for a float parameter: hand the detector 8.0."""

@@ -1,0 +1,189 @@
+"""The rules engine: rules in code order over the metrics of their roles, plug-in detectors found
+through a real `lrdiag.detectors` entry point, detector bugs kept to a note."""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from lrdiag.detect.engine import Engine
+from lrdiag.detect.rulefile import builtin_rules_dir, find_detector, load_rules
+from lrdiag.errors import LrdiagError
+from lrdiag.series.model import Run, Series
+
+PLUGIN = '''
+"""Detectors of a third-party package, registered as `lrdiag.detectors` entry points."""
+from lrdiag.detect.base import Hit
+
+
+def above(series, ctx, level=1.0):
+    """A hit at the first point above `level`; its evidence says which rules ran before it."""
+    over = (series.values > level).nonzero()[0]
+    if over.size == 0:
+        return []
+    step = int(series.steps[over[0]])
+    return [Hit(step, step, {"step": step, "value": float(series.values[over[0]]),
+                             "earlier": [finding.rule for finding in ctx.findings]})]
+
+
+def broken(series, ctx):
+    raise RuntimeError("boom")
+'''
+
+RULE = '''
+code = "{code}"
+name = "{name}"
+category = "spike"
+detector = "{detector}"
+roles = {roles}
+severity = "warning"
+message = "{message}"
+{params}
+[docs]
+what = "w"
+why = "y"
+example = "e"
+fix = "f"
+options = "level"
+'''
+
+LEVEL = '''
+[params.level]
+default = 1.0
+type = "float"
+doc = "the value a point must pass"
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory):
+    """A package installed the way pip leaves it: a module and a dist-info with entry_points.txt."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "lrdiag_test_plugin.py").write_text(PLUGIN)
+    info = site / "lrdiag_test_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lrdiag-test-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [lrdiag.detectors]
+        above = lrdiag_test_plugin:above
+        broken = lrdiag_test_plugin:broken
+        """))
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    yield site
+    sys.path.remove(str(site))
+    sys.modules.pop("lrdiag_test_plugin", None)
+
+
+def rule_dir(folder, *rules: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    for one in rules:
+        spec = {"roles": '["train_loss"]', "message": "{metric} passed {value} at step {step}", "params": LEVEL, **one}
+        (folder / f"{spec['code']}.toml").write_text(RULE.format(**spec))
+    return folder
+
+
+def make_run(**metrics) -> Run:
+    series = {}
+    for tag, (role, values) in metrics.items():
+        values = np.asarray(values, dtype=float)
+        series[tag] = Series(tag, np.arange(values.size) * 10, values, role=role)
+    return Run("run", "test", [], series)
+
+
+def test_a_plugin_detector_is_found_through_its_entry_point(plugin):
+    assert find_detector("above").__module__ == "lrdiag_test_plugin"
+
+
+def test_a_builtin_detector_is_found_by_module_name():
+    assert find_detector("nonfinite").__module__ == "lrdiag.detect.nonfinite"
+    assert find_detector("engine") is None  # a module of lrdiag.detect without `detect` is no detector
+
+
+def test_findings_come_from_the_metrics_of_the_rules_roles_with_the_message_filled_in(plugin, tmp_path):
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST101", "name": "test.above", "detector": "above"})])
+    run = make_run(loss=("train_loss", [0.5, 0.8, 3.0, 0.7]), val_loss=("val_loss", [5.0, 5.0]))
+    (finding,) = Engine(rules).run(run)
+    assert (finding.rule, finding.name, finding.category, finding.severity) == ("TST101", "test.above", "spike",
+                                                                               "warning")
+    assert (finding.metric, finding.step_start, finding.step_end) == ("loss", 20, 20)
+    assert finding.message == "loss passed 3.0 at step 20"
+
+
+def test_rules_run_in_code_order_and_later_rules_see_earlier_findings(plugin, tmp_path):
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST202", "name": "test.late", "detector": "above"},
+                                 {"code": "TST101", "name": "test.early", "detector": "above"})])
+    findings = Engine(rules).run(make_run(loss=("train_loss", [0.5, 2.0])))
+    late = next(finding for finding in findings if finding.rule == "TST202")
+    assert late.evidence["earlier"] == ["TST101"]
+
+
+def test_a_detector_that_raises_becomes_a_note_and_the_other_rules_still_run(plugin, tmp_path):
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST101", "name": "test.above", "detector": "above"},
+                                 {"code": "TST102", "name": "test.broken", "detector": "broken", "params": ""})])
+    run = make_run(loss=("train_loss", [0.5, 2.0]))
+    findings = Engine(rules).run(run)
+    assert [finding.rule for finding in findings] == ["TST101"]
+    assert run.notes == ["detector 'broken' of TST102 failed on metric 'loss': RuntimeError: boom; "
+                         "this is a bug, please report it"]
+
+
+def test_a_message_template_that_does_not_fit_the_evidence_falls_back_to_a_plain_message(plugin, tmp_path):
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST101", "name": "test.above", "detector": "above",
+                                            "message": "{metric} peaked at {peak:.3g}"})])
+    run = make_run(loss=("train_loss", [0.5, 2.0]), other=("train_loss", [3.0]))
+    findings = Engine(rules).run(run)
+    assert [finding.message for finding in findings] == ["test.above on loss at steps 10-10",
+                                                          "test.above on other at steps 0-0"]
+    assert len(run.notes) == 1 and "TST101: its message template failed (KeyError: 'peak')" in run.notes[0]
+
+
+def test_findings_carry_the_lr_context_when_the_run_logs_an_lr(plugin, tmp_path):
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST101", "name": "test.above", "detector": "above"})])
+    with_lr = Engine(rules).run(make_run(loss=("train_loss", [0.5, 2.0, 0.4]), lr=("lr", [0.1, 0.1, 0.1])))
+    assert with_lr[0].evidence["lr_phase"] == "constant" and with_lr[0].evidence["lr_at_step"] == 0.1
+    without = Engine(rules).run(make_run(loss=("train_loss", [0.5, 2.0, 0.4])))
+    assert not any(key.startswith("lr_") for key in without[0].evidence)
+
+
+def test_selection_severities_and_parameters_are_applied(plugin, tmp_path):
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST101", "name": "test.one", "detector": "above"},
+                                 {"code": "TST102", "name": "test.two", "detector": "above"})])
+    engine = Engine(rules, selected={"TST102"}, severities={"TST102": "error"}, params={"TST102": {"level": 2.5}})
+    (finding,) = engine.run(make_run(loss=("train_loss", [0.5, 2.0, 3.0])))
+    assert (finding.rule, finding.severity, finding.step_start) == ("TST102", "error", 20)
+
+
+def test_the_engine_survives_pickling_after_it_has_run(plugin, tmp_path):
+    # The pipeline sends the engine to worker processes.
+    rules = load_rules([rule_dir(tmp_path, {"code": "TST101", "name": "test.above", "detector": "above"})])
+    engine = Engine(rules)
+    before = engine.run(make_run(loss=("train_loss", [0.5, 2.0])))
+    again = pickle.loads(pickle.dumps(engine)).run(make_run(loss=("train_loss", [0.5, 2.0])))
+    assert again == before and again
+
+
+def test_a_rule_naming_an_unregistered_detector_does_not_load(tmp_path):
+    rule_dir(tmp_path, {"code": "TST101", "name": "test.above", "detector": "not_registered_anywhere"})
+    with pytest.raises(LrdiagError, match="'not_registered_anywhere' is neither a built-in detector"):
+        load_rules([tmp_path])
+
+
+def test_the_builtin_rules_find_a_nan_through_a_process_pool(tmp_path):
+    # Eight runs or more go to worker processes: the engine is pickled there and back.
+    from lrdiag.pipeline import Options, analyze
+
+    for index in range(8):
+        (tmp_path / f"run{index}").mkdir()
+        (tmp_path / f"run{index}" / "metrics.csv").write_text("step,loss\n" + "".join(
+            f"{step},{'nan' if index == 3 and step == 5 else 1.0 / (step + 1)}\n" for step in range(10)))
+    doc = analyze([str(tmp_path)], Options(engine=Engine(load_rules([builtin_rules_dir()]))), jobs=2)
+    assert doc["errors"] == []
+    flagged = {run["run"]: [finding["rule"] for finding in run["findings"]] for run in doc["runs"]}
+    assert flagged.pop("run3") == ["LRD105"]
+    assert all(rules == [] for rules in flagged.values())
