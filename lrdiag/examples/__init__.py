@@ -1,0 +1,1 @@
+"""Real example trainers for `lrdiag recommend --trainer`, each with a pathology its sample log shows."""

@@ -1,0 +1,1 @@
+"""Recommend a learning-rate schedule from a run's findings, and confirm it by replaying it."""

@@ -1,0 +1,108 @@
+"""`lrdiag recommend`: schedule candidates for each run's findings; with --trainer, replays that confirm one."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it when the CLI starts
+
+
+def make_engine():
+    """The rules engine with the built-in rules: the same that `lrdiag analyze` runs."""
+    from lrdiag.detect.engine import Engine
+    from lrdiag.detect.rulefile import builtin_rules_dir, load_rules
+
+    return Engine(load_rules([builtin_rules_dir()]))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text", show_default=True)
+@click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
+              help="Set a metric's role, e.g. --role lr=my/lr_tag (repeatable).")
+@click.option("--trainer", metavar="MODULE:FUNCTION",
+              help="Replay the candidates with this trainer (module:function, path/to/file.py:function, or a class); "
+                   "see docs/replay.md.")
+@click.option("--steps", type=click.IntRange(1, None), default=None,
+              help="Steps each replay trains.  [default: the run's length]")
+@click.option("--seeds", type=click.IntRange(1, None), default=3, show_default=True,
+              help="Seeds each schedule is replayed with (paired: seed k of a candidate vs seed k of the control).")
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True)
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: Ray tasks (pip install 'lrdiag[ray]').")
+@click.option("--ray-address", default=None, help="An existing Ray cluster (default: start a local one).")
+@click.option("--out", type=click.Path(file_okay=False), default="lrdiag-replays", show_default=True,
+              help="Replay logs go to OUT/<control|candidate>/seed<k>/ (TensorBoard).")
+@click.option("--timeout", type=click.FloatRange(0, None, min_open=True), default=900.0, show_default=True,
+              help="Seconds a replay may take before it is killed and marked failed.")
+@click.option("--from-checkpoint", "start", type=click.IntRange(0, None), default=0, metavar="STEP",
+              help="Start replays at this step of the run (the trainer's load_checkpoint restores it).")
+@click.option("--jobs", type=click.IntRange(1, None), default=None,
+              help="Replays at once.  [default: one per core; Ray: as the cluster fits]")
+@click.option("--eval-every", type=click.IntRange(0, None), default=None,
+              help="Log the trainer's held-out loss every N steps.  [default: 12 times a replay]")
+@click.option("--gpu-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Ray: the GPU share each replay asks for.  [default: 1/8]")
+def recommend(paths, output_format, roles, trainer, steps, seeds, device, executor, ray_address, out, timeout, start,
+              jobs, eval_every, gpu_fraction) -> None:
+    """Propose learning-rate schedules for the findings in PATHS, as runnable PyTorch code.
+
+    With --trainer, replay the logged schedule (the control) and each candidate for a few
+    steps and seeds, score the replays with the same rules, and confirm the candidates that
+    remove what they address without a worse loss.
+    """
+    from lrdiag import __version__
+    from lrdiag.errors import LrdiagError
+    from lrdiag.ingest.discover import find_runs
+    from lrdiag.ingest.runs import read_run
+    from lrdiag.output import SCHEMA
+    from lrdiag.recommend import harness, report
+    from lrdiag.recommend.candidates import horizon_of, propose
+    from lrdiag.series.roles import parse_role_overrides
+
+    overrides = parse_role_overrides(roles, "--role")
+    if trainer:
+        from lrdiag.recommend.candidates import REPLAY_EXTRA, torch_available
+        from lrdiag.recommend.trainer import load, resolve
+
+        if not torch_available():
+            raise LrdiagError(f"--trainer: replays need torch: {REPLAY_EXTRA}")
+        load(resolve(trainer))  # a trainer that does not import: one line, before any work
+    specs = find_runs(list(paths))
+    if trainer and len(specs) != 1:
+        raise LrdiagError(f"--trainer replays one run, and {' '.join(paths)} holds {len(specs)}: name one of "
+                          + ", ".join(spec.name for spec in specs[:5]))
+    engine = make_engine()
+    entries = []
+    for spec in specs:
+        run = read_run(spec, roles=overrides)
+        findings = sorted(engine.run(run))
+        candidates = propose(run, findings)
+        entry = {"run": run.name, "findings": [f.to_dict() for f in findings], "candidates": candidates}
+        if trainer and candidates:
+            plan = harness.Plan(trainer, steps, seeds, device, executor, ray_address, out, timeout, start, jobs,
+                                eval_every, gpu_fraction)
+            entry["replay"] = harness.replay(run, horizon_of(run), candidates, engine, plan, progress=_progress())
+        entry["candidates"] = [candidate.to_dict() for candidate in entry["candidates"]]
+        entries.append(entry)
+    doc = {"schema": SCHEMA, "lrdiag": __version__, "runs": entries, "errors": []}
+    if output_format == "json":
+        click.echo(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        click.echo(report.render(doc, color=sys.stdout.isatty()))
+
+
+def _progress():
+    """A line on stderr as each replay ends, when a person is watching."""
+    if not sys.stderr.isatty():
+        return None
+
+    def done(result: dict) -> None:
+        seconds = f" in {result['seconds']:.1f} s" if result.get("seconds") else ""
+        reason = f": {result['reason']}" if result["reason"] else ""
+        click.echo(f"  replayed {result['label']} seed {result['seed']}: {result['status']}{seconds}{reason}", err=True)
+
+    return done

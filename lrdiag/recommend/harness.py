@@ -1,0 +1,128 @@
+"""The replay harness: the control and every candidate x every seed, run side by side, scored and judged.
+
+Replays are laid out as `<out>/<control|candidate>/seed<k>/` TensorBoard runs, so that
+`lrdiag analyze <out>` reads them like any other logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lrdiag.detect.base import clean
+from lrdiag.errors import LrdiagError
+from lrdiag.recommend import executors, trainer, verdict
+from lrdiag.recommend.candidates import Horizon, torch_available
+from lrdiag.recommend.replay import CONTROL, Job
+from lrdiag.series.model import Run
+
+
+@dataclass
+class Plan:
+    trainer: str
+    steps: int | None = None  # None: the run's length
+    seeds: int = 3
+    device: str = "auto"
+    executor: str = "local"
+    ray_address: str | None = None
+    out: str = "lrdiag-replays"
+    timeout: float = 900.0
+    start: int = 0  # --from-checkpoint
+    jobs: int | None = None
+    eval_every: int | None = None
+    gpu_fraction: float | None = None
+
+
+def resolve_device(choice: str) -> list[str]:
+    """The devices replays go to: every visible GPU in turn for cuda, else the CPU."""
+    import torch
+
+    available = torch.cuda.is_available()
+    if choice == "cuda" and not available:
+        raise LrdiagError("--device cuda: torch sees no CUDA device here (torch "
+                          f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'})")
+    if choice == "cpu" or not available:
+        return ["cpu"]
+    return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+
+
+def replay(run: Run, horizon: Horizon, candidates: list, engine, plan: Plan, progress=None) -> dict:
+    """Replay and judge; fills each candidate's `confirmed` and `replay`, returns the run's replay summary."""
+    if not torch_available():
+        raise LrdiagError("replays need torch: pip install 'lrdiag[replay]'")
+    spec = trainer.resolve(plan.trainer)
+    trainer.load(spec)  # a trainer that does not import stops here, with one line
+    lr = run.primary("lr")
+    if lr is None:
+        raise LrdiagError(f"{run.name}: logs no learning rate, so its schedule (the control) cannot be replayed; "
+                          "log it, or name it with --role lr=TAG")
+    lr_steps, lr_values = clean(lr)
+    if plan.start >= horizon.total:
+        raise LrdiagError(f"--from-checkpoint {plan.start}: the run has only {horizon.total} steps")
+    available = horizon.total - plan.start
+    steps = min(plan.steps or available, available)
+    notes = [] if not plan.steps or plan.steps <= available else [
+        f"--steps {plan.steps} cut to {steps}: the candidates' schedules end with the run, at step {horizon.last}"]
+    if plan.executor == "ray" and plan.device == "auto":
+        devices = _ray_devices(plan)
+    else:
+        devices = resolve_device(plan.device)
+    eval_every = plan.eval_every if plan.eval_every is not None else max(1, steps // 12)
+    out = Path(plan.out)
+    labels = [(CONTROL, None)] + [(c.name, c.code) for c in candidates]
+    jobs = []
+    for label, code in labels:
+        for seed in range(plan.seeds):
+            logdir = out / label / f"seed{seed}"
+            if logdir.exists():
+                shutil.rmtree(logdir)  # old event files would merge into the new run
+            jobs.append(Job(label, code, seed, steps, spec, devices[len(jobs) % len(devices)], str(logdir),
+                            first_step=horizon.first, start=plan.start,
+                            control_lr=(lr_steps.tolist(), lr_values.tolist()) if code is None else None,
+                            eval_every=eval_every))
+    concurrency = plan.jobs or (_default_concurrency(devices) if plan.executor == "local" else None)
+    began = time.perf_counter()
+    with executors.GpuMonitor() if devices[0].startswith("cuda") else contextlib.nullcontext() as monitor:
+        outcomes = executors.run_jobs(jobs, plan.executor, concurrency, plan.timeout, plan.ray_address,
+                                      plan.gpu_fraction, on_done=progress)
+    wall = time.perf_counter() - began
+    scored = [verdict.score(outcome, engine) for outcome in outcomes]
+    control = verdict.judge(candidates, scored)
+    seconds = [o["seconds"] for o in outcomes if o["status"] == "ok" and o["seconds"]]
+    return {"steps": steps, "seeds": plan.seeds, "start": horizon.first + plan.start, "device": devices[0] if len(devices) == 1
+            else f"{len(devices)} GPUs", "executor": plan.executor, "concurrency": concurrency, "replays": len(jobs),
+            "wall_seconds": wall, "replay_seconds_median": statistics.median(seconds) if seconds else None,
+            "gpu": monitor.summary() if monitor else None, "control": control, "out": str(out), "notes": notes,
+            "ranking": [c.name for c in candidates]}
+
+
+def _default_concurrency(devices: list[str]) -> int:
+    cores = os.cpu_count() or 1
+    # Each replay process keeps one core busy feeding its GPU: as many at once as cores, shared out.
+    return cores if devices[0] == "cpu" else max(len(devices), cores)
+
+
+def _ray_devices(plan: Plan) -> list[str]:
+    """--device auto on Ray: CUDA when the cluster has GPUs, whatever this driver machine has."""
+    try:
+        import ray
+    except ImportError:
+        raise LrdiagError("--executor ray needs Ray: pip install 'lrdiag[ray]'") from None
+    if not plan.ray_address:
+        return resolve_device("auto")[:1]
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        try:
+            ray.init(address=plan.ray_address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise LrdiagError(f"--ray-address {plan.ray_address}: cannot connect to Ray: {error}".replace("\n", " ")) from None
+    try:
+        return ["cuda"] if ray.cluster_resources().get("GPU", 0) > 0 else ["cpu"]
+    finally:
+        if connected_here:
+            ray.shutdown()  # the executor connects again, and disconnects when it is done

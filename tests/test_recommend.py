@@ -1,0 +1,290 @@
+"""Offline schedule candidates: one for every kind of finding, sized from the log, and code that is its curve."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.optim.lr_scheduler import (CosineAnnealingLR, LambdaLR, LinearLR, MultiStepLR, OneCycleLR,
+                                      ReduceLROnPlateau, SequentialLR)
+
+from curves import curve
+from lrdiag.cli import cli
+from lrdiag.ingest.discover import find_runs
+from lrdiag.ingest.runs import read_run
+from lrdiag.recommend import candidates as candidates_module
+from lrdiag.recommend.candidates import build_scheduler, horizon_of, propose, subsample
+from lrdiag.recommend.command import make_engine
+from lrdiag.series.model import Run, Series
+from lrdiag.series.roles import assign_roles
+
+SAMPLES = Path(__file__).parent.parent / "sample_logs"
+EXAMPLE = SAMPLES / "example_spiky"
+CANDIDATE_KEYS = {"name", "rationale", "params", "code", "lr_curve", "addresses", "confirmed"}
+
+
+def make_run(metrics: dict, every: int = 1) -> Run:
+    series = {}
+    for tag, spec in metrics.items():
+        values = curve(spec["curve"], spec.get("noise", 0.0))
+        if "oscillate" in spec:
+            values = values * np.exp(spec["oscillate"][0] * np.cos(2 * np.pi * np.arange(values.size) / spec["oscillate"][1]))
+        series[tag] = Series(tag, np.arange(values.size) * every, values)
+    assign_roles(series)
+    return Run("constructed", "test", [], series)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return make_engine()
+
+
+# A run for each kind of finding, the rule it should raise, and the candidates that answer it.
+CASES = {
+    "early spike under a constant LR": (
+        {"train/loss": {"curve": "0.5x30 5.0 0.5x269", "noise": 0.05}, "lr": {"curve": "0.01x300"}},
+        1, "LRD101", {"warmup-cosine", "lower-peak", "one-cycle"}),
+    "oscillation at the peak LR": (
+        {"train/loss": {"curve": "1.0*0.999x1000", "noise": 0.05, "oscillate": (0.4, 20)}, "lr": {"curve": "0.05x1000"}},
+        1, "LRD102", {"lower-peak", "one-cycle"}),
+    "stall after the LR decayed early": (
+        {"train/loss": {"curve": "2.0*0.995x300 0.44x700", "noise": 0.01}, "lr": {"curve": "0.1x300 0.00001x700"}},
+        1, "LRD103", {"later-step-decay", "cosine-to-end", "reduce-on-plateau"}),
+    "stall near the initial loss under a tiny LR": (
+        {"train/loss": {"curve": "2.0x500", "noise": 0.02}, "lr": {"curve": "0.000001x500"}},
+        1, "LRD103", {"higher-lr"}),
+    "validation loss rising after its best epoch": (
+        {"loss": {"curve": "1.0*0.9x25", "noise": 0.01}, "val_loss": {"curve": "1.0*0.9x10 0.4+0.02x15", "noise": 0.01},
+         "lr": {"curve": "0.001x25"}},
+        100, "LRD104", {"stop-at-best", "cosine-to-end", "weight-decay"}),
+    "NaN at the peak LR": (
+        {"train/loss": {"curve": "1.0*0.99x50 nanx10"}, "lr": {"curve": "0.1x60"}},
+        1, "LRD105", {"lower-peak", "one-cycle"}),
+    "explosion at the peak LR": (
+        {"train/loss": {"curve": "1.0*0.99x100 0.37*1.1x60", "noise": 0.02}, "lr": {"curve": "0.1x160"}},
+        1, "LRD106", {"lower-peak", "one-cycle"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_kind_of_finding_gets_candidates_that_address_it(engine, case):
+    metrics, every, rule, expected = CASES[case]
+    run = make_run(metrics, every)
+    findings = engine.run(run)
+    assert rule in {f.rule for f in findings}, [f.message for f in findings]
+    made = {c.name: c for c in propose(run, findings)}
+    assert expected <= set(made), sorted(made)
+    for name in expected:
+        assert rule in made[name].addresses
+        assert rule in made[name].rationale  # the rationale cites the finding...
+        assert "LR" in made[name].rationale  # ...and what the LR did
+
+
+def test_warmup_length_comes_from_where_the_early_spike_sits(engine):
+    run = make_run({"train/loss": {"curve": "0.5x30 5.0 0.5x269", "noise": 0.05}, "lr": {"curve": "0.01x300"}})
+    warmup = {c.name: c for c in propose(run, engine.run(run))}["warmup-cosine"]
+    assert warmup.params["warmup_steps"] == 62  # twice the 31 steps up to the spike at step 30
+    assert warmup.params["lr"] == 0.01 and warmup.params["T_max"] == 300 - 62
+    assert set(warmup.addresses) == {"LRD101", "LRD201"}
+
+
+def test_lower_peak_is_the_lr_the_loss_was_still_stable_at(engine):
+    # A warmup to 0.01 over 100 steps; the loss spikes at step 60, when the LR had reached 0.006.
+    run = make_run({"train/loss": {"curve": "0.5x60 5.0 0.5x239", "noise": 0.05},
+                    "lr": {"curve": "0.0001+0.0001x100 0.01x200"}})
+    lower = {c.name: c for c in propose(run, engine.run(run))}["lower-peak"]
+    assert lower.params["lr"] == pytest.approx(0.005)  # stable at 0.006 before it, capped at half the peak
+    run = make_run({"train/loss": {"curve": "0.5x40 5.0 0.5x259", "noise": 0.05},
+                    "lr": {"curve": "0.0001+0.0001x100 0.01x200"}})
+    lower = {c.name: c for c in propose(run, engine.run(run))}["lower-peak"]
+    assert lower.params["lr"] == pytest.approx(0.004)  # the highest LR logged before the spike at step 40
+    assert "0.004" in lower.rationale
+
+
+def test_later_decay_milestones_come_from_where_the_stall_began(engine):
+    run = make_run({"train/loss": {"curve": "2.0*0.995x300 0.44x700", "noise": 0.01}, "lr": {"curve": "0.1x300 0.00001x700"}})
+    findings = engine.run(run)
+    onset = next(f for f in findings if f.rule == "LRD103").evidence["step"]
+    later = {c.name: c for c in propose(run, findings)}["later-step-decay"]
+    remaining = 999 - onset
+    assert later.params["milestones"] == [onset + remaining // 2, onset + 3 * remaining // 4]
+
+
+def test_a_healthy_run_gets_no_candidate(engine, tmp_path):
+    run = make_run({"train/loss": {"curve": "2.0*0.99x300", "noise": 0.01}, "lr": {"curve": "0.0001+0.0001x100 0.01-0.00004x200"}})
+    assert engine.run(run) == []
+    assert propose(run, []) == []
+
+
+def _independent_scheduler(candidate, opt):
+    """The scheduler each candidate's params describe, built here without its code."""
+    p = candidate.params
+    for group in opt.param_groups:
+        group["lr"] = p.get("lr") or group["lr"]
+    warmup = p.get("warmup_steps", 0)
+
+    def after_warmup(main):
+        if not warmup:
+            return main
+        return SequentialLR(opt, [LinearLR(opt, start_factor=0.01, total_iters=warmup), main], milestones=[warmup])
+
+    if candidate.name in ("warmup-cosine", "lower-peak", "cosine-to-end", "weight-decay", "higher-lr"):
+        eta_min = p.get("eta_min", 0.01 * p["lr"] if p.get("lr") else 0.0)
+        return after_warmup(CosineAnnealingLR(opt, T_max=p["T_max"], eta_min=eta_min))
+    if candidate.name == "one-cycle":
+        return OneCycleLR(opt, max_lr=p["max_lr"], total_steps=p["total_steps"], pct_start=p["pct_start"],
+                          cycle_momentum=False)
+    if candidate.name == "later-step-decay":
+        return after_warmup(MultiStepLR(opt, milestones=[m - warmup for m in p["milestones"]], gamma=p["gamma"]))
+    if candidate.name == "reduce-on-plateau":
+        return ReduceLROnPlateau(opt, mode="min", factor=p["factor"], patience=p["patience"], min_lr=p["min_lr"])
+    if candidate.name == "stop-at-best":
+        best = p["stop_step"]
+        return LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, best) / best)))
+    raise AssertionError(f"no independent scheduler for {candidate.name}")
+
+
+def _run_scheduler(scheduler, opt, total, loss=None):
+    values = [opt.param_groups[0]["lr"]]
+    for index in range(1, total):
+        if isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step(float(loss[index - 1]))
+        else:
+            scheduler.step()
+        values.append(opt.param_groups[0]["lr"])
+    return np.array(values)
+
+
+def _every_candidate(engine):
+    for case, (metrics, every, _, _) in CASES.items():
+        run = make_run(metrics, every)
+        for candidate in propose(run, engine.run(run)):
+            yield case, run, candidate
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lr_curve_is_what_torch_own_scheduler_does(engine):
+    seen = set()
+    for case, run, candidate in _every_candidate(engine):
+        horizon = horizon_of(run)
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=horizon.peak)
+        opt.step()
+        expected = _run_scheduler(_independent_scheduler(candidate, opt), opt, horizon.total, horizon.loss)
+        steps, values = np.array(candidate.lr_curve).T
+        np.testing.assert_allclose(values, expected[steps.astype(int) - horizon.first], rtol=1e-12,
+                                   err_msg=f"{case}: {candidate.name}")
+        seen.add(candidate.name)
+    assert seen == {"warmup-cosine", "lower-peak", "one-cycle", "later-step-decay", "cosine-to-end",
+                    "reduce-on-plateau", "higher-lr", "stop-at-best", "weight-decay"}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_code_compiles_and_on_a_fresh_optimizer_draws_the_same_curve(engine):
+    for case, run, candidate in _every_candidate(engine):
+        horizon = horizon_of(run)
+        compile(candidate.code, candidate.name, "exec")
+        # An Adam at an unrelated LR: the code itself must set the peak it promises.
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=123.0)
+        opt.step()
+        values = _run_scheduler(build_scheduler(candidate.code, opt), opt, horizon.total, horizon.loss)
+        steps, curve_values = np.array(candidate.lr_curve).T
+        np.testing.assert_allclose(curve_values, values[steps.astype(int) - horizon.first], rtol=1e-12,
+                                   err_msg=f"{case}: {candidate.name}")
+
+
+def test_weight_decay_candidate_sets_weight_decay_but_never_lowers_it(engine):
+    metrics, every, _, _ = CASES["validation loss rising after its best epoch"]
+    run = make_run(metrics, every)
+    weight_decay = {c.name: c for c in propose(run, engine.run(run))}["weight-decay"]
+    for before, after in ((0.0, 0.01), (0.1, 0.1)):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0, weight_decay=before)
+        build_scheduler(weight_decay.code, opt)
+        assert opt.param_groups[0]["weight_decay"] == after
+
+
+def test_curve_is_subsampled_to_at_most_500_points_keeping_both_sides_of_each_drop():
+    values = np.where(np.arange(100_000) < 30_001, 0.1, 0.01)
+    points = subsample(values, first=5)
+    assert 490 <= len(points) <= 500
+    assert [30_005, 0.1] in points and [30_006, 0.01] in points  # the drop after index 30 000
+
+
+def test_json_output_follows_the_schema(tmp_path):
+    result = CliRunner().invoke(cli, ["recommend", str(EXAMPLE), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["schema"] == 1
+    [entry] = doc["runs"]
+    assert {"run", "findings", "candidates"} <= set(entry)
+    assert entry["candidates"]
+    for candidate in entry["candidates"]:
+        assert set(candidate) == CANDIDATE_KEYS
+        assert candidate["confirmed"] is None
+        assert isinstance(candidate["params"], dict) and candidate["addresses"]
+        assert all(len(point) == 2 for point in candidate["lr_curve"]) and len(candidate["lr_curve"]) <= 502
+
+
+def test_the_example_sample_log_shows_spikes_without_warmup_and_gets_a_warmup(engine):
+    run = read_run(find_runs([str(EXAMPLE)])[0])
+    findings = engine.run(run)
+    assert {"LRD101", "LRD201"} <= {f.rule for f in findings}
+    made = {c.name: c for c in propose(run, findings)}
+    assert made["warmup-cosine"].params["lr"] == 0.15
+    assert made["warmup-cosine"].lr_curve[0] == [0, 0.15 * 0.01]
+
+
+def _sample_runs():
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    return sorted(manifest["runs"].items())
+
+
+@pytest.mark.parametrize("name, facts", _sample_runs(), ids=[name for name, _ in _sample_runs()])
+def test_sample_logs_get_candidates_for_what_they_show(engine, name, facts):
+    run = read_run(find_runs([str(SAMPLES / name)])[0])
+    findings = engine.run(run)
+    made = propose(run, findings)
+    if not findings:
+        assert made == [], "a run without findings keeps its schedule"
+        return
+    rules = {f.rule for f in findings}
+    for candidate in made:
+        assert set(candidate.addresses) <= rules
+        assert candidate.lr_curve and len(candidate.lr_curve) <= 500
+    # A loss stuck at ln(classes) points at the labels or the model, not at the schedule.
+    about_the_lr = [f for f in findings if not (f.category == "stall" and f.evidence.get("kind") == "trivial_level")]
+    if not facts["healthy"] and about_the_lr:
+        assert made, f"{name}: findings {sorted(rules)} but no candidate"
+
+
+def test_without_torch_candidates_keep_their_code_and_say_how_to_get_the_curve(monkeypatch, engine):
+    monkeypatch.setattr(candidates_module, "torch_available", lambda: False)
+    run = read_run(find_runs([str(EXAMPLE)])[0])
+    made = propose(run, engine.run(run))
+    assert made and all(c.lr_curve is None and "scheduler = " in c.code for c in made)
+    # A Python where `import torch` fails, as without the replay extra.
+    no_torch = "import sys; sys.modules['torch'] = None; from lrdiag.cli import main; main(sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-c", no_torch, "recommend", str(EXAMPLE)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "LR curve: needs torch (pip install 'lrdiag[replay]')" in done.stdout
+    assert "scheduler = SequentialLR(" in done.stdout
+    done = subprocess.run([sys.executable, "-c", no_torch, "recommend", str(EXAMPLE), "--trainer",
+                           "lrdiag.examples.spiky_mlp:trainer"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["lrdiag: error: --trainer: replays need torch: pip install 'lrdiag[replay]'"]
+
+
+def test_text_output_says_keep_the_schedule_for_a_run_without_findings(tmp_path):
+    steps = np.arange(300)
+    rows = [f"{step},{loss:.6f},{lr:.6g}" for step, loss, lr in zip(steps, 2.0 * 0.99 ** steps, np.full(300, 0.001))]
+    (tmp_path / "metrics.csv").write_text("step,train_loss,lr\n" + "\n".join(rows) + "\n")
+    result = CliRunner().invoke(cli, ["recommend", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "no findings: keep the schedule" in result.output
