@@ -109,7 +109,12 @@ def _windows(segments: np.ndarray, min_cycles: int, peak_ratio: float, min_fract
     # Too few neighbours for a stable median: use the whole spectrum's instead.
     wide = (frequency >= 1) & ~((frequency >= lo - 2) & (frequency <= hi + 2))
     around = np.where(local.sum(axis=1, keepdims=True) >= 16, local, wide)
-    background = np.nanmedian(np.where(around, spectrum, np.nan), axis=1)
+    # Row-wise median over a varying set of frequencies: push the others to +inf and sort.
+    ranked = np.sort(np.where(around, spectrum, np.inf), axis=1)
+    counts = around.sum(axis=1)
+    rows = np.arange(count)
+    low, high = np.maximum(counts - 1, 0) // 2, np.maximum(counts, 1) // 2
+    background = np.where(counts > 0, (ranked[rows, low] + ranked[rows, np.minimum(high, bins - 1)]) / 2, 0.0)
     peak_power = spectrum[np.arange(count), peak]
     total = spectrum.sum(axis=1)
     band_power = np.where(band, spectrum, 0.0).sum(axis=1)
