@@ -31,6 +31,8 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if window <= 1 or values.size == 0:
         return values.copy()
+    if window in (3, 5) and values.size >= window:
+        return _median_network(np.pad(values, window // 2, mode="symmetric"), window)
     if window <= _FILTER_UP_TO or values.size <= 2 * _FILTER_UP_TO:
         return median_filter(values, size=min(window, values.size), mode="reflect")
     # Wide windows smooth over trends, not points: a median of block medians, each block a
@@ -46,6 +48,18 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
     return np.interp(np.arange(values.size), centers, smoothed)
 
 
+def _median_network(padded: np.ndarray, window: int) -> np.ndarray:
+    """Median of 3 or 5 neighbours by min/max comparisons: several times faster than a filter."""
+    size = padded.size - window + 1
+    a, b, c = padded[:size], padded[1:size + 1], padded[2:size + 2]
+    if window == 3:
+        return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    d, e = padded[3:size + 3], padded[4:size + 4]
+    low = np.maximum(np.minimum(a, b), np.minimum(d, e))  # the larger of the two pair minima
+    high = np.minimum(np.maximum(a, b), np.maximum(d, e))  # the smaller of the two pair maxima
+    return np.maximum(np.minimum(c, low), np.minimum(np.maximum(c, low), high))
+
+
 def trailing_median(values: np.ndarray, count: int, min_periods: int = 1) -> np.ndarray:
     """Median of the `count` points before each point (of fewer near the start, down to
     `min_periods`; NaN below that)."""
@@ -53,7 +67,7 @@ def trailing_median(values: np.ndarray, count: int, min_periods: int = 1) -> np.
     out = np.full(values.size, np.nan)
     if values.size <= 1:
         return out
-    centered = median_filter(values, size=count, mode="reflect")
+    centered = rolling_median(values, count) if count % 2 else median_filter(values, size=count, mode="reflect")
     # The window [i - count, i - 1] is centred on i - 1 - count // 2 (upper middle for even counts).
     shift = 1 + count // 2 - (1 if count % 2 == 0 else 0)
     out[count:] = centered[count - shift: values.size - shift]
