@@ -38,10 +38,10 @@ acc.Reload()
 points = sum(len(acc.Scalars(tag)) for tag in acc.Tags()["scalars"])
 """,
     "upb Event.FromString loop": """
-from lrdiag.ingest.tfrecord import frame
+from lrdiag.ingest.tfrecord import Buffer, frame
 from tensorboard.compat.proto.event_pb2 import Event
 raw = PATH.read_bytes()
-records = frame(raw, verify=False)
+records = frame(Buffer.from_bytes(raw), verify=False)
 parse = Event.FromString
 events = [parse(raw[s:s + n]) for s, n in zip(records.data_starts.tolist(), records.lengths.tolist())]
 points = sum(1 for e in events if e.HasField("summary"))
