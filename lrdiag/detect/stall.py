@@ -12,8 +12,8 @@ loss could have gone further:
   of that (else it is a run improving slowly): the stall then runs from the first point. Only for a log that starts near the beginning of training (not a
   resumed run), and for a validation or component loss only when the main training loss
   agrees;
-- **frozen after the LR decayed**: from the step where the LR first fell below `lr_floor` of
-  its peak, the loss gained next to nothing (or crept on at a tenth of the rate just before),
+- **frozen after the LR decayed**: from the step where the LR fell below `lr_floor` of its
+  peak for good (not a cyclic schedule's trough), the loss gained next to nothing (or crept on at a tenth of the rate just before),
   while in the stretch just before it was still falling fast (a quarter of its total drop):
   the schedule, not the model, ended the progress;
 - **stuck at a trivial level**: within 1 % of a cross-entropy level ln(k) for k = 2..20 classes,
@@ -127,8 +127,10 @@ def _lr_death(ctx: Context, steps, smooth, tolerance: float, total_drop: float, 
     if lr_values.size == 0 or lr_values.max() <= 0:
         return None
     peak = int(np.argmax(lr_values))
-    dead = np.flatnonzero((np.arange(lr_values.size) > peak) & (lr_values <= lr_floor * lr_values[peak] * (1 + 1e-9)))
-    if dead.size == 0:
+    floor = lr_floor * lr_values[peak] * (1 + 1e-9)
+    dead = np.flatnonzero((np.arange(lr_values.size) > peak) & (lr_values <= floor))
+    # Dead for good: a cyclic schedule's trough or a warm restart's end rises again.
+    if dead.size == 0 or lr_values[dead[0]:].max() > floor:
         return None
     onset = int(np.searchsorted(steps, lr_steps[dead[0]]))
     if onset >= steps.size or (steps[-1] - steps[onset]) < min_fraction * (steps[-1] - steps[0]):
