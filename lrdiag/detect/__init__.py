@@ -1,0 +1,1 @@
+"""Detect stage: the rules engine, rule files, and one module a detector."""

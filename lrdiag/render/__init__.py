@@ -1,0 +1,1 @@
+"""Render stage: one module an output format, each built from the output model."""
