@@ -1,13 +1,15 @@
 """TFRecord framing: find every record of a file, verify its checksums, resynchronise after damage.
 
 A record is `uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)`.
-Two tricks keep this at numpy speed instead of a Python loop per record:
+Three tricks keep this at numpy speed instead of a Python loop per record:
 
 - Walking the length fields is serial, but writers repeat a short cycle of record lengths (one
   per tag). After a few records walked one by one, the walk guesses that the cycle goes on and
   checks thousands of guessed headers at once; every accepted length was read from the file
   at a start implied by the previous accepted one, so a wrong guess can only stop the
   speculation early, never frame a record wrongly.
+- A length's checksum depends on the length alone: one CRC per distinct length checks every
+  header exactly.
 - CRC32C is affine over GF(2), and a message followed by its own CRC has a CRC-register
   value that does not depend on the message. So records of one length n are laid end to end as
   `m_i | crc(m_i) ^ crc(0^n)`, each block contributing zero to the register when intact, and one
@@ -177,6 +179,15 @@ def _fold_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, stored: np.nd
     return ok
 
 
+def _headers_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per record: does its stored length checksum match? A header's CRC depends on the length
+    alone, so one CRC per distinct length checks every record exactly."""
+    expected = np.zeros(starts.size, np.uint32)
+    for members in _equal_groups(lengths):
+        expected[members] = masked_crc(struct.pack("<Q", int(lengths[members[0]])))
+    return buf.u32[starts + 8] == expected
+
+
 def _records_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, crc_at: np.ndarray) -> np.ndarray:
     """Record-by-record check of records whose group failed; only runs on damaged files."""
     raw = buf.raw
@@ -221,7 +232,7 @@ def frame(buf: Buffer, verify: bool = True) -> Records:
         if verify and starts.size:
             # A bad length checksum means the framing went wrong there: what follows in this
             # walk is suspect, so keep what precedes it and resynchronise after it.
-            head_ok = _checked(buf, starts, np.full(starts.size, 8, np.int64), starts + 8)
+            head_ok = _headers_ok(buf, starts, lengths)
             if not head_ok.all():
                 first_bad = int(np.argmin(head_ok))
                 bad_from = int(starts[first_bad])
