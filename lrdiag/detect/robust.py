@@ -71,8 +71,8 @@ def trailing_median(values: np.ndarray, count: int, min_periods: int = 1) -> np.
     # The window [i - count, i - 1] is centred on i - 1 - count // 2 (upper middle for even counts).
     shift = 1 + count // 2 - (1 if count % 2 == 0 else 0)
     out[count:] = centered[count - shift: values.size - shift]
-    head = pd.Series(values[: count + 1]).rolling(count, min_periods=min_periods).median().shift(1).to_numpy()
-    out[: min(count, values.size)] = head[: min(count, values.size)]
+    for i in range(max(min_periods, 1), min(count, values.size)):  # the first few: fewer points before
+        out[i] = np.median(values[:i])
     return out
 
 
