@@ -147,8 +147,12 @@ def walk(buf: Buffer, pos: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _equal_groups(lengths: np.ndarray) -> list[np.ndarray]:
     """Indices of equal lengths, group by group; a mask per value when there are few values."""
-    distinct = np.unique(lengths[:: max(1, lengths.size // 4096)])
-    if distinct.size <= 16 and np.isin(lengths, distinct).all():
+    if lengths.size == 0:
+        return []
+    # Records are short: counting every length is one pass, where sorting would be several.
+    distinct = (np.flatnonzero(np.bincount(lengths)) if lengths.max() < (1 << 20)
+                else np.unique(lengths))
+    if distinct.size <= 16:
         return [np.flatnonzero(lengths == value) for value in distinct]
     order = np.argsort(lengths, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
