@@ -57,5 +57,7 @@ def _level_near(steps: np.ndarray, values: np.ndarray, step: int) -> float | Non
     """Median of the training loss over the few logged points nearest a step (it is noisier)."""
     if values.size == 0:
         return None
-    nearest = np.argsort(np.abs(steps - step), kind="stable")[: max(3, values.size // 50)]
-    return float(np.median(values[nearest]))
+    count = max(3, values.size // 50)
+    at = int(np.searchsorted(steps, step))
+    lo = max(0, min(at - count // 2, values.size - count))
+    return float(np.median(values[lo:lo + count]))

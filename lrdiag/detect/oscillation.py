@@ -4,8 +4,8 @@ Too high a learning rate, momentum ringing or a cyclic schedule with too large a
 make the loss swing with a period; minibatch noise does not. Windows of 2 x `min_points`
 points, overlapping by half, slide over the series and over its block means of 2, 4, 8, ...
 points (longer periods at coarser levels, at a linear cost); each is detrended (on the log
-scale, a rolling median a quarter of the window wide, then a quadratic) and its periodogram
-is taken. A window oscillates
+scale, a rolling median a quarter of the window wide, then a quadratic) and winsorized at 4 robust
+sigmas (so that a lone spike cannot pass for a swing), and its periodogram is taken. A window oscillates
 when one frequency with at least `min_cycles` cycles in it:
 - towers over the spectrum around it: `peak_ratio` times the median power of the frequencies
   from half to twice its own. For white or red noise the power over its median exceeds T
@@ -16,6 +16,8 @@ when one frequency with at least `min_cycles` cycles in it:
   that epoch boundaries and data order leave in healthy runs reaches about +-20 % in real logs
   (a Lightning HMER run, an mmdetection YOLOv3 run), the swings of an LR too high or of a
   cyclic schedule too wide are larger.
+- repeats: in the band-passed signal the typical cycle is at least half as tall as the tallest,
+  so that one hump (a spike's slow recovery) does not count.
 Overlapping oscillating windows are reported as one stretch, with the strongest window's
 period and amplitude.
 """
@@ -81,6 +83,16 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     return hits
 
 
+def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peak: int) -> bool:
+    """A swing repeats: in the band-passed signal, the typical cycle's height is at least half
+    the tallest one's. One hump (a spike's slow recovery) is a single tall cycle among flat ones."""
+    swing = np.fft.irfft(np.where(band, coefficients, 0), n=size)
+    period = max(2, int(round(size / peak)))
+    cycles = swing[: size // period * period].reshape(-1, period)
+    heights = cycles.max(axis=1) - cycles.min(axis=1)
+    return bool(heights.size >= 2 and np.median(heights) >= 0.5 * heights.max())
+
+
 @functools.lru_cache(maxsize=64)
 def _quadratic_basis(size: int) -> np.ndarray:
     """Orthonormal basis of quadratics over `size` points: projecting on it fits the trend."""
@@ -95,6 +107,10 @@ def _windows(segments: np.ndarray, min_cycles: int, peak_ratio: float, min_fract
     count, size = segments.shape
     basis = _quadratic_basis(size)
     residual = segments - (segments @ basis) @ basis.T
+    # Winsorized at 4 robust sigmas: a lone spike would otherwise fill the whole spectrum and
+    # pass for a swing; a real swing's values all lie within that band.
+    sigma = 1.4826 * np.median(np.abs(residual), axis=1, keepdims=True)
+    residual = np.clip(residual, -4 * sigma, 4 * sigma)
     coefficients = np.fft.rfft(residual, axis=1)
     spectrum = np.abs(coefficients) ** 2
     spectrum[:, 0] = 0.0
@@ -126,6 +142,8 @@ def _windows(segments: np.ndarray, min_cycles: int, peak_ratio: float, min_fract
     variance = np.where(band, weight * spectrum, 0.0).sum(axis=1) / size**2
     amplitude = np.sqrt(2 * variance)
     hit = (ratio >= peak_ratio) & (fraction >= min_fraction) & (amplitude >= min_amplitude)
+    for row in np.flatnonzero(hit):
+        hit[row] = _persistent(coefficients[row], band[row], size, int(peak[row]))
     return [{"period_points": float(size / peak[row]), "amplitude": float(amplitude[row]),
              "fraction": float(fraction[row]), "ratio": float(min(ratio[row], 1e6))} if hit[row] else None
             for row in range(count)]
