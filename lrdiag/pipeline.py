@@ -49,7 +49,9 @@ def analyze(paths: list[str], options: Options, jobs: int | None = None, progres
         progress = sys.stderr.isatty() and len(specs) >= 10
     if jobs > 1 and len(specs) >= _POOL_FROM:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = pool.map(_analyze_safely, specs, [options] * len(specs), chunksize=max(1, len(specs) // (jobs * 8)))
+            # Small chunks: the last one should not leave a core idle for long.
+            chunksize = max(1, len(specs) // (jobs * 32))
+            results = pool.map(_analyze_safely, specs, [options] * len(specs), chunksize=chunksize)
             results = list(_with_progress(results, len(specs), progress))
     else:
         results = list(_with_progress((_analyze_safely(spec, options) for spec in specs), len(specs), progress))
