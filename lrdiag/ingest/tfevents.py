@@ -73,7 +73,6 @@ class _Control:
     file_version: float | None = None
     start: bool = False
     has_summary: bool = False
-    tag_ids: tuple = ()
 
 
 class _Tags:
@@ -218,7 +217,7 @@ def _slow_records(buf: Buffer, starts, lengths, first_record, tags, points, cont
                 continue
             ids.append(tags.id(item.tag))
             values.append(value)
-        controls.append(_Control(index, event.step, has_summary=True, tag_ids=tuple(ids)))
+        controls.append(_Control(index, event.step, has_summary=True))
         if ids:
             points.add([index] * len(ids), ids, [event.step] * len(ids), [event.wall_time] * len(ids), values)
 
