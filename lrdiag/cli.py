@@ -15,7 +15,7 @@ from lrdiag.detect.finding import SEVERITY_RANK
 from lrdiag.errors import LrdiagError
 from lrdiag.series.roles import parse_role_overrides
 
-FORMATS = ("text", "json")
+FORMATS = ("text", "json", "junit", "github", "markdown")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,13 +77,20 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
     engine = build_engine(config, _codes(select), _codes(ignore), rule_dirs)
     role_map = {**config.roles, **parse_role_overrides(roles, "--role")}
     doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs)
+    fail_on = fail_on or config.fail_on or "error"
     if output_format == "json":
         click.echo(jsonout.render(doc))
-    else:
+    elif output_format == "text":
         click.echo(text.render(doc, color=sys.stdout.isatty()))
+    else:
+        from lrdiag.gate.command import append_step_summary, render
+
+        click.echo(render(doc, output_format, fail_on))
+        if output_format == "github":
+            append_step_summary(doc, fail_on)
     if doc["errors"]:
         sys.exit(2)
-    sys.exit(0 if exit_zero else _exit_code(doc, fail_on or config.fail_on or "error"))
+    sys.exit(0 if exit_zero else _exit_code(doc, fail_on))
 
 
 @cli.command("rules")
@@ -165,3 +172,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 cli.add_command(__import__("lrdiag.recommend.command", fromlist=["recommend"]).recommend)  # its heavy imports wait for its use
+cli.add_command(__import__("lrdiag.gate.command", fromlist=["gate"]).gate)
+cli.add_command(__import__("lrdiag.gate.command", fromlist=["baseline"]).baseline)
+cli.add_command(__import__("lrdiag.render.report", fromlist=["report"]).report)

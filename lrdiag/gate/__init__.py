@@ -1,0 +1,1 @@
+"""Gate stage: compare a candidate run with baselines and say whether training regressed."""

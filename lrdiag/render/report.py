@@ -1,0 +1,178 @@
+"""`lrdiag report`: the report model (each run's entry with display curves, rule docs, recommendations,
+replays) and the command that writes it as one self-contained HTML file.
+
+    {"schema": 1, "kind": "lrdiag-report", "lrdiag": "<version>", "paths": [...],
+     "runs": [<analyze run entry> + {"curves": {tag: {"role", "points", "downsampled", "steps": ndarray,
+                                                   "values": ndarray}}}],
+     "errors": [], "rules": {code: {"name", "severity", "category", "what", "why", "example", "fix"}},
+     "recommendations": {run: {"candidates": [...], "replay": {...} | None}},
+     "replays": {"dir", "runs": [{"label", "seed", "run", "findings", "curves"}]} | None}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import click
+import numpy as np
+
+from lrdiag import __version__
+from lrdiag.errors import LrdiagError
+from lrdiag.render.downsample import minmax
+
+CURVE_ROLES = ("train_loss", "val_loss", "lr")
+# Points shown in the whole report, shared out among runs and then among a run's curves: 100 runs
+# of 100k points (3 curves each) stay under 5 MB; a curve never gets fewer than MIN_POINTS nor more
+# than MAX_POINTS, and a curve with fewer points is shown whole.
+POINTS_BUDGET = 200_000
+MIN_POINTS, MAX_POINTS = 400, 4000
+_POOL_FROM = 8
+_SEED_RE = re.compile(r"^(?P<label>.+)/seed(?P<seed>\d+)$")
+
+
+def points_per_run(runs: int) -> int:
+    return POINTS_BUDGET // max(runs, 1)
+
+
+def curves(run, run_points: int) -> dict:
+    """Each loss and LR series in step order, downsampled to the run's share; NaN/Inf kept, to show as gaps."""
+    chosen = {tag: series for tag, series in run.series.items() if series.role in CURVE_ROLES}
+    max_points = min(max(run_points // max(len(chosen), 1), MIN_POINTS), MAX_POINTS)
+    out = {}
+    for tag, series in chosen.items():
+        order = np.argsort(series.steps, kind="stable")
+        steps, values = minmax(series.steps[order], series.values[order], max_points)
+        out[tag] = {"role": series.role, "points": len(series), "downsampled": len(series) > max_points,
+                    "steps": steps, "values": values}
+    return out
+
+
+def report_run(spec, engine, roles: dict, run_points: int) -> dict:
+    """One run's report entry: what `lrdiag analyze` says of it, and its curves for display."""
+    from lrdiag.ingest.runs import read_run
+    from lrdiag.output import run_entry
+
+    run = read_run(spec, roles=roles)
+    entry = run_entry(run, engine.run(run))
+    entry["curves"] = curves(run, run_points)
+    return entry
+
+
+def _safely(spec, engine, roles, run_points) -> dict | str:
+    try:
+        return report_run(spec, engine, roles, run_points)
+    except MemoryError:
+        return f"{spec.name}: out of memory while reading this run"
+    except Exception as error:  # noqa: BLE001 - one run's bug must not stop the report
+        return f"{spec.name}: internal error ({type(error).__name__}: {error}); this is a bug, please report it"
+
+
+def read_all(specs: list, engine, roles: dict, run_points: int, jobs: int | None = None) -> tuple[list, list]:
+    jobs = jobs or os.cpu_count() or 1
+    args = (specs, [engine] * len(specs), [roles] * len(specs), [run_points] * len(specs))
+    if jobs > 1 and len(specs) >= _POOL_FROM:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(_safely, *args, chunksize=max(1, len(specs) // (jobs * 8))))
+    else:
+        results = list(map(_safely, *args))
+    return [r for r in results if isinstance(r, dict)], [r for r in results if isinstance(r, str)]
+
+
+def rule_docs(rules) -> dict:
+    return {rule.code: {"name": rule.name, "severity": rule.severity, "category": rule.category,
+                        **{key: " ".join(rule.docs.get(key, "").split()) for key in ("what", "why", "example", "fix")}}
+            for rule in rules}
+
+
+def load_recommendations(path: Path) -> dict:
+    """{run: {"candidates", "replay"}} from `lrdiag recommend --format json`; a bad file is one line."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise LrdiagError(f"{path}: cannot read the recommendations: {getattr(error, 'strerror', None) or error}") \
+            from None
+    except json.JSONDecodeError as error:
+        raise LrdiagError(f"{path}: not valid JSON at line {error.lineno} ({error.msg}); expected the output of "
+                          "`lrdiag recommend --format json`") from None
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(run, dict) and isinstance(run.get("run"), str)
+                                             and isinstance(run.get("candidates", []), list) for run in runs):
+        raise LrdiagError(f"{path}: not the output of `lrdiag recommend --format json` (expected \"runs\": "
+                          "[{\"run\", \"candidates\": [...]}])")
+    for run in runs:
+        for candidate in run.get("candidates", []):
+            if not (isinstance(candidate, dict) and isinstance(candidate.get("name"), str)
+                    and isinstance(candidate.get("code", ""), str) and isinstance(candidate.get("lr_curve", []), list)):
+                raise LrdiagError(f"{path}: run {run['run']!r}: each candidate needs a \"name\", \"code\" and "
+                                  "\"lr_curve\" as `lrdiag recommend --format json` writes them")
+    return {run["run"]: {"candidates": run.get("candidates", []), "replay": run.get("replay")} for run in runs}
+
+
+def load_replays(folder: str, engine, roles: dict, run_points: int) -> dict:
+    """Replay logs laid out as `lrdiag recommend --trainer` writes them: <label>/seed<k>/ TensorBoard runs."""
+    from lrdiag.ingest.discover import find_runs
+
+    specs = find_runs([folder])
+    if not specs:
+        raise LrdiagError(f"--replays {folder}: no replay logs found there (expected <control|candidate>/seed<k>/)")
+    entries, errors = read_all(specs, engine, roles, run_points)
+    out = []
+    for entry in entries:
+        match = _SEED_RE.match(entry["run"])
+        label, seed = (match["label"], int(match["seed"])) if match else (entry["run"], None)
+        out.append({"label": label, "seed": seed, "run": entry["run"], "findings": entry["findings"],
+                    "curves": entry["curves"], "metrics": entry["metrics"]})
+    out.sort(key=lambda one: (one["label"] != "control", one["label"], one["seed"] or 0))
+    return {"dir": folder, "runs": out, "errors": errors}
+
+
+def build(paths: list[str], engine, rules, roles: dict, recommendations: Path | None = None,
+          replays: str | None = None, jobs: int | None = None) -> dict:
+    from lrdiag.ingest.discover import find_runs
+
+    specs = find_runs(paths)
+    if not specs:
+        raise LrdiagError(f"{' '.join(paths)}: no training logs found there")
+    recs = load_recommendations(recommendations) if recommendations else {}
+    run_points = points_per_run(len(specs))
+    runs, errors = read_all(specs, engine, roles, run_points, jobs)
+    return {"schema": 1, "kind": "lrdiag-report", "lrdiag": __version__, "paths": list(paths), "runs": runs,
+            "errors": errors, "rules": rule_docs(rules), "recommendations": recs,
+            "replays": load_replays(replays, engine, roles, run_points) if replays else None}
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-o", "--output", default="report.html", show_default=True, metavar="FILE",
+              help="The HTML file to write: self-contained, opens offline.")
+@click.option("--replays", metavar="DIR", type=click.Path(exists=True, file_okay=False),
+              help="Replay logs of `lrdiag recommend --trainer` (its --out folder): control and candidates overlaid.")
+@click.option("--recommendations", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The output of `lrdiag recommend --format json`: candidate schedules with code and LR curve.")
+@click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
+              help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
+@click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
+@click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
+def report(paths, output, replays, recommendations, roles, config_path, jobs) -> None:
+    """Write one HTML file: every run's losses and LR with the findings drawn on them, an overview table,
+    each finding's explanation, recommended schedules and replays."""
+    from lrdiag.config import build_engine, find_config, load_config, rule_set
+    from lrdiag.render import html
+    from lrdiag.series.roles import parse_role_overrides
+
+    config = load_config(config_path or find_config(Path.cwd()))
+    engine = build_engine(config)
+    role_map = {**config.roles, **parse_role_overrides(roles, "--role")}
+    model = build(list(paths), engine, rule_set(config), role_map, recommendations, replays, jobs)
+    page = html.render(model)
+    try:
+        Path(output).write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise LrdiagError(f"{output}: cannot write the report: {error.strerror or error}") from None
+    findings = sum(len(run["findings"]) for run in model["runs"])
+    click.echo(f"wrote {output}: {len(model['runs'])} runs, {findings} findings, {len(page) / 1e6:.2f} MB", err=True)

@@ -1,0 +1,75 @@
+"""Views of the output models that several formats share: checks and findings as testcases, a run's headline losses."""
+
+from __future__ import annotations
+
+from lrdiag.detect.finding import SEVERITY_RANK
+from lrdiag.series.roles import rank
+
+_LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+def is_gate(doc: dict) -> bool:
+    return doc.get("kind") == "lrdiag-gate"
+
+
+def where(finding: dict) -> str:
+    start, end = finding["step_start"], finding["step_end"]
+    return f"step {start}" if start == end else f"steps {start}–{end}"
+
+
+def suites(doc: dict, fail_on: str = "error") -> list[dict]:
+    """[{"name", "cases": [{"name", "classname", "status", "level", "title", "message", "file", "line"}]}]:
+    a gate's checks, or each run's findings (failed when at or above `fail_on`) and read problems."""
+    if is_gate(doc):
+        return [{"name": f"lrdiag gate {gate['run']}",
+                 "cases": [_case(check["name"], f"lrdiag.gate.{gate['run']}", check["status"],
+                                 {"failed": "error", "skipped": "notice"}.get(check["status"]),
+                                 f"lrdiag gate: {check['name']}", check["message"], gate["file"])
+                           for check in gate["checks"]]} for gate in doc["gates"]] + _error_suite(doc)
+    worst = SEVERITY_RANK.get(fail_on, -1)  # never: nothing fails
+    out = []
+    for run in doc["runs"]:
+        file = run["files"][0] if run["files"] else run["run"]
+        cases = [_case(f"{f['rule']} {f['name']} {f['metric']} {where(f)}", f"lrdiag.{run['run']}",
+                       "failed" if SEVERITY_RANK[f["severity"]] <= worst else "passed", _LEVELS[f["severity"]],
+                       f"{f['rule']} {f['name']} ({f['metric']})", f"{where(f)}: {f['message']}", file)
+                 for f in run["findings"]]
+        cases += [_case(f"read problem {p['file']} {p['where']}".rstrip(), f"lrdiag.{run['run']}", "passed", "warning",
+                        "lrdiag: damaged log", f"{p['where'] + ': ' if p['where'] else ''}{p['message']}", p["file"],
+                        _line(p["where"])) for p in run["problems"]]
+        if not cases:
+            cases.append(_case("no findings", f"lrdiag.{run['run']}", "passed", None, "", "no findings", file))
+        out.append({"name": run["run"], "cases": cases})
+    return out + _error_suite(doc)
+
+
+def _case(name, classname, status, level, title, message, file, line=None) -> dict:
+    return {"name": name, "classname": classname, "status": status, "level": level, "title": title,
+            "message": message, "file": file, "line": line}
+
+
+def _line(where: str) -> int | None:
+    return int(where[5:]) if where.startswith("line ") and where[5:].isdigit() else None
+
+
+def _error_suite(doc: dict) -> list[dict]:
+    if not doc.get("errors"):
+        return []
+    return [{"name": "lrdiag errors", "cases": [_case(f"error {i + 1}", "lrdiag.errors", "failed", "error",
+                                                      "lrdiag error", error, "") for i, error in enumerate(doc["errors"])]}]
+
+
+def headline(run: dict, role: str = "val_loss") -> dict | None:
+    """The run's main metric of a role (the plain total loss before components), as in Run.primary."""
+    found = [(rank(tag, role), tag) for tag, metric in run["metrics"].items() if metric["role"] == role]
+    if not found:
+        return None
+    tag = min(found)[1]
+    return {"tag": tag, **run["metrics"][tag]}
+
+
+def severity_counts(run: dict) -> dict[str, int]:
+    counts = {severity: 0 for severity in SEVERITY_RANK}
+    for finding in run["findings"]:
+        counts[finding["severity"]] += 1
+    return counts
