@@ -33,30 +33,36 @@ def analyze_spec(spec: RunSpec, options: Options) -> dict:
     return run_entry(run, findings)
 
 
-def _analyze_safely(spec: RunSpec, options: Options) -> dict | str:
+def _safely(work, spec: RunSpec, *args) -> dict | str:
+    """`work(spec, *args)`, or one line saying why it failed: one run's bug must not stop the others."""
     try:
-        return analyze_spec(spec, options)
+        return work(spec, *args)
     except MemoryError:
         return f"{spec.name}: out of memory while analyzing this run"
     except Exception as error:  # noqa: BLE001 - one run's bug must not stop the others
         return f"{spec.name}: internal error ({type(error).__name__}: {error}); this is a bug, please report it"
 
 
-def analyze(paths: list[str], options: Options, jobs: int | None = None, progress: bool | None = None) -> dict:
-    specs = find_runs(paths)
+def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None,
+             progress: bool | None = None) -> tuple[list[dict], list[str]]:
+    """`work(spec, *args)` for every run, over a process pool when there are many (`work` and its
+    arguments must pickle); the entries, and the error lines of the runs that failed."""
     jobs = jobs or os.cpu_count() or 1
     if progress is None:
         progress = sys.stderr.isatty() and len(specs) >= 10
+    calls = ([work] * len(specs), specs, *([arg] * len(specs) for arg in args))
     if jobs > 1 and len(specs) >= _POOL_FROM:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             # Small chunks: the last one should not leave a core idle for long.
             chunksize = max(1, len(specs) // (jobs * 32))
-            results = pool.map(_analyze_safely, specs, [options] * len(specs), chunksize=chunksize)
-            results = list(_with_progress(results, len(specs), progress))
+            results = list(_with_progress(pool.map(_safely, *calls, chunksize=chunksize), len(specs), progress))
     else:
-        results = list(_with_progress((_analyze_safely(spec, options) for spec in specs), len(specs), progress))
-    entries = [r for r in results if isinstance(r, dict)]
-    errors = [r for r in results if isinstance(r, str)]
+        results = list(_with_progress(map(_safely, *calls), len(specs), progress))
+    return [r for r in results if isinstance(r, dict)], [r for r in results if isinstance(r, str)]
+
+
+def analyze(paths: list[str], options: Options, jobs: int | None = None, progress: bool | None = None) -> dict:
+    entries, errors = map_runs(analyze_spec, find_runs(paths), options, jobs=jobs, progress=progress)
     return document(entries, errors)
 
 

@@ -12,9 +12,7 @@ replays) and the command that writes it as one self-contained HTML file.
 from __future__ import annotations
 
 import json
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -30,7 +28,6 @@ CURVE_ROLES = ("train_loss", "val_loss", "lr")
 # than MAX_POINTS, and a curve with fewer points is shown whole.
 POINTS_BUDGET = 200_000
 MIN_POINTS, MAX_POINTS = 400, 4000
-_POOL_FROM = 8
 _SEED_RE = re.compile(r"^(?P<label>.+)/seed(?P<seed>\d+)$")
 
 
@@ -62,24 +59,10 @@ def report_run(spec, engine, roles: dict, run_points: int) -> dict:
     return entry
 
 
-def _safely(spec, engine, roles, run_points) -> dict | str:
-    try:
-        return report_run(spec, engine, roles, run_points)
-    except MemoryError:
-        return f"{spec.name}: out of memory while reading this run"
-    except Exception as error:  # noqa: BLE001 - one run's bug must not stop the report
-        return f"{spec.name}: internal error ({type(error).__name__}: {error}); this is a bug, please report it"
-
-
 def read_all(specs: list, engine, roles: dict, run_points: int, jobs: int | None = None) -> tuple[list, list]:
-    jobs = jobs or os.cpu_count() or 1
-    args = (specs, [engine] * len(specs), [roles] * len(specs), [run_points] * len(specs))
-    if jobs > 1 and len(specs) >= _POOL_FROM:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(_safely, *args, chunksize=max(1, len(specs) // (jobs * 8))))
-    else:
-        results = list(map(_safely, *args))
-    return [r for r in results if isinstance(r, dict)], [r for r in results if isinstance(r, str)]
+    from lrdiag.pipeline import map_runs
+
+    return map_runs(report_run, specs, engine, roles, run_points, jobs=jobs, progress=False)
 
 
 def rule_docs(rules) -> dict:
