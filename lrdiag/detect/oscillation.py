@@ -83,14 +83,19 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     return hits
 
 
-def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peak: int) -> bool:
+def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peaks: np.ndarray) -> np.ndarray:
     """A swing repeats: in the band-passed signal, the typical cycle's height is at least half
-    the tallest one's. One hump (a spike's slow recovery) is a single tall cycle among flat ones."""
-    swing = np.fft.irfft(np.where(band, coefficients, 0), n=size)
-    period = max(2, int(round(size / peak)))
-    cycles = swing[: size // period * period].reshape(-1, period)
-    heights = cycles.max(axis=1) - cycles.min(axis=1)
-    return bool(heights.size >= 2 and np.median(heights) >= 0.5 * heights.max())
+    the tallest one's. One hump (a spike's slow recovery) is a single tall cycle among flat ones.
+    One row per window; the band-passing is done for all rows at once."""
+    swings = np.fft.irfft(np.where(band, coefficients, 0), n=size, axis=1)
+    periods = np.maximum(2, np.rint(size / peaks).astype(int))
+    repeats = np.zeros(peaks.size, bool)
+    for period in np.unique(periods).tolist():  # rows of one period reshape into cycles together
+        rows = periods == period
+        cycles = swings[rows, : size // period * period].reshape(int(rows.sum()), -1, period)
+        heights = cycles.max(axis=2) - cycles.min(axis=2)
+        repeats[rows] = (heights.shape[1] >= 2) & (np.median(heights, axis=1) >= 0.5 * heights.max(axis=1))
+    return repeats
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,8 +147,8 @@ def _windows(segments: np.ndarray, min_cycles: int, peak_ratio: float, min_fract
     variance = np.where(band, weight * spectrum, 0.0).sum(axis=1) / size**2
     amplitude = np.sqrt(2 * variance)
     hit = (ratio >= peak_ratio) & (fraction >= min_fraction) & (amplitude >= min_amplitude)
-    for row in np.flatnonzero(hit):
-        hit[row] = _persistent(coefficients[row], band[row], size, int(peak[row]))
+    rows = np.flatnonzero(hit)
+    hit[rows] = _persistent(coefficients[rows], band[rows], size, peak[rows])
     return [{"period_points": float(size / peak[row]), "amplitude": float(amplitude[row]),
              "fraction": float(fraction[row]), "ratio": float(min(ratio[row], 1e6))} if hit[row] else None
             for row in range(count)]
