@@ -96,6 +96,11 @@ def main() -> None:
     (half, t_half, _), (full, t_full, _) = results
     print(f"\nend to end: {t_full:.1f} s for {args.runs} runs x {full:,} points (target < 30 s); "
           f"doubling the points multiplied the time by {t_full / t_half:.2f} (linear: 2.0)")
+    # time = fixed + slope * points: the two sizes give both terms.
+    slope = (t_full - t_half) / (full - half)
+    fixed = t_half - slope * half
+    print(f"cost model: {fixed:.1f} s fixed (start-up, discovery, per-run overhead) + {slope * 1e3:.2f} s per "
+          f"1,000 points per metric: {t_full - fixed:.1f} s of the {t_full:.1f} s grow linearly with the points")
 
 
 if __name__ == "__main__":
