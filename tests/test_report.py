@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +184,12 @@ def opened(browser, built):
     page.on("dialog", lambda dialog: (events["dialogs"].append(dialog.message), dialog.dismiss()))
     page.on("request", lambda request: events["requests"].append(request.url))
     page.goto(built["path"].as_uri())
-    page.wait_for_function("window.__lrdiagReady === true", timeout=30_000)
+    # Polled from here: wait_for_function's in-page polling evals its predicate, which the
+    # report's Content-Security-Policy (no 'unsafe-eval') rightly refuses now and then.
+    deadline = time.monotonic() + 30
+    while not page.evaluate("window.__lrdiagReady === true"):
+        assert time.monotonic() < deadline, "the report never set window.__lrdiagReady"
+        page.wait_for_timeout(50)
     yield page, events
     page.close()
 
