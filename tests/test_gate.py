@@ -18,7 +18,8 @@ import pytest
 from lrdiag.errors import LrdiagError
 from lrdiag.gate import baseline, checks
 from lrdiag.gate.command import read_runs
-from lrdiag.recommend.command import make_engine
+from lrdiag.detect.engine import Engine
+from lrdiag.detect.rulefile import builtin_rules_dir, load_rules
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_logs"
 HEALTHY = SAMPLES / "tensorboard" / "mlp_adam_moons"
@@ -58,7 +59,7 @@ def lrdiag(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def engine():
-    return make_engine()
+    return Engine(load_rules([builtin_rules_dir()]))
 
 
 def run_gate(candidate: Path, baselines: list[Path], engine, tolerance: str | None = None, fail_on: str = "error",

@@ -15,7 +15,8 @@ from lrdiag.ingest.discover import find_runs  # noqa: E402
 from lrdiag.ingest.runs import read_run  # noqa: E402
 from lrdiag.recommend import executors, harness  # noqa: E402
 from lrdiag.recommend.candidates import horizon_of, propose  # noqa: E402
-from lrdiag.recommend.command import make_engine  # noqa: E402
+from lrdiag.detect.engine import Engine  # noqa: E402
+from lrdiag.detect.rulefile import builtin_rules_dir, load_rules  # noqa: E402
 from lrdiag.recommend.replay import Job  # noqa: E402
 
 EXAMPLE = Path(__file__).parent.parent / "sample_logs" / "example_spiky"
@@ -56,7 +57,7 @@ def local_ray(tmp_path_factory):
 def test_ray_replays_confirm_like_local_ones_and_gather_their_logs(local_ray, tmp_path):
     assert ray.cluster_resources()["CPU"] == 2
     run = read_run(find_runs([str(EXAMPLE)])[0])
-    engine = make_engine()
+    engine = Engine(load_rules([builtin_rules_dir()]))
     candidates = [c for c in propose(run, engine.run(run)) if c.name in ("warmup-cosine", "lower-peak")]
     summary = harness.replay(run, horizon_of(run), candidates, engine,
                              harness.Plan("lrdiag.examples.spiky_mlp:trainer", steps=60, seeds=1, device="cpu",

@@ -21,7 +21,8 @@ from lrdiag.ingest.discover import find_runs
 from lrdiag.ingest.runs import read_run
 from lrdiag.recommend import candidates as candidates_module
 from lrdiag.recommend.candidates import build_scheduler, horizon_of, propose, subsample
-from lrdiag.recommend.command import make_engine
+from lrdiag.detect.engine import Engine
+from lrdiag.detect.rulefile import builtin_rules_dir, load_rules
 from lrdiag.series.model import Run, Series
 from lrdiag.series.roles import assign_roles
 
@@ -43,7 +44,7 @@ def make_run(metrics: dict, every: int = 1) -> Run:
 
 @pytest.fixture(scope="module")
 def engine():
-    return make_engine()
+    return Engine(load_rules([builtin_rules_dir()]))
 
 
 # A run for each kind of finding, the rule it should raise, and the candidates that answer it.
@@ -229,6 +230,18 @@ def test_json_output_follows_the_schema(tmp_path):
         assert candidate["confirmed"] is None
         assert isinstance(candidate["params"], dict) and candidate["addresses"]
         assert all(len(point) == 2 for point in candidate["lr_curve"]) and len(candidate["lr_curve"]) <= 502
+
+
+def test_the_project_config_applies_as_in_analyze(tmp_path):
+    # A project that ignores the spike rule gets no spike findings, so nothing that answers them.
+    config = tmp_path / "lrdiag.toml"
+    config.write_text('ignore = ["LRD101"]\n')
+    plain = json.loads(CliRunner().invoke(cli, ["recommend", str(EXAMPLE), "--format", "json"]).output)
+    result = CliRunner().invoke(cli, ["recommend", str(EXAMPLE), "--format", "json", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.output)["runs"]
+    assert any(f["rule"] == "LRD101" for f in plain["runs"][0]["findings"])
+    assert not any(f["rule"] == "LRD101" for f in entry["findings"])
 
 
 def test_the_example_sample_log_shows_spikes_without_warmup_and_gets_a_warmup(engine):

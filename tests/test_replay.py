@@ -20,7 +20,8 @@ from lrdiag.ingest.discover import find_runs
 from lrdiag.ingest.runs import read_run
 from lrdiag.recommend import harness
 from lrdiag.recommend.candidates import Candidate, horizon_of
-from lrdiag.recommend.command import make_engine
+from lrdiag.detect.engine import Engine
+from lrdiag.detect.rulefile import builtin_rules_dir, load_rules
 from lrdiag.series.model import Run, Series
 from lrdiag.series.roles import assign_roles
 
@@ -63,7 +64,7 @@ def _constant_code(lr: float) -> str:
 
 @pytest.fixture(scope="module")
 def engine():
-    return make_engine()
+    return Engine(load_rules([builtin_rules_dir()]))
 
 
 @pytest.fixture()

@@ -16,15 +16,6 @@ _CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Pat
                        help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
 
 
-def _setup(config_path: Path | None, roles: tuple[str, ...]):
-    """The engine and role map that `lrdiag analyze` would use here."""
-    from lrdiag.config import build_engine, find_config, load_config
-    from lrdiag.series.roles import parse_role_overrides
-
-    config = load_config(config_path or find_config(Path.cwd()))
-    return config, build_engine(config), {**config.roles, **parse_role_overrides(roles, "--role")}
-
-
 def read_runs(path: str, engine, roles: dict) -> list[tuple]:
     """Every run under `path`, read, with its findings as dicts."""
     from lrdiag.errors import LrdiagError
@@ -80,7 +71,9 @@ def gate(candidate, baseline_paths, metrics, max_regression, fail_on, output_for
     $GITHUB_STEP_SUMMARY set (as in every GitHub Actions step), a Markdown summary is appended to it."""
     from lrdiag.gate import checks
 
-    config, engine, role_map = _setup(config_path, roles)
+    from lrdiag.config import project_setup
+
+    config, engine, role_map = project_setup(config_path, roles)
     fail_on = fail_on or (config.fail_on if config.fail_on in ("error", "warning") else "error")
     for path in (candidate, *baseline_paths):
         if not Path(path).exists():
@@ -144,7 +137,9 @@ def save(paths, output, roles, config_path) -> None:
     from lrdiag.errors import LrdiagError
     from lrdiag.gate import baseline as baseline_file
 
-    _, engine, role_map = _setup(config_path, roles)
+    from lrdiag.config import project_setup
+
+    _, engine, role_map = project_setup(config_path, roles)
     entries = []
     for path in paths:
         for run, findings in read_runs(path, engine, role_map):

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it when the CLI starts
-
-
-def make_engine():
-    """The rules engine with the built-in rules: the same that `lrdiag analyze` runs."""
-    from lrdiag.detect.engine import Engine
-    from lrdiag.detect.rulefile import builtin_rules_dir, load_rules
-
-    return Engine(load_rules([builtin_rules_dir()]))
 
 
 @click.command()
@@ -23,6 +16,8 @@ def make_engine():
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text", show_default=True)
 @click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
               help="Set a metric's role, e.g. --role lr=my/lr_tag (repeatable).")
+@click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
 @click.option("--trainer", metavar="MODULE:FUNCTION",
               help="Replay the candidates with this trainer (module:function, path/to/file.py:function, or a class); "
                    "see docs/replay.md.")
@@ -46,8 +41,8 @@ def make_engine():
               help="Log the trainer's held-out loss every N steps.  [default: 12 times a replay]")
 @click.option("--gpu-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Ray: the GPU share each replay asks for.  [default: 1/8]")
-def recommend(paths, output_format, roles, trainer, steps, seeds, device, executor, ray_address, out, timeout, start,
-              jobs, eval_every, gpu_fraction) -> None:
+def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, device, executor, ray_address, out,
+              timeout, start, jobs, eval_every, gpu_fraction) -> None:
     """Propose learning-rate schedules for the findings in PATHS, as runnable PyTorch code.
 
     With --trainer, replay the logged schedule (the control) and each candidate for a few
@@ -55,15 +50,16 @@ def recommend(paths, output_format, roles, trainer, steps, seeds, device, execut
     remove what they address without a worse loss.
     """
     from lrdiag import __version__
+    from lrdiag.config import project_setup
     from lrdiag.errors import LrdiagError
     from lrdiag.ingest.discover import find_runs
     from lrdiag.ingest.runs import read_run
     from lrdiag.output import SCHEMA
     from lrdiag.recommend import harness, report
     from lrdiag.recommend.candidates import horizon_of, propose
-    from lrdiag.series.roles import parse_role_overrides
 
-    overrides = parse_role_overrides(roles, "--role")
+    # The engine, rule options and roles that `lrdiag analyze` uses here: the same findings.
+    _, engine, role_map = project_setup(config_path, roles)
     if trainer:
         from lrdiag.recommend.candidates import REPLAY_EXTRA, torch_available
         from lrdiag.recommend.trainer import load, resolve
@@ -75,10 +71,9 @@ def recommend(paths, output_format, roles, trainer, steps, seeds, device, execut
     if trainer and len(specs) != 1:
         raise LrdiagError(f"--trainer replays one run, and {' '.join(paths)} holds {len(specs)}: name one of "
                           + ", ".join(spec.name for spec in specs[:5]))
-    engine = make_engine()
     entries = []
     for spec in specs:
-        run = read_run(spec, roles=overrides)
+        run = read_run(spec, roles=role_map)
         findings = sorted(engine.run(run))
         candidates = propose(run, findings)
         entry = {"run": run.name, "findings": [f.to_dict() for f in findings], "candidates": candidates}

@@ -144,13 +144,10 @@ def build(paths: list[str], engine, rules, roles: dict, recommendations: Path | 
 def report(paths, output, replays, recommendations, roles, config_path, jobs) -> None:
     """Write one HTML file: every run's losses and LR with the findings drawn on them, an overview table,
     each finding's explanation, recommended schedules and replays."""
-    from lrdiag.config import build_engine, find_config, load_config, rule_set
+    from lrdiag.config import project_setup, rule_set
     from lrdiag.render import html
-    from lrdiag.series.roles import parse_role_overrides
 
-    config = load_config(config_path or find_config(Path.cwd()))
-    engine = build_engine(config)
-    role_map = {**config.roles, **parse_role_overrides(roles, "--role")}
+    config, engine, role_map = project_setup(config_path, roles)
     model = build(list(paths), engine, rule_set(config), role_map, recommendations, replays, jobs)
     page = html.render(model)
     try:
