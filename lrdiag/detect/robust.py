@@ -9,7 +9,6 @@ standard deviations, so that the very outliers being looked for do not hide them
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from scipy.ndimage import median_filter
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample times this estimates its standard deviation

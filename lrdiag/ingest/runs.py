@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrdiag.ingest.discover import RunSpec, find_runs, reader_for
+from lrdiag.ingest.discover import RunSpec, reader_for
 from lrdiag.ingest import tfevents
 from lrdiag.series.model import Problem, ReadResult, Run
 from lrdiag.series.roles import assign_roles
