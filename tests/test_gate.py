@@ -133,6 +133,9 @@ def test_a_new_finding_fails_at_or_above_fail_on_and_one_the_baseline_had_does_n
     write_run(tmp_path / "spiky_base", seed=3, edit=spike)
     had_it = run_gate(tmp_path / "cand", [tmp_path / "spiky_base"], engine, fail_on="warning")
     assert statuses(had_it)["no new findings at or above warning"] == "passed"
+    never = run_gate(tmp_path / "cand", [tmp_path / "base"], engine, fail_on="never")
+    [one] = never["gates"]
+    assert not any(check["check"] == "finding" for check in one["checks"])
 
 
 def test_a_nonfinite_value_fails_even_when_the_loss_is_otherwise_better(tmp_path, engine):

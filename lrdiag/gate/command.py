@@ -57,8 +57,9 @@ def summaries(path: str, engine, roles: dict) -> list[dict]:
 @click.option("--max-regression", metavar="TOLERANCE",
               help="How much worse is still a pass: absolute (0.01), relative (2%), or 'spread' (the 99% prediction "
                    "bound of several baselines).  [default: 2%, or spread with several baselines]")
-@click.option("--fail-on", type=click.Choice(("error", "warning")), default=None,
-              help="A new finding at least this severe fails the gate.  [default: error]")
+@click.option("--fail-on", type=click.Choice(("error", "warning", "never")), default=None,
+              help="A new finding at least this severe fails the gate; never: only the loss checks gate.  "
+                   "[default: error]")
 @click.option("--format", "output_format", type=click.Choice(GATE_FORMATS), default="text", show_default=True)
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when the gate fails (2 still means a usage or input error).")
 @_ROLE
@@ -69,12 +70,11 @@ def gate(candidate, baseline_paths, metrics, max_regression, fail_on, output_for
 
     Exit status: 0 pass, 1 regression, 2 usage or input error. With --format github and
     $GITHUB_STEP_SUMMARY set (as in every GitHub Actions step), a Markdown summary is appended to it."""
+    from lrdiag.config import project_setup
     from lrdiag.gate import checks
 
-    from lrdiag.config import project_setup
-
     config, engine, role_map = project_setup(config_path, roles)
-    fail_on = fail_on or (config.fail_on if config.fail_on in ("error", "warning") else "error")
+    fail_on = fail_on or config.fail_on or "error"
     for path in (candidate, *baseline_paths):
         if not Path(path).exists():
             raise click.UsageError(f"{path}: no such file or folder")
@@ -134,10 +134,9 @@ def baseline() -> None:
 def save(paths, output, roles, config_path) -> None:
     """Summarize the runs under PATHS: values at checkpoints, best and final losses, steps to 50/80/90/95 % of
     the loss drop, findings. Several runs (seeds) in one file let the gate use their spread."""
+    from lrdiag.config import project_setup
     from lrdiag.errors import LrdiagError
     from lrdiag.gate import baseline as baseline_file
-
-    from lrdiag.config import project_setup
 
     _, engine, role_map = project_setup(config_path, roles)
     entries = []
