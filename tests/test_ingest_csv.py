@@ -199,6 +199,17 @@ def test_history_csv_with_an_unnamed_index_column_uses_it_as_steps(tmp_path):
     assert set(result.series) == {"loss", "val_loss"}
 
 
+def test_tab_separated_logs_are_read_like_csv(tmp_path):
+    # A .tsv, and a tab-separated header in a .txt file: comma-free cells, a quoted one, a bad line.
+    path = write(tmp_path, "train_log.tsv", 'step\tloss\tnote\n0\t1.0\t"a, b"\n1\t0.9\n2\t0.8\tc\n')
+    assert claims(path)
+    result = csvlog.read(path)
+    assert result.series["loss"].steps.tolist() == [0, 2]
+    assert wheres(result) == ["line 3"]
+    other = csvlog.read(write(tmp_path, "progress.txt", "iteration\tloss\n10\t0.5\n20\t0.4\n"))
+    assert other.series["loss"].steps.tolist() == [10, 20] and other.problems == []
+
+
 def test_text_columns_are_not_metrics(tmp_path):
     path = write(tmp_path, "metrics.csv", "step,loss,phase\n1,0.5,warmup\n2,0.4,main\n")
     result = csvlog.read(path)

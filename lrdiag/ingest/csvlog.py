@@ -1,4 +1,4 @@
-"""Read CSV training logs: Lightning and Keras CSVLogger, ultralytics results.csv, any CSV with a step column."""
+"""Read CSV training logs: Lightning and Keras CSVLogger, ultralytics results.csv, any CSV (or TSV) with a step column."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
 # A broken file can hold a million bad cells: list this many, then count the rest.
 MAX_PROBLEMS = 100
 
-_SUFFIXES = (".csv", ".log", ".txt")
+_SUFFIXES = (".csv", ".tsv", ".log", ".txt")
 # A CSV without a step column is read only when its name says it is a training log and its
 # first column is an unnamed index (what `pandas.DataFrame(history.history).to_csv()` writes).
 _LOG_NAME_WORDS = ("train", "log", "history", "metrics", "results", "progress")
@@ -61,8 +61,9 @@ def read(path: pathlib.Path) -> ReadResult:
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     source, step_column = found
+    sep = separator(path.name, data[:HEAD_BYTES])
     data = _decoded_or_repaired(data, path, problems)
-    frame, row_lines = _parse(data, path, problems)
+    frame, row_lines = _parse(data, path, problems, sep)
     if frame is None:
         return ReadResult(source, problems=problems)
     if frame.empty and not problems:
@@ -71,13 +72,19 @@ def read(path: pathlib.Path) -> ReadResult:
     return ReadResult(source, series=series, problems=cap_problems(problems, path))
 
 
+def separator(name: str, head: bytes) -> str:
+    """Tab for a .tsv file, or a header with tabs and no comma; else comma."""
+    first_line = head.split(b"\n", 1)[0]
+    return "\t" if name.lower().endswith(".tsv") or (b"\t" in first_line and b"," not in first_line) else ","
+
+
 def _detect(name: str, head: bytes) -> tuple[str, str] | None:
-    """(source, step column as written) when this looks like a CSV training log, else None."""
+    """(source, step column as written) when this looks like a CSV (or TSV) training log, else None."""
     first_line = head.split(b"\n", 1)[0]
     if not name.lower().endswith(_SUFFIXES) or b"\0" in first_line:  # binary, e.g. an event file
         return None
     first_line = first_line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
-    raw_columns = first_line.split(",")
+    raw_columns = first_line.split(separator(name, head))
     columns = [column.strip().strip('"').strip() for column in raw_columns]
     lowered = [column.lower() for column in columns]
     if len(columns) < 2 or any(_is_number(column) for column in columns):
@@ -152,15 +159,16 @@ def per_line_count(data: bytes, ends: np.ndarray, char: bytes) -> np.ndarray:
     return np.bincount(np.searchsorted(ends, positions), minlength=len(ends))[:len(ends)]
 
 
-def _quoted_field_count(line: bytes) -> int:
+def _quoted_field_count(line: bytes, sep: str) -> int:
     """Fields on one line with quoted cells; -1 when the csv module cannot split it."""
     try:
-        return len(next(csv.reader([line.decode("utf-8")], strict=True), [])) or 1
+        return len(next(csv.reader([line.decode("utf-8")], delimiter=sep, strict=True), [])) or 1
     except csv.Error:
         return -1
 
 
-def _parse(data: bytes, path: pathlib.Path, problems: list[Problem]) -> tuple[pd.DataFrame | None, np.ndarray]:
+def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
+           sep: str = ",") -> tuple[pd.DataFrame | None, np.ndarray]:
     """The rows as a DataFrame of raw cells, and the 1-based file line of each row.
 
     Lines with the wrong number of fields are found beforehand (pandas' C parser would pad short
@@ -172,10 +180,10 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem]) -> tuple[pd
     if b'"' in data:
         # Quoted cells may hold commas: count fields with the csv module (rare, slow path); a
         # line with an odd number of quotes would open a cell spanning the next lines.
-        fields = np.array([_quoted_field_count(data[start:end]) for start, end in zip(starts, ends)])
+        fields = np.array([_quoted_field_count(data[start:end], sep) for start, end in zip(starts, ends)])
         fields[per_line_count(data, ends, b'"') % 2 == 1] = -1
     else:
-        fields = per_line_count(data, ends, b",") + 1
+        fields = per_line_count(data, ends, sep.encode()) + 1
     expected = fields[0]
     wrong = (fields != expected) & ~blank
     wrong[0] = False
@@ -191,8 +199,8 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem]) -> tuple[pd
     good[0] = True
     good_lines = np.flatnonzero(good)
     try:
-        frame = pd.read_csv(io.BytesIO(join_lines(data, starts, ends, good_lines)), engine="c", lineterminator="\n",
-                            keep_default_na=False, na_values=[""], skipinitialspace=True)
+        frame = pd.read_csv(io.BytesIO(join_lines(data, starts, ends, good_lines)), sep=sep, engine="c",
+                            lineterminator="\n", keep_default_na=False, na_values=[""], skipinitialspace=True)
     except (ValueError, pd.errors.ParserError) as error:  # not expected after the checks above; never a crash
         problems.append(Problem(str(path), "", f"cannot parse as CSV: {str(error).strip()}"))
         return None, np.empty(0, np.int64)
