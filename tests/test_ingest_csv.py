@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrdiag.ingest import csvlog
+from lrdiag.ingest import csvlog, textlog
 
 REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
 
@@ -313,7 +313,7 @@ def test_a_broken_file_lists_a_bounded_number_of_problems(tmp_path):
     rows = "".join(f"{step},{step},x\n" for step in range(1000))
     path = write(tmp_path, "metrics.csv", "step,loss,lr\n" + rows.replace(",x", ",0.5", 1) + "5000,0.1,0.1\n")
     result = csvlog.read(path)
-    assert len(result.problems) <= csvlog.MAX_PROBLEMS
+    assert len(result.problems) <= textlog.MAX_PROBLEMS
     assert "more" in result.problems[-1].message
     assert len(result.series["loss"]) == 1001
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lrdiag.ingest import jsonlog
-from lrdiag.ingest.csvlog import is_bookkeeping
+from lrdiag.ingest.textlog import is_bookkeeping
 
 REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
 

@@ -12,8 +12,8 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from lrdiag.ingest.csvlog import (HEAD_BYTES, MAX_PROBLEMS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                  join_lines, line_bounds, normalized, per_line_count, report)
+from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, cap_problems, cells_to_numbers, is_bookkeeping,
+                                   join_lines, line_bounds, normalized, per_line_count, report)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "json"

@@ -1,0 +1,108 @@
+"""What the text-log readers (csvlog, jsonlog) share: line splitting, cells to numbers, problem lists."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lrdiag.series.model import Problem
+
+HEAD_BYTES = 64 * 1024
+# Step columns in order of preference: the finest counter wins.
+STEP_COLUMNS = ("step", "global_step", "iteration", "iter", "epoch")
+# Columns that are numeric but describe the run's machinery, not its learning.
+BOOKKEEPING = frozenset({
+    "time", "data_time", "eta_seconds", "rank_data_time", "memory", "mode", "env_info", "config",
+    "seed", "exp_name", "total_flos", "num_input_tokens_seen", "wall_time", "walltime", "timestamp",
+})
+BOOKKEEPING_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+# Written by a diverging run; such a cell is a real NaN/Inf point, unlike an empty cell.
+NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
+# A broken file can hold a million bad cells: list this many, then count the rest.
+MAX_PROBLEMS = 100
+_NEWLINE = ord("\n")
+
+
+def is_bookkeeping(tag: str) -> bool:
+    """True for step counters and bookkeeping keys, which are never metrics."""
+    lowered = tag.lower()
+    return lowered in STEP_COLUMNS or lowered in BOOKKEEPING or lowered.endswith(BOOKKEEPING_SUFFIXES)
+
+
+def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive, before the newline) offsets of every line."""
+    buffer = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buffer == _NEWLINE)
+    if data and data[-1:] != b"\n":
+        ends = np.append(ends, len(data))
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    return starts, ends
+
+
+def normalized(data: bytes) -> bytes:
+    """CRLF as LF, so that lines are split on LF alone, by numpy and by the parser alike; NUL
+    bytes (the zero-filled tail of a file cut by a crash) as U+FFFD, which the parser can hold."""
+    data = data.replace(b"\r\n", b"\n") if b"\r" in data else data
+    return data.replace(b"\0", "\ufffd".encode()) if b"\0" in data else data
+
+
+def join_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray) -> bytes:
+    """The given lines (sorted 0-based indices) as one buffer, copying runs of consecutive lines as one slice."""
+    if len(lines) == len(starts):
+        return data
+    if not len(lines):
+        return b""
+    breaks = np.flatnonzero(np.diff(lines) != 1)
+    firsts, lasts = lines[np.r_[0, breaks + 1]], lines[np.r_[breaks, len(lines) - 1]]
+    return b"\n".join(data[starts[first]:ends[last]] for first, last in zip(firsts, lasts))
+
+
+def per_line_count(data: bytes, ends: np.ndarray, char: bytes) -> np.ndarray:
+    """How many times `char` occurs on each line."""
+    positions = np.flatnonzero(np.frombuffer(data, np.uint8) == ord(char))
+    return np.bincount(np.searchsorted(ends, positions), minlength=len(ends))[:len(ends)]
+
+
+def cells_to_numbers(cells: pd.Series, places: np.ndarray, tag: str, path: pathlib.Path,
+                     problems: list[Problem], where: str = "line {}") -> tuple[np.ndarray, np.ndarray] | None:
+    """(present, values) for one column of raw cells, or None when the column holds text, not numbers.
+
+    Empty cells (NaN/None) and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point; any
+    other non-numeric cell in a numeric column is a problem at `where.format(place)` and no point."""
+    if pd.api.types.is_numeric_dtype(cells.dtype) and not pd.api.types.is_bool_dtype(cells.dtype):
+        values = cells.to_numpy(dtype=np.float64, na_value=np.nan)
+        return ~np.isnan(values), values
+    raw = cells.astype(object)
+    present = raw.notna().to_numpy() & (raw != "null").to_numpy()
+    numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    failed = present & np.isnan(numbers)
+    if failed.any():
+        words = raw[failed].astype(str).str.strip().str.lower()
+        failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    if failed.any() and not (present & ~failed).any():
+        return None
+    report(problems, path, np.flatnonzero(failed),
+           lambda index: (where.format(places[index]),
+                          f"value {str(raw.iloc[index])[:40]!r} of {tag!r} is not a number; point skipped"),
+           f"non-numeric values of {tag!r} skipped")
+    return present & ~failed, numbers
+
+
+def report(problems: list[Problem], path: pathlib.Path, places: Sequence, describe: Callable[[object], tuple[str, str]],
+           rest: str) -> None:
+    """A problem (where, message) = describe(place) for each place, up to MAX_PROBLEMS, then one counting the rest."""
+    for place in places[:MAX_PROBLEMS]:
+        problems.append(Problem(str(path), *describe(place)))
+    if len(places) > MAX_PROBLEMS:
+        problems.append(Problem(str(path), "", f"{len(places) - MAX_PROBLEMS} more {rest}"))
+
+
+def cap_problems(problems: list[Problem], path: pathlib.Path) -> list[Problem]:
+    """At most MAX_PROBLEMS problems, the last one counting those left out."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    left_out = len(problems) - MAX_PROBLEMS + 1
+    return problems[:MAX_PROBLEMS - 1] + [Problem(str(path), "", f"{left_out} more problems not listed")]
