@@ -44,9 +44,9 @@ _CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Pat
 
 
 def _config(config_path: Path | None):
-    from lrdiag.config import find_config, load_config
+    from lrdiag.config import project_config
 
-    return load_config(config_path or find_config(Path.cwd()))
+    return project_config(config_path)
 
 
 @cli.command()

@@ -124,10 +124,16 @@ def load_config(path: Path | None) -> Config:
     return config
 
 
-def project_setup(config_path: Path | None, roles: tuple[str, ...] | list[str] = ()) -> tuple[Config, Engine, dict[str, str]]:
-    """The config (`config_path`, or the one found from here up), its engine and its roles with the
-    command line's --role on top: what `lrdiag analyze` runs, for the commands that read runs too."""
-    config = load_config(config_path or find_config(Path.cwd()))
+def project_config(config_path: Path | None) -> Config:
+    """The config in `config_path`, or the one found from the current folder up (or the defaults)."""
+    return load_config(config_path or find_config(Path.cwd()))
+
+
+def project_setup(config_path: Path | None,
+                  roles: tuple[str, ...] | list[str] = ()) -> tuple[Config, Engine, dict[str, str]]:
+    """The project's config, its engine and its roles with the command line's --role on top: what
+    `lrdiag analyze` runs, for the commands that read runs too."""
+    config = project_config(config_path)
     return config, build_engine(config), {**config.roles, **parse_role_overrides(roles, "--role")}
 
 
