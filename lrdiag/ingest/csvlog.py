@@ -39,8 +39,7 @@ def read(path: pathlib.Path) -> ReadResult:
         message = "empty file" if not data.strip() else (
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
-    source, step_column = found
-    sep = separator(path.name, data[:HEAD_BYTES])
+    source, step_column, sep = found
     data = _decoded_or_repaired(data, path, problems)
     frame, row_lines = _parse(data, path, problems, sep)
     if frame is None:
@@ -51,19 +50,20 @@ def read(path: pathlib.Path) -> ReadResult:
     return ReadResult(source, series=series, problems=cap_problems(problems, path))
 
 
-def separator(name: str, head: bytes) -> str:
+def _separator(name: str, head: bytes) -> str:
     """Tab for a .tsv file, or a header with tabs and no comma; else comma."""
     first_line = head.split(b"\n", 1)[0]
     return "\t" if name.lower().endswith(".tsv") or (b"\t" in first_line and b"," not in first_line) else ","
 
 
-def _detect(name: str, head: bytes) -> tuple[str, str] | None:
-    """(source, step column as written) when this looks like a CSV (or TSV) training log, else None."""
+def _detect(name: str, head: bytes) -> tuple[str, str, str] | None:
+    """(source, step column as written, separator) when this looks like a CSV (or TSV) training log, else None."""
     first_line = head.split(b"\n", 1)[0]
     if not name.lower().endswith(_SUFFIXES) or b"\0" in first_line:  # binary, e.g. an event file
         return None
     first_line = first_line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
-    raw_columns = first_line.split(separator(name, head))
+    sep = _separator(name, head)
+    raw_columns = first_line.split(sep)
     columns = [column.strip().strip('"').strip() for column in raw_columns]
     lowered = [column.lower() for column in columns]
     if len(columns) < 2 or any(_is_number(column) for column in columns):
@@ -71,17 +71,17 @@ def _detect(name: str, head: bytes) -> tuple[str, str] | None:
     step = next((candidate for candidate in STEP_COLUMNS if candidate in lowered), None)
     if step is None:
         looks_like_log = any(word in name.lower() for word in _LOG_NAME_WORDS)
-        return ("csv", columns[0]) if looks_like_log and lowered[0] in _INDEX_HEADERS else None
+        return ("csv", columns[0], sep) if looks_like_log and lowered[0] in _INDEX_HEADERS else None
     step_column = columns[lowered.index(step)]
     padded = any(column != column.lstrip() for column in raw_columns)
     if step == "step" and (name == "metrics.csv" or "epoch" in lowered):
-        return "lightning_csv", step_column
+        return "lightning_csv", step_column, sep
     if step == "epoch" and (padded or name == "results.csv") and any(
             column.startswith(("train/", "metrics/")) for column in lowered):
-        return "yolo_csv", step_column
+        return "yolo_csv", step_column, sep
     if step == "epoch" and lowered[0] == "epoch" and "loss" in lowered:
-        return "keras_csv", step_column
-    return "csv", step_column
+        return "keras_csv", step_column, sep
+    return "csv", step_column, sep
 
 
 def _is_number(text: str) -> bool:
