@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
                                    join_lines, line_bounds, normalized, per_line_count, report)
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -31,7 +32,7 @@ def claims(path: pathlib.Path, head: bytes) -> bool:
 def read(path: pathlib.Path) -> ReadResult:
     problems: list[Problem] = []
     try:
-        data = path.read_bytes()
+        data = files.read_bytes(path)
     except OSError as error:
         return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
     found = _detect(path.name, data[:HEAD_BYTES])

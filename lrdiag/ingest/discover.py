@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrdiag.errors import LrdiagError
-from lrdiag.ingest import csvlog, jsonlog, tfevents
+from lrdiag.ingest import csvlog, files, jsonlog, tfevents
 
 READERS = (tfevents, csvlog, jsonlog)
 _SNIFFED_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".log", ".txt"}
 _HEAD_BYTES = 64 * 1024
+# A FIFO or device with one of these suffixes is taken for a log (and reported) without sniffing.
+_DATA_SUFFIXES = {".csv": csvlog, ".tsv": csvlog, ".json": jsonlog, ".jsonl": jsonlog}
 TRAIN_FOLDERS = {"train", "training", "learn"}
 VAL_FOLDERS = {"validation", "val", "valid", "eval", "evaluation", "test"}
 
@@ -31,14 +33,20 @@ class RunSpec:
 
 
 def reader_for(path: Path):
-    """The reader module that claims this file, or None."""
+    """The reader module that claims this file, or None.
+
+    A FIFO, device or socket is never opened here (a FIFO would block): when its name is a log's
+    name, the reader that claims that name takes it and reports that it is not a regular file."""
     if tfevents.claims(path, b""):
         return tfevents
     if path.suffix.lower() not in _SNIFFED_SUFFIXES:
         return None
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(_HEAD_BYTES)
+        head = files.read_bytes(path, _HEAD_BYTES)
+    except files.NotRegularFile:
+        head = b""
+        if path.suffix.lower() in _DATA_SUFFIXES:
+            return _DATA_SUFFIXES[path.suffix.lower()]
     except OSError:
         head = b""  # claimed by name alone; reading it later reports why it fails
     for reader in (csvlog, jsonlog):
@@ -54,7 +62,7 @@ def find_runs(arguments: list[str]) -> list[RunSpec]:
         root = Path(argument)
         if not root.exists():
             raise LrdiagError(f"{argument}: no such file or folder")
-        if root.is_file():
+        if not root.is_dir():  # a log file, or a FIFO or device given by name: its reader says why it fails
             runs.append(RunSpec(argument, {root: ""}))
             continue
         runs.extend(_runs_in_folder(root))
@@ -63,16 +71,15 @@ def find_runs(arguments: list[str]) -> list[RunSpec]:
 
 def _runs_in_folder(root: Path) -> list[RunSpec]:
     folders: dict[Path, list[Path]] = {}
-    # Links are followed (a run folder may be a symlink to logs kept elsewhere); a link back to a
-    # folder on the way down from the root is not, so that link cycles end.
-    chains = {os.fspath(root): {os.path.realpath(root)}}
-    for folder, subfolders, files in os.walk(root, onerror=None, followlinks=True):
-        chain = chains.pop(folder)
-        subfolders[:] = [name for name in sorted(subfolders)
-                         if os.path.realpath(os.path.join(folder, name)) not in chain]
-        chains.update({os.path.join(folder, name): chain | {os.path.realpath(os.path.join(folder, name))}
-                       for name in subfolders})
-        logs = [Path(folder) / name for name in sorted(files) if reader_for(Path(folder) / name)]
+    # Links are followed (a run folder may be a symlink to logs kept elsewhere), but each real
+    # folder and file, known by (device, inode), is taken once, under the first path that reaches
+    # it in sorted order: link cycles end, and links that branch (a/x -> b, a/y -> b, repeated at
+    # every level) cannot make the walk, or a run's points, grow as 2^depth.
+    seen = {_identity(root)}
+    for folder, subfolders, names in os.walk(root, onerror=None, followlinks=True):
+        subfolders[:] = [name for name in sorted(subfolders) if _first_visit(os.path.join(folder, name), seen)]
+        logs = [Path(folder) / name for name in sorted(names)
+                if reader_for(Path(folder) / name) and _first_visit(os.path.join(folder, name), seen)]
         if logs:
             folders[Path(folder)] = logs
     children: dict[Path, set[str]] = {}
@@ -90,6 +97,25 @@ def _runs_in_folder(root: Path) -> list[RunSpec]:
         spec = merged.setdefault(owner, RunSpec(_name(root, owner)))
         spec.files.update({log: prefix for log in logs})
     return sorted(merged.values(), key=lambda spec: spec.name)
+
+
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _first_visit(path: str, seen: set) -> bool:
+    """True the first time a real file or folder is met (a broken link is always new: its reader reports it)."""
+    identity = _identity(path)
+    if identity is None:
+        return True
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
 
 
 def _name(root: Path, folder: Path) -> str:

@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
+from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, cap_problems, cells_to_numbers, is_bookkeeping,
                                    join_lines, line_bounds, normalized, per_line_count, report)
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -46,7 +47,7 @@ def claims(path: pathlib.Path, head: bytes) -> bool:
 
 def read(path: pathlib.Path) -> ReadResult:
     try:
-        data = path.read_bytes()
+        data = files.read_bytes(path)
     except OSError as error:
         return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
     source = _detect(path.name, data[:HEAD_BYTES])

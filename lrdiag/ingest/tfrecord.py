@@ -22,12 +22,15 @@ Three tricks keep this at numpy speed instead of a Python loop per record:
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import crc32c
 import numpy as np
+
+from lrdiag.ingest import files
 
 HEADER = 12  # length (8) + masked crc of length (4)
 FOOTER = 4
@@ -50,9 +53,9 @@ class Buffer:
 
     @classmethod
     def from_file(cls, path: Path) -> "Buffer":
-        size = path.stat().st_size
-        raw = bytearray(size + PAD)
-        with open(path, "rb") as handle:
+        with files.open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            raw = bytearray(size + PAD)
             size = handle.readinto(memoryview(raw)[:size])
         return cls(raw, size)
 
