@@ -12,7 +12,8 @@ import re
 
 import numpy as np
 
-_TOKEN = re.compile(r"^(?P<start>[-+]?[\d.e]+|nan|inf)(?:(?P<op>[-+*])(?P<delta>[\d.e]+))?(?:x(?P<count>\d+))?$")
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"  # 2, 2.5, .5, 4.4e-05
+_TOKEN = re.compile(rf"^(?P<start>[-+]?{_NUMBER}|nan|inf)(?:(?P<op>[-+*])(?P<delta>{_NUMBER}))?(?:x(?P<count>\d+))?$")
 
 
 def curve(spec: str, noise: float = 0.0, seed: int = 0) -> np.ndarray:
