@@ -30,7 +30,9 @@ def _run(case: dict) -> Run:
         if "oscillate" in spec:
             wave = spec["oscillate"]
             values = values * np.exp(wave["amplitude"] * np.cos(2 * np.pi * np.arange(values.size) / wave["period"]))
-        series[tag] = Series(tag, np.arange(values.size) * case.get("every", 1), values)
+        # A metric may be logged on its own cadence (evaluations every N steps, from step `first`).
+        every = spec.get("every", case.get("every", 1))
+        series[tag] = Series(tag, spec.get("first", 0) + np.arange(values.size) * every, values)
     assign_roles(series)
     return Run("case", "test", [], series)
 
@@ -52,15 +54,57 @@ def test_every_rule_has_pass_and_fail_cases(rules):
 def test_rule_case(rules, code, case):
     # All rules run, as in use: LR rules read the others' findings, and a larger finding can
     # explain a spike away.
-    findings = [f for f in Engine(list(rules.values())).run(_run(case)) if f.rule == code]
+    run = _run(case)
+    findings = [f for f in Engine(list(rules.values())).run(run) if f.rule == code]
     if not case["fires"]:
         assert findings == [], f"false alarm: {[f.message for f in findings]}"
         return
     assert findings, "the rule did not fire"
     if "count" in case:
         assert len(findings) == case["count"], [f.message for f in findings]
+    for finding in findings:
+        _assert_quotes_are_logged(finding, run)
     if "step" in case:
         at_step = [f for f in findings if f.step_start <= case["step"] <= f.step_end or f.evidence.get("step") == case["step"]]
         assert at_step, f"no finding at step {case['step']}: {[(f.step_start, f.step_end, f.message) for f in findings]}"
         if "severity" in case:
             assert at_step[0].severity == case["severity"]
+
+
+# Evidence keys that quote a logged value, and the key of the step it was logged at.
+_QUOTED_AT = {"value": "step", "peak": "peak_step", "best": "best_step", "last": "last_step", "lr_max": "lr_max_step",
+              "lr_min": "lr_min_step"}
+
+
+def _assert_quotes_are_logged(finding, run: Run) -> None:
+    """Every number a finding quotes at a step is the value logged at that step (of its metric,
+    or of the LR series for LR values): never a smoothed level passed off as a logged one."""
+    for key, step_key in _QUOTED_AT.items():
+        if key not in finding.evidence or step_key not in finding.evidence:
+            continue
+        series = run.series[finding.evidence["lr_series"]] if key.startswith("lr_") else run.series[finding.metric]
+        at = np.flatnonzero(series.steps == finding.evidence[step_key])
+        assert at.size, f"{finding.rule} quotes {key} at step {finding.evidence[step_key]}, which was never logged"
+        assert finding.evidence[key] == pytest.approx(float(series.values[at[-1]])), (
+            f"{finding.rule}: {key} {finding.evidence[key]} is not the value logged at step {finding.evidence[step_key]}")
+    if finding.category == "stall":  # "median ... from then on": the plain median of the logged values
+        series = run.series[finding.metric]
+        on = series.values[(series.steps >= finding.evidence["step"]) & np.isfinite(series.values)]
+        assert finding.evidence["level"] == pytest.approx(float(np.median(on)))
+
+
+REAL_LOGS = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
+
+
+@pytest.mark.skipif(not (REAL_LOGS / "trainer_state" / "canine-model").exists(), reason="no real logs here")
+def test_real_run_falling_at_every_checkpoint_is_not_stalled(rules):
+    """A real Hugging Face run whose loss falls at every logged point (4.63 -> 3.97 over 8 points,
+    eval loss falling every epoch, the LR decaying linearly) once got 'stalled from step 500'."""
+    from lrdiag.ingest.discover import RunSpec
+    from lrdiag.ingest.runs import read_run
+
+    path = REAL_LOGS / "trainer_state" / "canine-model" / "trainer_state.json"
+    run = read_run(RunSpec("canine-model", {path: ""}))
+    assert run.series["loss"].values.size == 8
+    findings = Engine(list(rules.values())).run(run)
+    assert [f.message for f in findings if f.category == "stall"] == []

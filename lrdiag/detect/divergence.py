@@ -1,12 +1,19 @@
 """Train/val divergence: validation loss turns upward after its best step while training loss
 keeps falling (overfitting); the best step is where early stopping would have stopped.
 
-Validation is often logged once an epoch, so the series may have a dozen points; its noise is
-measured from its own point-to-point differences (MAD). The rise counts when the level at the
-end (median of the last points) sits above the best value by `min_rise` (relative) and by
-`z` noise sigmas, and at least `min_after` points after the best all stay above it; training
-loss over the same stretch must have fallen, or the run is not overfitting but getting worse
-everywhere (left to the other rules).
+Validation is often logged once an epoch, and a fine-tuning run evaluates only 3 to 8 times, so
+the series may have a handful of points. Its best step is the minimum of a rolling median (3
+points on a short series), and a rise after it counts in either of two ways:
+- **a level rise**: the median of the last points sits above the best by `min_rise` (relative)
+  and by `z` noise sigmas, with at least `min_after` points after the best, all above it. The
+  noise comes from the second differences (MAD / sqrt 6): a steady rise has none, so it cannot
+  pass for noise, as it did when the noise was read off the first differences;
+- **a steady trend**: over eight points or more after the best, a Mann-Kendall trend statistic
+  of `z` or more (later points lie above earlier ones far more often than noise allows) and a
+  Theil-Sen line rising by half of `min_rise` or more: a slow rise without a break (10 % over
+  two thirds of a long Keras run) whose end median has not yet cleared `min_rise`.
+Training loss over the same stretch must have fallen, or the run is not overfitting but getting
+worse everywhere (left to the other rules).
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from lrdiag.detect.base import Context, Hit, clean
-from lrdiag.detect.robust import MAD_TO_SIGMA, log_scale, rolling_median
+from lrdiag.detect.robust import MAD_TO_SIGMA, block_medians, kendall_z, log_scale, rolling_median, theil_sen_slope
 from lrdiag.series.model import Series
+
+_TREND_POINTS = 8  # a trend statistic over fewer points cannot reach z 3 however steady the rise
 
 
 def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, min_after: int = 3) -> list[Hit]:
@@ -23,7 +32,7 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
     if train is None:
         return []
     steps, values = clean(series)
-    if values.size < min_after + 3:
+    if values.size < min_after + 1:
         return []
     y, is_log = log_scale(values)
     smooth = rolling_median(y, 3) if values.size < 30 else rolling_median(y, max(3, values.size // 20) | 1)
@@ -33,21 +42,36 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
         return []
     tail = max(min_after, after // 3)
     end_level = float(np.median(y[-tail:]))
-    noise = MAD_TO_SIGMA * float(np.median(np.abs(np.diff(y)))) / np.sqrt(2)
+    noise = MAD_TO_SIGMA * float(np.median(np.abs(np.diff(y, 2)))) / np.sqrt(6) if values.size >= 3 else 0.0
+    unit = 1.0 if is_log else max(abs(float(smooth[best])), 1e-12)
     rise = end_level - smooth[best]
-    relative_rise = float(np.expm1(rise)) if is_log else rise / max(abs(float(smooth[best])), 1e-12)
-    if relative_rise < min_rise or rise < z * noise:
+    level_rise = (rise / unit >= np.log1p(min_rise) if is_log else rise / unit >= min_rise) and rise >= z * noise
+    # On a short series each point after the best must stay above it: one bad epoch is not a trend.
+    level_rise &= values.size >= 30 or bool((y[best + 1:] > y[best]).all())
+    trend_rise = 0.0
+    if after >= _TREND_POINTS:
+        x, v = block_medians(steps[best:], y[best:])
+        if kendall_z(v) >= z:
+            trend_rise = theil_sen_slope(x, v) * float(steps[-1] - steps[best]) / unit
+    steady = trend_rise >= (np.log1p(min_rise / 2) if is_log else min_rise / 2)
+    if not (level_rise or steady):
         return []
     train_steps, train_values = clean(train)
     train_before = _level_near(train_steps, train_values, steps[best])
     train_end = _level_near(train_steps, train_values, steps[-1])
     if train_before is None or train_end is None or not train_end < train_before:
         return []
-    best_value = float(values[best]) if not is_log else float(np.exp(smooth[best]))
-    end_value = float(np.exp(end_level)) if is_log else end_level
+    best_value, end_value = float(values[best]), float(np.exp(end_level)) if is_log else end_level
+    if level_rise:
+        rise_pct = 100 * (end_value / best_value - 1) if best_value > 0 else 100 * rise / unit
+        how = f"to a median of {end_value:.4g} over its last {tail} points"
+    else:
+        rise_pct = 100 * (float(np.expm1(trend_rise)) if is_log else trend_rise)
+        how = f"along a steady trend (Theil-Sen line, Mann-Kendall z {kendall_z(v):.1f}) to {values[-1]:.4g} at step {steps[-1]}"
     return [Hit(int(steps[best]), int(steps[-1]),
-                {"best_step": int(steps[best]), "best": best_value, "end": end_value,
-                 "rise_pct": float(100 * relative_rise), "train_loss": train.tag,
+                {"best_step": int(steps[best]), "best": best_value, "end": end_value, "end_points": int(tail),
+                 "last": float(values[-1]), "last_step": int(steps[-1]), "rise_pct": float(rise_pct), "how": how,
+                 "kind": "level" if level_rise else "trend", "train_loss": train.tag,
                  "train_at_best": train_before, "train_end": train_end,
                  "train_change_pct": float(100 * (train_end / train_before - 1)) if train_before > 0 else None,
                  "points_after_best": int(after)})]

@@ -113,3 +113,32 @@ def runs_of(mask: np.ndarray, gap: int = 0) -> list[tuple[int, int]]:
 def level(values: np.ndarray, is_log: bool) -> float:
     """Back from the log scale to the metric's own units."""
     return float(np.exp(values)) if is_log else float(values)
+
+
+def block_medians(steps: np.ndarray, values: np.ndarray, blocks: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Median step and median value of up to `blocks` consecutive, equal blocks of points: a
+    long series shrunk for the O(n^2) trend statistics below (a short one stays as it is)."""
+    count = min(blocks, values.size)
+    edges = np.linspace(0, values.size, count + 1).astype(int)
+    pairs = [(np.median(steps[a:b]), np.median(values[a:b])) for a, b in zip(edges[:-1], edges[1:])]
+    x, v = np.array(pairs, dtype=np.float64).reshape(-1, 2).T
+    return x, v
+
+
+def theil_sen_slope(x: np.ndarray, v: np.ndarray) -> float:
+    """Median of the slopes between every pair of points: a trend line that outliers cannot tilt."""
+    first, second = np.triu_indices(x.size, 1)
+    dx = x[second] - x[first]
+    slopes = (v[second] - v[first])[dx > 0] / dx[dx > 0]
+    return float(np.median(slopes)) if slopes.size else 0.0
+
+
+def kendall_z(v: np.ndarray) -> float:
+    """Mann-Kendall trend statistic of values in order, in standard deviations under no trend
+    (ties ignored): how consistently later points lie above earlier ones. Pure noise is N(0, 1)."""
+    n = v.size
+    if n < 3:
+        return 0.0
+    first, second = np.triu_indices(n, 1)
+    score = float(np.sign(v[second] - v[first]).sum())
+    return score / float(np.sqrt(n * (n - 1) * (2 * n + 5) / 18))

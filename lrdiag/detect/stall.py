@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from lrdiag.detect.base import Context, Hit, clean
-from lrdiag.detect.robust import MAD_TO_SIGMA, log_scale, rolling_median
+from lrdiag.detect.robust import MAD_TO_SIGMA, block_medians, log_scale, rolling_median, theil_sen_slope
 from lrdiag.series.model import Series
 
 # ln(k) for k = 2..20 classes: beyond 20 the levels lie closer together (ln 21 - ln 20 = 0.05)
@@ -151,19 +151,12 @@ def _never_improved(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial
 
 
 def _trend_drop(steps: np.ndarray, y: np.ndarray) -> float:
-    """How far the loss fell over the whole run by its Theil-Sen line (median of pairwise
-    slopes, over at most 64 block medians to keep it cheap). On a short log the medians of the
-    first and last few points sit a third of the way into the run and miss much of a steady fall
-    (8 points, 4.63 to 3.97: 9 % between those medians, 15 % along the line); a line through
-    every point does not, and a noisy flat line gives it about zero."""
-    blocks = min(64, y.size)
-    edges = np.linspace(0, y.size, blocks + 1).astype(int)
-    x = np.array([np.median(steps[a:b]) for a, b in zip(edges[:-1], edges[1:])], dtype=np.float64)
-    v = np.array([np.median(y[a:b]) for a, b in zip(edges[:-1], edges[1:])])
-    first, second = np.triu_indices(blocks, 1)
-    dx = x[second] - x[first]
-    slopes = (v[second] - v[first])[dx > 0] / dx[dx > 0]
-    return float(-np.median(slopes) * (steps[-1] - steps[0])) if slopes.size else 0.0
+    """How far the loss fell over the whole run by its Theil-Sen line (over at most 64 block
+    medians, to keep it cheap). On a short log the medians of the first and last few points sit
+    a third of the way into the run and miss much of a steady fall (8 points, 4.63 to 3.97: 9 %
+    between those medians, 15 % along the line); a line through every point does not, and a
+    noisy flat line gives it about zero."""
+    return -theil_sen_slope(*block_medians(steps, y)) * float(steps[-1] - steps[0])
 
 
 def _lr_death(ctx: Context, steps, smooth, tolerance: float, total_drop: float, lr_floor: float,
