@@ -25,6 +25,8 @@ _SEPARATORS = re.compile(r"[\s,]*")
 # JSON lines become CSV for pandas' C parser: `{"k": v, "k2": v2}` -> `"k", v, "k2", v2`.
 _JSON_TO_CSV = bytes.maketrans(b":", b",")
 _OPEN, _CLOSE = ord("{"), ord("}")
+_OPENERS, _CLOSERS = (ord("{"), ord("[")), (ord("}"), ord("]"))
+_DEPTH_WINDOW = 1 << 22  # characters searched for the deepest point of a too-deep value
 # Lines the fast path cannot split into key/value pairs are at most this many before it gives up
 # on checking them one by one and counts braces per line instead.
 _FEW_LINES = 10_000
@@ -35,8 +37,38 @@ Points = tuple[np.ndarray, np.ndarray]  # (1-based line numbers, values) of one 
 
 def _loads(text: str | bytes) -> object:
     """json.loads keeping NaN / Infinity as the text "NaN" / "Infinity": a NaN loss stays a point
-    (the text converts to nan later) and is never taken for a missing value, which pandas shows as NaN too."""
-    return json.loads(text, parse_constant=str)
+    (the text converts to nan later) and is never taken for a missing value, which pandas shows as NaN too.
+
+    JSON nested deeper than the parser's recursion allows (about 1,000 levels; no training log
+    nests more than a few) is a JSONDecodeError at its deepest point, never a RecursionError."""
+    try:
+        return json.loads(text, parse_constant=str)
+    except RecursionError:
+        raise _too_deep(text, 0) from None
+
+
+def _too_deep(text: str | bytes, start: int) -> json.JSONDecodeError:
+    """The error for a value nested too deeply, placed at its deepest point after `start` (brackets
+    counted naively: the position only names the line)."""
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    codes = np.frombuffer(text[start:start + _DEPTH_WINDOW].encode("utf-32-le"), "<u4")
+    depth = np.cumsum(np.isin(codes, _OPENERS).astype(np.int32) - np.isin(codes, _CLOSERS))
+    return json.JSONDecodeError("nested too deeply (over the JSON parser's ~1,000-level limit)", text,
+                                start + int(np.argmax(depth)) if depth.size else start)
+
+
+def _flattened(container: dict | list) -> dict | list:
+    """A log entry (or list) whose nested values are markers: never metrics, and safe to print however deep."""
+    if isinstance(container, dict):
+        return {key: _value_text(value) if isinstance(value, (dict, list)) else value
+                for key, value in container.items()}
+    return [_value_text(value) if isinstance(value, (dict, list)) else value for value in container]
+
+
+def _value_text(value: object) -> str:
+    """A nested value or a boolean as text (never a metric); a container as a short marker, which
+    cannot recurse however deep it is nested."""
+    return "{...}" if isinstance(value, dict) else "[...]" if isinstance(value, list) else json.dumps(value)
 
 
 def claims(path: pathlib.Path, head: bytes) -> bool:
@@ -83,7 +115,7 @@ def _detect(name: str, head: bytes) -> str | None:
     lines = text.split("\n")
     for line in (lines if whole else lines[:-1])[:5]:
         try:
-            record = json.loads(line)
+            record = _loads(line)
         except ValueError:
             continue
         if not isinstance(record, dict):
@@ -99,7 +131,7 @@ def _detect(name: str, head: bytes) -> str | None:
     if whole:
         try:
             return "keras_history_json" if _is_keras_history(json.loads(text)) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return "keras_history_json" if _KERAS_HEAD.match(text) and _KERAS_LOSS.search(text) else None
 
@@ -224,7 +256,7 @@ def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: n
 def _key_count(line: bytes) -> int:
     """Keys of one JSON object line; 0 when it is not one."""
     try:
-        record = json.loads(line)
+        record = _loads(line)
     except ValueError:
         return 0
     return len(record) if isinstance(record, dict) else 0
@@ -258,7 +290,7 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
             lines.append(index + 1)
             # Booleans and nested values are text here: never metrics.
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            values.append(value if numeric or isinstance(value, str) else json.dumps(value))
+            values.append(value if numeric or isinstance(value, str) else _value_text(value))
     last_line_unfinished = data[-1:] != b"\n"
 
     def describe(line: tuple[int, str]) -> tuple[str, str]:
@@ -422,7 +454,7 @@ def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]
     report(problems, path, np.flatnonzero(~is_object),
            lambda index: (f"log_history[{index}]", "entry is not a JSON object; skipped"), "entries that are not objects")
     places = np.flatnonzero(is_object)
-    frame = pd.DataFrame.from_records([entries[index] for index in places])
+    frame = pd.DataFrame.from_records([_flattened(entries[index]) for index in places])
     if frame.empty:
         problems.append(Problem(str(path), "", "log_history is empty"))
         return {}
@@ -484,7 +516,10 @@ def _salvage_log_history(text: str, error: json.JSONDecodeError, path: pathlib.P
         if position >= len(text) or text[position] == "]":
             break
         try:
-            entry, position = decoder.raw_decode(text, position)
+            try:
+                entry, position = decoder.raw_decode(text, position)
+            except RecursionError:
+                raise _too_deep(text, position) from None
             entries.append(entry)
         except json.JSONDecodeError as bad:
             found_bad = True
@@ -515,7 +550,7 @@ def _read_keras_history(data: bytes, path: pathlib.Path, problems: list[Problem]
             continue
         where = tag.replace("{", "{{").replace("}", "}}") + "[{}]"
         epochs = np.arange(len(values))
-        cells = cells_to_numbers(pd.Series(values, dtype=object), epochs, tag, path, problems, where=where)
+        cells = cells_to_numbers(pd.Series(_flattened(values), dtype=object), epochs, tag, path, problems, where=where)
         if cells is not None and cells[0].any():
             series[tag] = Series(tag, epochs[cells[0]], cells[1][cells[0]])
     return series
