@@ -18,17 +18,31 @@ from lrdiag.series.roles import parse_role_overrides
 FORMATS = ("text", "json", "junit", "github", "markdown")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="lrdiag")
-def cli() -> None:
-    """Diagnose training runs from their logs (TensorBoard, CSV, JSON)."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Diagnose training runs from their logs (TensorBoard, CSV, JSON).
+
+    \b
+    Exit status (every command):
+      0  done, nothing to fail on
+      1  analyze: findings at or above --fail-on (or damaged logs with
+         --fail-on-problems); gate: the candidate regressed
+      2  usage or config error; input that could not be read (a path that holds
+         no run, a run none of whose files could be read, an unreadable baseline);
+         recommend: replays that give no verdict; an output lrdiag refuses to write"""
+    if ctx.invoked_subcommand is None:  # bare `lrdiag`: the help, as asked for, not an error
+        click.echo(ctx.get_help())
 
 
 def _codes(value: str | None) -> list[str] | None:
     return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _exit_code(doc: dict, fail_on: str) -> int:
+def _exit_code(doc: dict, fail_on: str, fail_on_problems: bool = False) -> int:
+    if fail_on_problems and any(run["problems"] for run in doc["runs"]):
+        return 1
     if fail_on == "never":
         return 0
     worst = SEVERITY_RANK[fail_on]
@@ -59,16 +73,23 @@ def _config(config_path: Path | None):
 @_CONFIG
 @click.option("--fail-on", type=click.Choice(("error", "warning", "never")), default=None,
               help="Exit 1 when a finding is at least this severe [default: error].")
+@click.option("--fail-on-problems", is_flag=True, default=None,
+              help="Exit 1 when a log was damaged (a read problem), even if what was read is clean.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings (2 still means a usage or input error).")
 @click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
               help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip TFRecord checksum verification (faster, trusts the files).")
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
-def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_on, exit_zero, roles, no_verify,
-            jobs) -> None:
+def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_on, fail_on_problems, exit_zero,
+            roles, no_verify, jobs) -> None:
     """Read every training log under PATHS, report each run and what went wrong in it.
 
-    Exit status: 0 clean, 1 findings at or above --fail-on, 2 usage, config or input error."""
+    \b
+    Exit status:
+      0  every path held runs, and none has a finding at or above --fail-on
+      1  a finding at or above --fail-on (or, with --fail-on-problems, a damaged log)
+      2  usage or config error, or input that could not be read: a path with no run
+         (empty, unreadable, no logs), a run none of whose files could be read"""
     from lrdiag.config import build_engine
     from lrdiag.pipeline import Options, analyze as run_analysis
     from lrdiag.render import jsonout, text
@@ -90,7 +111,8 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
             append_step_summary(doc, fail_on)
     if doc["errors"]:
         sys.exit(2)
-    sys.exit(0 if exit_zero else _exit_code(doc, fail_on))
+    fail_on_problems = config.fail_on_problems if fail_on_problems is None else fail_on_problems
+    sys.exit(0 if exit_zero else _exit_code(doc, fail_on, fail_on_problems))
 
 
 @cli.command("rules")

@@ -5,6 +5,7 @@
     ignore = ["LRD102"]                 # wins over select
     rule-dirs = ["ci/rules"]            # more rule folders, relative to this file
     fail-on = "warning"                 # error | warning | never
+    fail-on-problems = true             # analyze exits 1 when a log was damaged (default false)
     roles = { "my/valid_metric" = "val_loss" }
 
     [tool.lrdiag.rules.LRD101]          # by code, name or alias
@@ -28,7 +29,7 @@ from lrdiag.series.roles import parse_role_overrides
 
 FAIL_ON = ("error", "warning", "never")
 # `rules` holds the per-rule tables, so the extra rule folders need a key of their own.
-KEYS = ("select", "ignore", "rule-dirs", "fail-on", "roles", "rules")
+KEYS = ("select", "ignore", "rule-dirs", "fail-on", "fail-on-problems", "roles", "rules")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Config:
     ignore: list[str] = field(default_factory=list)
     rule_dirs: list[Path] = field(default_factory=list)
     fail_on: str | None = None
+    fail_on_problems: bool = False
     roles: dict[str, str] = field(default_factory=dict)  # tag -> role
     rules: dict[str, dict] = field(default_factory=dict)  # code, name or alias -> {severity, params}
 
@@ -105,6 +107,11 @@ def load_config(path: Path | None) -> Config:
         errors.append(f"{config.where('fail-on')}: must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
     else:
         config.fail_on = fail_on
+    fail_on_problems = table.get("fail-on-problems", False)
+    if not isinstance(fail_on_problems, bool):
+        errors.append(f"{config.where('fail-on-problems')}: must be true or false, got {fail_on_problems!r}")
+    else:
+        config.fail_on_problems = fail_on_problems
     roles = table.get("roles", {})
     if not isinstance(roles, dict) or not all(isinstance(role, str) for role in roles.values()):
         errors.append(f"{config.where('roles')}: must be a table of \"tag\" = \"role\", got {roles!r}")

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import click
 
+from lrdiag.errors import LrdiagError
 from lrdiag.ingest.discover import RunSpec, find_runs
 from lrdiag.ingest.runs import read_run
 from lrdiag.output import document, run_entry
+from lrdiag.series.model import Run
 
 _POOL_FROM = 8  # below this many runs a pool costs more than it saves
 
@@ -27,10 +29,57 @@ class Options:
     engine: object | None = None  # a detect.engine.Engine, or None to only read
 
 
-def analyze_spec(spec: RunSpec, options: Options) -> dict:
+def analyze_spec(spec: RunSpec, options: Options) -> dict | str:
     run = read_run(spec, verify=options.verify, roles=options.roles)
+    unread = unread_error(run)
+    if unread:
+        return unread
     findings = options.engine.run(run) if options.engine is not None else []
     return run_entry(run, findings)
+
+
+def unread_error(run: Run) -> str | None:
+    """Why not one file of `run` could be read, or None: a run with no series whose every file has a
+    problem is an input error (exit 2), never a run with "no findings"."""
+    if run.series or not run.problems or not set(run.files) <= {problem.file for problem in run.problems}:
+        return None
+    first = run.problems[0]
+    where = f"{first.where}: " if first.where else ""
+    more = len(run.problems) - 1
+    return (f"{run.name}: no file of this run could be read: {first.file}: {where}{first.message}"
+            + (f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""))
+
+
+def find_specs(paths: list[str]) -> tuple[list[RunSpec], list[str]]:
+    """The runs under each path, and one error line for each path that yields none (an empty or
+    unreadable folder, a folder without logs): a path that holds no run is an input error."""
+    specs, errors = [], []
+    for path in paths:
+        found = find_runs([path])
+        if not found:
+            errors.append(no_run_reason(path))
+        specs.extend(found)
+    return specs, errors
+
+
+def no_run_reason(path: str) -> str:
+    if os.path.isdir(path):
+        try:
+            entries = os.listdir(path)
+        except OSError as error:
+            return f"{path}: cannot read this folder: {error.strerror or error}"
+        if not entries:
+            return f"{path}: the folder is empty: no training logs found there"
+    return (f"{path}: no training logs found there (expected TensorBoard event files, a CSV log with a step "
+            "column, or a JSON log)")
+
+
+def specs_or_raise(paths: list[str]) -> list[RunSpec]:
+    """find_specs for the commands that need every path to hold runs: the first error is a user error."""
+    specs, errors = find_specs(paths)
+    if errors:
+        raise LrdiagError(errors[0])
+    return specs
 
 
 def _safely(work, spec: RunSpec, *args) -> dict | str:
@@ -62,8 +111,9 @@ def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None,
 
 
 def analyze(paths: list[str], options: Options, jobs: int | None = None, progress: bool | None = None) -> dict:
-    entries, errors = map_runs(analyze_spec, find_runs(paths), options, jobs=jobs, progress=progress)
-    return document(entries, errors)
+    specs, missing = find_specs(paths)
+    entries, errors = map_runs(analyze_spec, specs, options, jobs=jobs, progress=progress)
+    return document(entries, missing + errors)
 
 
 def _with_progress(results, total: int, progress: bool):

@@ -260,8 +260,8 @@ def test_exit_0_on_pass_and_1_on_regression_and_exit_zero_overrides(cli_runs):
     (["gate", "same", "--baseline", "nowhere.json"], "nowhere.json: no such file or folder"),
     (["gate", "same", "--baseline", "broken.json"], "broken.json: not a valid baseline: invalid JSON"),
     (["gate", "same", "--baseline", "wrong_schema.json"], "wrong_schema.json: not a valid baseline: schema 99"),
-    (["gate", "same", "--baseline", "notes.json"], "notes.json: not an lrdiag baseline file, and run notes.json has "
-                                                   "no loss metric"),
+    (["gate", "same", "--baseline", "notes.json"], "notes.json: no file of this run could be read: notes.json: not a "
+                                                   "training log"),
     (["gate", "same", "--baseline", "baseline.json", "--max-regression", "lots"], "--max-regression"),
     (["gate", "same", "--baseline", "baseline.json", "--metric", "nope"], "--metric nope"),
 ])

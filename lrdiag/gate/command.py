@@ -19,15 +19,14 @@ _CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Pat
 def read_runs(path: str, engine, roles: dict) -> list[tuple]:
     """Every run under `path`, read, with its findings as dicts."""
     from lrdiag.errors import LrdiagError
-    from lrdiag.ingest.discover import find_runs
     from lrdiag.ingest.runs import read_run
+    from lrdiag.pipeline import specs_or_raise, unread_error
 
-    specs = find_runs([path])
-    if not specs:
-        raise LrdiagError(f"{path}: no training logs found there")
     runs = []
-    for spec in specs:
+    for spec in specs_or_raise([path]):
         run = read_run(spec, roles=roles)
+        if unread := unread_error(run):
+            raise LrdiagError(unread)
         runs.append((run, [finding.to_dict() for finding in sorted(engine.run(run))]))
     return runs
 

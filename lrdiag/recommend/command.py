@@ -48,13 +48,17 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
     With --trainer, replay the logged schedule (the control) and each candidate for a few
     steps and seeds, score the replays with the same rules, and confirm the candidates that
     remove what they address without a worse loss.
+
+    Exit status: 0 done; 2 usage, config or input error (a path without a readable run, a trainer
+    that cannot load a checkpoint for --from-checkpoint), or replays that give no verdict because
+    the control, or every candidate, crashed or timed out.
     """
     from lrdiag import __version__
     from lrdiag.config import project_setup
     from lrdiag.errors import LrdiagError
-    from lrdiag.ingest.discover import find_runs
     from lrdiag.ingest.runs import read_run
     from lrdiag.output import SCHEMA
+    from lrdiag.pipeline import find_specs, unread_error
     from lrdiag.recommend import harness, report
     from lrdiag.recommend.candidates import horizon_of, propose
 
@@ -62,18 +66,27 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
     _, engine, role_map = project_setup(config_path, roles)
     if trainer:
         from lrdiag.recommend.candidates import REPLAY_EXTRA, torch_available
-        from lrdiag.recommend.trainer import load, resolve
+        from lrdiag.recommend.trainer import check_checkpoint, load, resolve
 
         if not torch_available():
             raise LrdiagError(f"--trainer: replays need torch: {REPLAY_EXTRA}")
         load(resolve(trainer))  # a trainer that does not import: one line, before any work
-    specs = find_runs(list(paths))
+        if start:
+            check_checkpoint(resolve(trainer))
+    specs, errors = find_specs(list(paths))
+    if trainer and errors:
+        raise LrdiagError(errors[0])
     if trainer and len(specs) != 1:
         raise LrdiagError(f"--trainer replays one run, and {' '.join(paths)} holds {len(specs)}: name one of "
                           + ", ".join(spec.name for spec in specs[:5]))
     entries = []
     for spec in specs:
         run = read_run(spec, roles=role_map)
+        if unread := unread_error(run):
+            if trainer:
+                raise LrdiagError(unread)
+            errors.append(unread)
+            continue
         findings = sorted(engine.run(run))
         candidates = propose(run, findings)
         entry = {"run": run.name, "findings": [f.to_dict() for f in findings], "candidates": candidates}
@@ -81,13 +94,17 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
             plan = harness.Plan(trainer, steps, seeds, device, executor, ray_address, out, timeout, start, jobs,
                                 eval_every, gpu_fraction)
             entry["replay"] = harness.replay(run, horizon_of(run), candidates, engine, plan, progress=_progress())
+            if entry["replay"]["failed"]:
+                errors.append(f"{run.name}: no verdict: {entry['replay']['failed']}")
         entry["candidates"] = [candidate.to_dict() for candidate in entry["candidates"]]
         entries.append(entry)
-    doc = {"schema": SCHEMA, "lrdiag": __version__, "runs": entries, "errors": []}
+    doc = {"schema": SCHEMA, "lrdiag": __version__, "runs": entries, "errors": errors}
     if output_format == "json":
         click.echo(json.dumps(doc, indent=2, allow_nan=False))
     else:
         click.echo(report.render(doc, color=sys.stdout.isatty()))
+    if errors:
+        sys.exit(2)
 
 
 def _progress():

@@ -93,12 +93,28 @@ def replay(run: Run, horizon: Horizon, candidates: list, engine, plan: Plan, pro
     wall = time.perf_counter() - began
     scored = [verdict.score(outcome, engine) for outcome in outcomes]
     control = verdict.judge(candidates, scored)
+    failed = _no_verdict(outcomes)
     seconds = [o["seconds"] for o in outcomes if o["status"] == "ok" and o["seconds"]]
     return {"steps": steps, "seeds": plan.seeds, "start": horizon.first + plan.start, "device": devices[0] if len(devices) == 1
             else f"{len(devices)} GPUs", "executor": plan.executor, "concurrency": concurrency, "replays": len(jobs),
             "wall_seconds": wall, "replay_seconds_median": statistics.median(seconds) if seconds else None,
             "gpu": monitor.summary() if monitor else None, "control": control, "out": str(out), "notes": notes,
-            "ranking": [c.name for c in candidates]}
+            "ranking": [c.name for c in candidates], "failed": failed}
+
+
+def _no_verdict(outcomes: list[dict]) -> str | None:
+    """Why the replays give no verdict: the control crashed or timed out in a seed (nothing to compare
+    with), or every candidate did; None when they can be judged. A replay whose loss went NaN ran:
+    that is a result, not a failure."""
+    broken = [o for o in outcomes if o["status"] in ("failed", "timeout")]
+    control = [o for o in broken if o["label"] == CONTROL]
+    if control:
+        return f"the control (the logged schedule) failed in seed {control[0]['seed']}: {control[0]['reason']}"
+    labels = {o["label"] for o in outcomes if o["label"] != CONTROL}
+    if labels and labels <= {o["label"] for o in broken}:
+        first = broken[0]
+        return f"every candidate's replay failed; {first['label']} seed {first['seed']}: {first['reason']}"
+    return None
 
 
 def _default_concurrency(devices: list[str]) -> int:

@@ -74,13 +74,16 @@ def _replay_lines(replay: dict, candidates: list, wrap) -> list[str]:
     found = ", ".join(f"{rule} in {count}/{seeds} seeds" for rule, count in control["findings"].items()) or "no findings"
     losses = [value for value in control["horizon_loss"] if isinstance(value, float)]
     loss = f"; horizon loss {sum(losses) / len(losses):.4g} (spread {control['spread']:.3g})" if losses else ""
-    lines.append(wrap(f"control (the logged schedule): {found}{loss}", "  "))
+    if not any(status in ("failed", "timeout") for status in control["statuses"]):
+        lines.append(wrap(f"control (the logged schedule): {found}{loss}", "  "))
     for reason in control["reasons"]:
         lines.append(wrap(f"control: {reason}", "  "))
     for note in replay["notes"]:
         lines.append(wrap(f"note: {note}", "  "))
     confirmed = [c for c in candidates if c["confirmed"]]
-    if confirmed:
+    if replay.get("failed"):
+        lines.append(wrap(f"no verdict: {replay['failed']}", "  "))
+    elif confirmed:
         best = confirmed[0]
         lines.append(wrap(f"verdict: use {best['name']}: {best['replay']['reason']}", "  "))
     else:

@@ -129,6 +129,26 @@ def load(spec: str) -> Callable[[], Trainer]:
     return lambda: FunctionTrainer(found)
 
 
+def check_checkpoint(spec: str) -> None:
+    """A usage error, before any replay runs, when `--from-checkpoint` meets a trainer that cannot load a
+    checkpoint: a class without `load_checkpoint`, or a function whose Setup has none (the function is
+    called once here, with seed 0 on the CPU, to see its Setup)."""
+    factory = load(spec)
+    if isinstance(factory, type):
+        has = callable(getattr(factory, "load_checkpoint", None))
+    else:
+        function = factory().function
+        try:
+            parts = function(0, "cpu")
+        except Exception as error:  # noqa: BLE001 - whatever the user's function raises
+            raise LrdiagError(f"--trainer {spec!r}: calling it to see its Setup failed: "
+                              f"{type(error).__name__}: {error}".replace("\n", " ")) from None
+        has = callable(getattr(parts, "load_checkpoint", None))
+    if not has:
+        raise LrdiagError(f"--from-checkpoint needs a trainer that restores a checkpoint, and {spec} has no "
+                          "load_checkpoint (docs/replay.md shows one)")
+
+
 def resolve(spec: str) -> str:
     """The spec with a file path made absolute, so that worker processes elsewhere find it."""
     target, sep, attribute = spec.rpartition(":")

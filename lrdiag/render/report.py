@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import click
@@ -48,12 +49,17 @@ def curves(run, run_points: int) -> dict:
     return out
 
 
-def report_run(spec, engine, roles: dict, run_points: int) -> dict:
-    """One run's report entry: what `lrdiag analyze` says of it, and its curves for display."""
+def report_run(spec, engine, roles: dict, run_points: int) -> dict | str:
+    """One run's report entry: what `lrdiag analyze` says of it, and its curves for display; or why
+    none of its files could be read."""
     from lrdiag.ingest.runs import read_run
     from lrdiag.output import run_entry
 
+    from lrdiag.pipeline import unread_error
+
     run = read_run(spec, roles=roles)
+    if unread := unread_error(run):
+        return unread
     entry = run_entry(run, engine.run(run))
     entry["curves"] = curves(run, run_points)
     return entry
@@ -115,11 +121,9 @@ def load_replays(folder: str, engine, roles: dict, run_points: int) -> dict:
 
 def build(paths: list[str], engine, rules, roles: dict, recommendations: Path | None = None,
           replays: str | None = None, jobs: int | None = None) -> dict:
-    from lrdiag.ingest.discover import find_runs
+    from lrdiag.pipeline import specs_or_raise
 
-    specs = find_runs(paths)
-    if not specs:
-        raise LrdiagError(f"{' '.join(paths)}: no training logs found there")
+    specs = specs_or_raise(paths)
     recs = load_recommendations(recommendations) if recommendations else {}
     run_points = points_per_run(len(specs))
     runs, errors = read_all(specs, engine, roles, run_points, jobs)
@@ -155,4 +159,10 @@ def report(paths, output, replays, recommendations, roles, config_path, jobs) ->
     except OSError as error:
         raise LrdiagError(f"{output}: cannot write the report: {error.strerror or error}") from None
     findings = sum(len(run["findings"]) for run in model["runs"])
-    click.echo(f"wrote {output}: {len(model['runs'])} runs, {findings} findings, {len(page) / 1e6:.2f} MB", err=True)
+    runs = len(model["runs"])
+    click.echo(f"wrote {output}: {runs} run{'s' if runs != 1 else ''}, {findings} finding{'s' if findings != 1 else ''}, "
+               f"{len(page) / 1e6:.2f} MB", err=True)
+    for error in model["errors"]:
+        click.echo(f"lrdiag: error: {error}", err=True)
+    if model["errors"]:
+        sys.exit(2)

@@ -54,7 +54,7 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
     out: list[str] = []
     for run in doc["runs"]:
         files = len(run["files"])
-        head = f"{run['run']}  ({run['source']}, {files} file{'s' if files != 1 else ''}, {len(run['metrics'])} metrics)"
+        head = f"{run['run']}  ({run['source']}, {plural(files, 'file')}, {plural(len(run['metrics']), 'metric')})"
         out.append(click.style(head, bold=True) if color else head)
         if run["metrics"]:
             header = ["metric", "role", "points", "steps", "last", "best", "nan/inf"]
@@ -77,7 +77,16 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
     for run in doc["runs"]:
         for finding in run["findings"]:
             counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
-    summary = ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in ("error", "warning", "info") if s in counts)
+    summary = ", ".join(plural(counts[s], s) if s != "info" else f"{counts[s]} info"
+                        for s in ("error", "warning", "info") if s in counts)
     problems = sum(len(run["problems"]) for run in doc["runs"])
-    out.append(f"{len(doc['runs'])} runs: {summary or 'no findings'}" + (f"; {problems} read problems" if problems else ""))
+    tally = f"{plural(len(doc['runs']), 'run')}: {summary or 'no findings'}"
+    tally += f"; {plural(problems, 'read problem')}" if problems else ""
+    tally += f"; {plural(len(doc['errors']), 'error')}" if doc["errors"] else ""
+    out.append(tally)
     return "\n".join(out)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 run`, `2 runs`, `0 runs`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
