@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lrdiag.detect.base import Context, Hit
+from lrdiag.detect.cause import assign as assign_causes
 from lrdiag.detect.explain import drop_explained
 from lrdiag.detect.finding import SEVERITY_RANK, Finding
 from lrdiag.detect.lrcontext import describe
@@ -31,6 +32,9 @@ class Engine:
         # Later rules read ctx.findings: LRD2xx (LR rules) reason about the instability before them.
         ctx = Context.of(run)
         for rule in self.rules:
+            if rule.category == "lr_schedule":
+                # LR rules judge the instability before them by its cause: a bad batch is not the schedule's.
+                ctx.findings = assign_causes(ctx.findings, run)
             for series in run.series.values():
                 if series.role not in rule.roles:
                     continue
@@ -43,7 +47,7 @@ class Engine:
                     continue
                 ctx.findings.extend(findings)
         # An oscillation or explosion peaks many times: those peaks are not separate spikes.
-        return sorted(drop_explained(ctx.findings))
+        return sorted(assign_causes(drop_explained(ctx.findings), run))
 
     def _detector(self, rule: Rule):
         if rule.detector not in self._detectors:

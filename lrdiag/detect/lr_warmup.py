@@ -3,6 +3,8 @@ started at its peak. Reads the findings of the instability rules that ran before
 
 "Early" is the first `early_fraction` of the run's steps: warmup schedules in common use
 (Transformers' warmup_ratio 0.03-0.1, Goyal et al.'s 5 epochs of 90) sit well inside 20 %.
+Findings whose cause (cause.py) is the data or numerics are not the schedule's doing: a bad
+batch early in the run is no reason to warm up.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def detect(series: Series, ctx: Context, early_fraction: float = 0.2) -> list[Hi
     first = min(int(s.min()) for s in run_steps)
     last = max(int(s.max()) for s in run_steps)
     cutoff = first + early_fraction * (last - first)
-    early = sorted((f for f in ctx.findings if f.category in _UNSTABLE and f.step_start <= cutoff),
-                   key=lambda f: f.step_start)
+    early = sorted((f for f in ctx.findings if f.category in _UNSTABLE and f.step_start <= cutoff
+                    and f.evidence.get("cause") not in ("data", "numeric")), key=lambda f: f.step_start)
     if not early:
         return []
     codes = sorted({f.rule for f in early})

@@ -1,0 +1,193 @@
+"""Cause before cure: every instability finding names its likely cause (LR, data, numeric) with
+facts that quote logged values, on constructed curves and on the sample logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curves import curve
+from lrdiag.detect.cause import assign, steps_per_epoch
+from lrdiag.detect.engine import Engine
+from lrdiag.detect.rulefile import builtin_rules_dir, load_rules
+from lrdiag.ingest.discover import find_runs
+from lrdiag.ingest.runs import read_run
+from lrdiag.series.model import Run, Series
+from lrdiag.series.roles import assign_roles
+
+SAMPLES = Path(__file__).parent.parent / "sample_logs"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(load_rules([builtin_rules_dir()]))
+
+
+def make_run(metrics: dict, source: str = "test") -> Run:
+    series = {}
+    for tag, spec in metrics.items():
+        values = curve(spec["curve"], spec.get("noise", 0.0))
+        steps = spec.get("steps", np.arange(values.size) * spec.get("every", 1))
+        series[tag] = Series(tag, steps, values)
+    assign_roles(series)
+    return Run("constructed", source, [], series)
+
+
+def assert_facts_quote_logged_values(finding, run: Run) -> None:
+    """Each fact's points are values logged at the steps they name, and the sentence quotes them."""
+    assert finding.evidence["cause"] in ("lr", "data", "numeric", "unknown")
+    for fact in finding.evidence["cause_evidence"]:
+        assert fact["says"] in ("lr", "data", "numeric"), fact
+        for point in fact["points"]:
+            series = run.series[point["metric"]]
+            at = np.flatnonzero(series.steps == point["step"])
+            assert at.size, f"{fact['fact']!r}: step {point['step']} of {point['metric']} was never logged"
+            logged = float(series.values[at[-1]])
+            assert point["value"] == pytest.approx(logged, nan_ok=True), fact["fact"]
+            assert f"step {point['step']}" in fact["fact"]
+            assert (f"{point['value']:.4g}" in fact["fact"]) or not np.isfinite(logged), fact["fact"]
+
+
+def causes(engine, run: Run) -> dict:
+    findings = engine.run(run)
+    for finding in findings:
+        if "cause" in finding.evidence:
+            assert_facts_quote_logged_values(finding, run)
+    return {(f.rule, f.metric, f.evidence.get("step", f.step_start)): f.evidence.get("cause") for f in findings}
+
+
+# --- constructed curves -------------------------------------------------------------------
+
+
+def test_one_step_spike_back_at_once_under_a_decaying_lr_is_the_data(engine):
+    # A warmup to 0.001 by step 50, then linear decay: at step 400 the LR is 0.00063 and falling.
+    run = make_run({"train/loss": {"curve": "1.0*0.995x400 5.0 0.13*0.9995x599", "noise": 0.03},
+                    "lr": {"curve": "0.00002+0.00002x50 0.001-0.000001x950"}})
+    [spike] = [f for f in engine.run(run) if f.rule == "LRD101"]
+    assert spike.evidence["step"] == 400 and spike.evidence["cause"] == "data"
+    facts = " ".join(f["fact"] for f in spike.evidence["cause_evidence"])
+    assert "a single step" in facts and "back at the next point" in facts
+    assert "the LR was calm (decaying" in facts and "0.00065 at step 400" in facts
+    assert_facts_quote_logged_values(spike, run)
+
+
+def test_spike_slow_to_recover_at_the_end_of_warmup_is_the_lr(engine):
+    run = make_run({"train/loss": {"curve": "1.0*0.995x100 5.0 3.0 2.0 1.2 0.8 0.6*0.999x395", "noise": 0.03},
+                    "lr": {"curve": "0.0001+0.0001x99 0.01-0.00001x401"}})
+    [spike] = [f for f in engine.run(run) if f.rule == "LRD101"]
+    assert spike.evidence["cause"] == "lr"
+    facts = [f["fact"] for f in spike.evidence["cause_evidence"]]
+    assert any(fact.startswith("just after the warmup ended") for fact in facts)
+    assert any(fact.startswith("slow to recover") for fact in facts)
+    assert_facts_quote_logged_values(spike, run)
+
+
+def test_nan_straight_from_the_usual_level_is_numeric(engine):
+    run = make_run({"train/loss": {"curve": "1.0*0.99x50 nanx10", "noise": 0.02}, "lr": {"curve": "0.01x60"}})
+    assert causes(engine, run)[("LRD105", "train/loss", 50)] == "numeric"
+
+
+def test_nan_after_a_climb_under_a_rising_lr_is_the_lr(engine):
+    run = make_run({"train/loss": {"curve": "1.0*0.99x50 0.6*1.3x10 nanx10", "noise": 0.02},
+                    "lr": {"curve": "0.01*1.03x70"}})
+    assert causes(engine, run)[("LRD105", "train/loss", 60)] == "lr"
+
+
+def test_transformers_nan_filter_loss_logged_as_zero_while_grad_norm_is_nan(engine):
+    # logging_nan_inf_filter=True (the default): the NaN steps' loss is logged as 0.0, grad_norm as NaN.
+    run = make_run({"loss": {"curve": "1.0*0.99x30 0.0x10", "noise": 0.02, "every": 10},
+                    "grad_norm": {"curve": "0.5x30 nanx10", "noise": 0.1, "every": 10},
+                    "learning_rate": {"curve": "0.001x40", "every": 10}})
+    [finding] = [f for f in engine.run(run) if f.rule == "LRD105" and f.metric == "loss"]
+    assert finding.evidence["step"] == 300 and finding.evidence["count"] == 10
+    assert "at step 300 it was logged as 0 while grad_norm was nan" in finding.message
+    assert finding.evidence["logged_as"][0] == {"step": 300, "loss": 0.0}
+    assert finding.evidence["cause"] == "numeric"
+    assert_facts_quote_logged_values(finding, run)
+    assert run.series["loss"].values[-1] == 0.0  # the logged data is left as it was
+
+
+def test_spikes_at_the_same_position_in_every_epoch_are_the_data(engine):
+    # 100 steps an epoch (train_loss_epoch logged at each epoch's last step); a bad sample 37 steps in.
+    values = curve("0.5x600", 0.05)
+    values[[137, 237, 337, 437]] = 5.0
+    epoch_means = curve("0.55x6", 0.01)
+    run = Run("constructed", "test", [], {
+        "train_loss_step": Series("train_loss_step", np.arange(600), values),
+        "train_loss_epoch": Series("train_loss_epoch", np.arange(99, 600, 100), epoch_means),
+        "lr-SGD": Series("lr-SGD", np.arange(600), np.full(600, 0.02))})
+    assign_roles(run.series)
+    assert steps_per_epoch(run) == 100
+    found = causes(engine, run)
+    assert [found[("LRD101", "train_loss_step", step)] for step in (137, 237, 337, 437)] == ["data"] * 4
+    spike = next(f for f in engine.run(run) if f.rule == "LRD101")
+    assert any("same position in each epoch of 100 steps" in f["fact"] for f in spike.evidence["cause_evidence"])
+
+
+def test_ring_of_a_few_points_under_a_held_lr_is_the_lr(engine):
+    steps = np.arange(600)
+    values = np.exp(-steps / 400) * (1 + 0.3 * np.cos(2 * np.pi * steps / 6))
+    run = Run("constructed", "test", [], {"loss": Series("loss", steps, values),
+                                          "lr": Series("lr", steps, np.full(600, 0.5))})
+    assign_roles(run.series)
+    oscillations = [f for f in engine.run(run) if f.category == "oscillation"]
+    assert oscillations and all(f.evidence["cause"] == "lr" for f in oscillations)
+
+
+def test_grad_norm_rising_before_the_spike_is_an_lr_fact(engine):
+    run = make_run({"train/loss": {"curve": "0.5x200 6.0 4.0 2.5 1.5 0.9 0.6x195", "noise": 0.03},
+                    "grad_norm": {"curve": "1.0x190 3.0 4.0 5.0 6.0 7.0 8.0 9.0 10.0 12.0 14.0 30.0 10.0x199",
+                                  "noise": 0.05},
+                    "lr": {"curve": "0.01x400"}})
+    [spike] = [f for f in engine.run(run) if f.rule == "LRD101"]
+    assert spike.evidence["cause"] == "lr"
+    assert any(f["fact"].startswith("grad_norm rose before it") for f in spike.evidence["cause_evidence"])
+    assert_facts_quote_logged_values(spike, run)
+
+
+def test_findings_that_already_carry_a_cause_keep_it(engine):
+    run = make_run({"train/loss": {"curve": "1.0*0.99x50 nanx10"}, "lr": {"curve": "0.01x60"}})
+    findings = engine.run(run)
+    assert assign(findings, run) == findings
+    assert [f.evidence["cause"] for f in assign(findings, run)] == [f.evidence["cause"] for f in findings]
+
+
+# --- the sample logs -----------------------------------------------------------------------
+
+# (run, rule, metric, step) -> cause, as their generator built them (sample_logs/manifest.json).
+SAMPLE_CAUSES = {
+    ("tensorboard/mlp_sgd_bad_batch_spike", "LRD101", "train/loss", 700): "data",  # one corrupted batch
+    ("lightning_csv/mlp_sgd_lr_spikes", "LRD101", "train_loss_step", 529): "lr",  # one-step LR spikes x100
+    ("lightning_csv/mlp_sgd_lr_spikes", "LRD101", "train_loss_step", 1109): "lr",
+    ("lightning_csv/mlp_sgd_lr_spikes", "LRD101", "train_loss_step", 1609): "lr",
+    ("lightning_csv/mlp_sgd_lr_spikes", "LRD101", "train_loss_epoch", 599): "lr",  # the epoch mean of step 529's
+    ("detectron2/detector_lr_spikes", "LRD101", "total_loss", 319): "lr",
+    ("detectron2/detector_lr_spikes", "LRD101", "total_loss", 619): "lr",
+    ("trainer_state/lstm_adamw_lr_spike", "LRD101", "loss", 510): "lr",
+    ("example_spiky", "LRD101", "train/loss", 2): "lr",  # Adam at 0.15 from step 0
+    ("tensorboard/mlp_sgd_warmup_nan", "LRD105", "train/loss", 198): "lr",
+    ("keras_csv/mlp_sgd_lr_growth_nan", "LRD105", "loss", 12): "lr",
+    ("trainer_state/lstm_sgd_no_clip_nan", "LRD105", "loss", 120): "lr",
+    ("trainer_state/lstm_sgd_clipped_explosion", "LRD106", "loss", 90): "lr",
+    ("tensorboard/mlp_adam_cyclic_lr_oscillation", "LRD102", "train/loss", 0): "lr",
+    ("lightning_csv/cnn_sgd_steplr_stall", "LRD103", "train_loss_step", 159): "lr",
+}
+
+
+@pytest.mark.parametrize("key", list(SAMPLE_CAUSES), ids=["/".join(map(str, key)) for key in SAMPLE_CAUSES])
+def test_sample_logs_get_the_cause_they_were_built_with(engine, key):
+    name, rule, metric, step = key
+    run = read_run(find_runs([str(SAMPLES / name)])[0])
+    found = causes(engine, run)
+    assert found.get((rule, metric, step)) == SAMPLE_CAUSES[key], found
+
+
+def test_every_sample_finding_of_an_instability_has_a_cause_with_logged_quotes(engine):
+    for spec in find_runs([str(SAMPLES)]):
+        run = read_run(spec)
+        for finding in engine.run(run):
+            if finding.category in ("spike", "oscillation", "explosion", "nonfinite", "stall"):
+                assert "cause" in finding.evidence, (run.name, finding.rule)
+                assert_facts_quote_logged_values(finding, run)
