@@ -1,9 +1,13 @@
-"""Find runs under the paths given: a run is a folder holding log files, or one log file.
+"""Find runs under the paths given: a run is a folder holding log files, or one log file, or a
+run kept in a tracker's store (a folder or file holding many runs, or a tracking server's URL).
 
 As in TensorBoard, each folder with event files is a run, named by its path relative to the
 argument. Sibling `train/` and `validation/` (or `val/`, `eval/`, `test/`, CatBoost's `learn/`)
 folders of one experiment reuse the same tag names, so they become one run whose tags are
 prefixed with the folder name (`train/epoch_loss`, `validation/epoch_loss`).
+
+A store claims the folders and files that are its own (an MLflow experiment folder): their runs are named by the store, after the
+store's place under the argument, and nothing inside a claimed folder is scanned again.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrdiag.errors import LrdiagError
-from lrdiag.ingest import csvlog, files, jsonlog, tfevents
+from lrdiag.ingest import csvlog, files, jsonlog, mlflow_files, tfevents
 
 READERS = (tfevents, csvlog, jsonlog)
+# Each store: NAME, claim(path) -> [(run name, where, run id)] or None, read(where, run id).
+STORES = (mlflow_files,)
+URL_STORES = ()  # the same, claiming URL arguments: claim(url)
 _SNIFFED_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".log", ".txt"}
 _HEAD_BYTES = 64 * 1024
 # A FIFO or device with one of these suffixes is taken for a log (and reported) without sniffing.
@@ -30,6 +37,14 @@ class RunSpec:
 
     name: str
     files: dict[Path, str] = field(default_factory=dict)  # file -> tag prefix ("" or "train/")
+    store: str = ""  # for a run in a store: the store's NAME,
+    where: str = ""  # the folder, file or URL that holds the run,
+    run: str = ""    # and the run's id there ("" when `where` is the run itself)
+
+
+def store_reader(name: str):
+    """The store module called `name`."""
+    return next(store for store in STORES + URL_STORES if store.NAME == name)
 
 
 def reader_for(path: Path):
@@ -59,9 +74,17 @@ def find_runs(arguments: list[str]) -> list[RunSpec]:
     """Every run under the arguments, in a stable order; a missing path is a usage error."""
     runs: list[RunSpec] = []
     for argument in arguments:
+        claimed = _claimed(argument, "", URL_STORES)
+        if claimed is not None:
+            runs.extend(claimed)
+            continue
         root = Path(argument)
         if not root.exists():
             raise LrdiagError(f"{argument}: no such file or folder")
+        claimed = _claimed(root, "")
+        if claimed is not None:
+            runs.extend(claimed)
+            continue
         if not root.is_dir():  # a log file, or a FIFO or device given by name: its reader says why it fails
             runs.append(RunSpec(argument, {root: ""}))
             continue
@@ -71,15 +94,27 @@ def find_runs(arguments: list[str]) -> list[RunSpec]:
 
 def _runs_in_folder(root: Path) -> list[RunSpec]:
     folders: dict[Path, list[Path]] = {}
+    stored: list[RunSpec] = []
     # Links are followed (a run folder may be a symlink to logs kept elsewhere), but each real
     # folder and file, known by (device, inode), is taken once, under the first path that reaches
     # it in sorted order: link cycles end, and links that branch (a/x -> b, a/y -> b, repeated at
     # every level) cannot make the walk, or a run's points, grow as 2^depth.
     seen = {_identity(root)}
     for folder, subfolders, names in os.walk(root, onerror=None, followlinks=True):
+        claimed = _claimed(Path(folder), _prefix(root, Path(folder)))
+        if claimed is not None:
+            stored.extend(claimed)
+            subfolders[:] = []
+            continue
         subfolders[:] = [name for name in sorted(subfolders) if _first_visit(os.path.join(folder, name), seen)]
-        logs = [Path(folder) / name for name in sorted(names)
-                if reader_for(Path(folder) / name) and _first_visit(os.path.join(folder, name), seen)]
+        logs = []
+        for name in sorted(names):
+            path = Path(folder) / name
+            claimed = _claimed(path, _prefix(root, path))
+            if claimed is not None and _first_visit(path, seen):
+                stored.extend(claimed)
+            elif claimed is None and reader_for(path) and _first_visit(path, seen):
+                logs.append(path)
         if logs:
             folders[Path(folder)] = logs
     children: dict[Path, set[str]] = {}
@@ -96,7 +131,22 @@ def _runs_in_folder(root: Path) -> list[RunSpec]:
         prefix = folder.name + "/" if is_split else ""
         spec = merged.setdefault(owner, RunSpec(_name(root, owner)))
         spec.files.update({log: prefix for log in logs})
-    return sorted(merged.values(), key=lambda spec: spec.name)
+    return sorted([*merged.values(), *stored], key=lambda spec: spec.name)
+
+
+def _claimed(path, prefix: str, stores=STORES) -> list[RunSpec] | None:
+    """The runs of the store that claims this folder, file or URL, or None."""
+    for store in stores:
+        runs = store.claim(path)
+        if runs is not None:
+            return [RunSpec(prefix + name, store=store.NAME, where=where, run=run) for name, where, run in runs]
+    return None
+
+
+def _prefix(root: Path, path: Path) -> str:
+    """A store's runs are named after the folder that holds the store, relative to the argument."""
+    relative = path.relative_to(root)
+    return "" if relative.parent == Path(".") else relative.parent.as_posix() + "/"
 
 
 def _identity(path) -> tuple[int, int] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrdiag.ingest.discover import RunSpec, reader_for
+from lrdiag.ingest.discover import RunSpec, reader_for, store_reader
 from lrdiag.ingest import tfevents
 from lrdiag.series.model import Problem, ReadResult, Run
 from lrdiag.series.roles import assign_roles
@@ -14,6 +14,13 @@ from lrdiag.series.roles import assign_roles
 def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = None) -> Run:
     """Read every file of a run and merge their series; never raises for bad data."""
     run = Run(spec.name, "", [str(path) for path in spec.files])
+    if spec.store:  # a run in a tracker's store: the store reads it whole
+        result = _guarded(store_reader(spec.store).read, spec.where, Path(spec.where), run=spec.run)
+        run.files, run.source, run.series = [spec.where], result.source, result.series
+        run.problems.extend(result.problems)
+        run.notes.extend(result.notes)
+        assign_roles(run.series, roles)
+        return run
     sources: list[str] = []
     for prefix in sorted(set(spec.files.values())):
         files = [path for path, p in spec.files.items() if p == prefix]

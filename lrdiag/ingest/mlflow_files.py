@@ -1,0 +1,195 @@
+"""Read MLflow's file store (`mlruns/`): one run a `<experiment>/<run>/` folder, one metric a file.
+
+A metric file under `<run>/metrics/` holds one `timestamp value step` line a logged point (MLflow
+3 adds a fourth field, the run id, in logged-model metrics; MLflow before 0.9 wrote no step, read
+as step 0). A key with `/` is a nested folder: `metrics/train/loss` is `train/loss`. Points are
+ordered by step, in logged order within a step, so that a step logged twice keeps both and the
+last logged wins where the detectors take one value a step (`detect.base.clean`), as on a restart.
+
+Runs are named `experiment name/run name`: the run name from `meta.yaml` (`run_name`), else the
+`mlflow.runName` tag, else the old `name` field, else the run id. Deleted runs and experiments
+(`lifecycle_stage: deleted`, or under `.trash/`) are skipped, and so are runs without metrics
+(parents of nested runs, params-only runs). MLflow 3's `models/m-*/` folders hold copies of
+their source run's metrics under the logged model and are not runs.
+
+`meta.yaml` is read for a few top-level fields by a small parser of its own (the `key: value`
+lines `yaml.safe_dump` writes): PyYAML is no core dependency of lrdiag (tensorboard does not
+bring it), and the whole of YAML is not needed for five fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lrdiag.series.model import Problem, ReadResult, Series
+from lrdiag.ingest.textlog import cap_problems
+
+NAME = "mlflow"
+_NOT_RUNS = {"models", "datasets", "traces", ".trash", "tags"}
+
+
+def claim(path: Path) -> list[tuple[str, str, str]] | None:
+    """The runs (name, run folder, "") of an MLflow experiment folder, of one run folder, or none for a
+    `.trash` folder of deleted experiments; None when the folder is not part of a file store."""
+    meta = read_meta(path / "meta.yaml")  # {} for a file, or a folder without one
+    if _is_run(meta):
+        if meta.get("lifecycle_stage") == "deleted" or not (path / "metrics").is_dir():
+            return []
+        experiment = read_meta(path.parent / "meta.yaml").get("name") or meta.get("experiment_id") or path.parent.name
+        return [(f"{experiment}/{run_name(path, meta)}", str(path), "")]
+    if _is_experiment(meta):
+        if meta.get("lifecycle_stage") == "deleted" or path.parent.name == ".trash":
+            return []
+        return _experiment_runs(path, meta)
+    if path.name == ".trash" and any(_is_experiment(read_meta(child / "meta.yaml")) for child in _subfolders(path)):
+        return []
+    return None
+
+
+def _experiment_runs(path: Path, meta: dict) -> list[tuple[str, str, str]]:
+    experiment = meta.get("name") or meta.get("experiment_id") or path.name
+    runs = []
+    for folder in _subfolders(path):
+        run_meta = read_meta(folder / "meta.yaml") if folder.name not in _NOT_RUNS else {}
+        if _is_run(run_meta) and run_meta.get("lifecycle_stage") != "deleted" and _has_metrics(folder / "metrics"):
+            runs.append((run_name(folder, run_meta), folder))
+    names = [name for name, _ in runs]
+    return [(f"{experiment}/{name}" + (f" ({folder.name[:8]})" if names.count(name) > 1 else ""), str(folder), "")
+            for name, folder in runs]
+
+
+def run_name(folder: Path, meta: dict) -> str:
+    """The name MLflow shows for a run."""
+    if meta.get("run_name"):
+        return meta["run_name"]
+    try:
+        tag = (folder / "tags" / "mlflow.runName").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        tag = ""
+    return tag or meta.get("name") or meta.get("run_id") or meta.get("run_uuid") or folder.name
+
+
+def read(where: str, run: str = "") -> ReadResult:
+    """Every metric of one run folder."""
+    root = Path(where) / "metrics"
+    result = ReadResult("mlflow_file_store")
+    for folder, subfolders, files in os.walk(root, onerror=lambda error: result.problems.append(
+            Problem(str(error.filename or root), "", f"cannot read folder: {error.strerror or error}"))):
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            key = path.relative_to(root).as_posix()
+            series = _read_metric(path, key, result.problems)
+            if series is not None:
+                result.series[key] = series
+    result.problems = cap_problems(result.problems, root)
+    return result
+
+
+def _read_metric(path: Path, key: str, problems: list[Problem]) -> Series | None:
+    try:
+        if not path.is_file():  # a FIFO would block the read
+            raise OSError(0, "not a regular file")
+        data = path.read_bytes()
+    except OSError as error:
+        problems.append(Problem(str(path), "", f"cannot read file: {error.strerror or error}"))
+        return None
+    tokens, count = data.split(), data.count(b"\n")
+    for width in (3, 4):  # the common case, all lines whole and alike, without a loop over lines
+        if data.endswith(b"\n") and count and len(tokens) == width * count:
+            table = np.array(tokens, dtype=bytes).reshape(count, width)
+            try:
+                return _sorted_series(key, table[:, 0].astype(np.float64), table[:, 1].astype(np.float64),
+                                      table[:, 2].astype(np.int64))
+            except ValueError:
+                break
+    lines = data.split(b"\n")
+    cut = lines.pop()  # b"" when the file ends with a newline, as every line MLflow writes does
+    if cut.strip():
+        problems.append(Problem(str(path), f"line {len(lines) + 1}",
+                                "last line cut short (no end of line), left out; was the run still being written?"))
+    rows = [line.split() for line in lines]
+    widths = np.fromiter(map(len, rows), np.int64, len(rows))
+    good = np.flatnonzero((widths >= 2) & (widths <= 4))
+    for index in np.flatnonzero(((widths < 2) | (widths > 4)) & (widths > 0))[:20]:
+        problems.append(Problem(str(path), f"line {index + 1}",
+                                f"expected 'timestamp value step', got {lines[index][:60].decode(errors='replace')!r}; line skipped"))
+    cells = [(row + [b"0"])[:3] for row in (rows[i] for i in good)]
+    table = np.array(cells, dtype=bytes).reshape(-1, 3)
+    try:
+        times, values, steps = table[:, 0].astype(np.float64), table[:, 1].astype(np.float64), table[:, 2].astype(np.int64)
+    except ValueError:
+        times, values, steps, good = _parse_slowly(table, good, lines, path, problems)
+    return _sorted_series(key, times, values, steps)
+
+
+def _sorted_series(key: str, times: np.ndarray, values: np.ndarray, steps: np.ndarray) -> Series:
+    order = np.argsort(steps, kind="stable")
+    return Series(key, steps[order], values[order], times[order] / 1000.0)
+
+
+def _parse_slowly(table: np.ndarray, good: np.ndarray, lines: list[bytes], path: Path, problems: list[Problem]):
+    """The rows that parse, one at a time, and a problem for each that does not."""
+    parsed, kept = [], []
+    for row, index in zip(table, good):
+        try:
+            parsed.append((float(row[0]), float(row[1]), int(row[2])))
+            kept.append(index)
+        except ValueError:
+            problems.append(Problem(str(path), f"line {index + 1}",
+                                    f"not a 'timestamp value step' line: {lines[index][:60].decode(errors='replace')!r}; skipped"))
+    columns = np.array(parsed, dtype=np.float64).reshape(-1, 3)
+    return columns[:, 0], columns[:, 1], columns[:, 2].astype(np.int64), np.array(kept, np.int64)
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """The top-level scalar fields of a meta.yaml written by MLflow; {} when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    fields: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if line.startswith((" ", "\t")) and key is not None:  # a long value folded onto more lines
+            fields[key] += " " + line.strip()
+        elif ":" in line and not line.startswith(("-", "#")):
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        else:
+            key = None
+    return {key: _scalar(value) for key, value in fields.items()}
+
+
+def _scalar(text: str) -> str:
+    if text.startswith("'") and text.endswith("'") and len(text) > 1:
+        return text[1:-1].replace("''", "'")
+    if text.startswith('"') and text.endswith('"') and len(text) > 1:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text[1:-1]
+    return "" if text in ("null", "~", "[]", "{}") else text
+
+
+def _is_run(meta: dict) -> bool:
+    return bool(meta.get("run_id") or meta.get("run_uuid")) and "artifact_uri" in meta
+
+
+def _is_experiment(meta: dict) -> bool:
+    return "experiment_id" in meta and "artifact_location" in meta and not _is_run(meta) and "model_id" not in meta
+
+
+def _has_metrics(folder: Path) -> bool:
+    return any(files for _, _, files in os.walk(folder))
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        return sorted(child for child in path.iterdir() if child.is_dir())
+    except OSError:
+        return []

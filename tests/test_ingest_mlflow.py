@@ -1,0 +1,237 @@
+"""MLflow stores: the file store (`mlruns/`), written by the real mlflow package and compared point
+for point with its own API; the real stores in real_logs."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrdiag.detect.base import clean
+from lrdiag.ingest import mlflow_files
+from lrdiag.ingest.discover import find_runs
+from lrdiag.ingest.runs import read_run
+
+REAL_MLFLOW = Path(__file__).parents[2] / "shared" / "real_logs" / "mlflow"
+
+
+def needs_real(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def log_runs(client) -> dict[str, str]:
+    """The runs every store test writes, through MlflowClient: {run name: run id}."""
+    experiment = client.create_experiment("exp one")
+    run = client.create_run(experiment, run_name="r1").info.run_id
+    for step in range(5):
+        client.log_metric(run, "train/loss", 1.0 / (step + 1), step=step)
+    client.log_metric(run, "train/loss", float("nan"), step=5)
+    client.log_metric(run, "train/loss", float("inf"), step=6)
+    client.log_metric(run, "val loss", 2.0, step=2)
+    client.log_metric(run, "val loss", 2.5, step=2)  # the same step again: the last logged wins
+    client.set_terminated(run)
+    second = client.create_run(experiment, run_name="r2").info.run_id
+    client.log_metric(second, "lr", 0.1, step=0)
+    client.log_metric(second, "lr", 0.05, step=1)
+    client.create_run(experiment, run_name="no metrics")  # a parent of nested runs looks like this
+    deleted = client.create_run(experiment, run_name="deleted").info.run_id
+    client.log_metric(deleted, "loss", 1.0)
+    client.delete_run(deleted)
+    gone = client.create_experiment("gone")
+    client.log_metric(client.create_run(gone, run_name="in a deleted experiment").info.run_id, "loss", 1.0)
+    client.delete_experiment(gone)
+    return {"r1": run, "r2": second}
+
+
+@pytest.fixture(scope="module")
+def file_store(tmp_path_factory):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # mlflow 3 keeps the file store behind this switch
+    root = tmp_path_factory.mktemp("store") / "mlruns"
+    client = MlflowClient(root.as_uri())
+    return root, client, log_runs(client)
+
+
+def assert_same_points(series, history) -> None:
+    """Our series equals the package's history, ordered by step with logged order kept within a step."""
+    history = sorted(history, key=lambda metric: metric.step)  # sorted() is stable
+    expected = np.array([metric.value for metric in history])
+    assert series.steps.tolist() == [metric.step for metric in history]
+    np.testing.assert_array_equal(series.values, expected)
+    assert series.wall_times.tolist() == [metric.timestamp / 1000.0 for metric in history]
+
+
+# --- file store -----------------------------------------------------------------------------------
+
+def test_file_store_every_point_equals_mlflow_client_history(file_store):
+    root, client, ids = file_store
+    runs = {spec.name: read_run(spec) for spec in find_runs([str(root)])}
+    assert sorted(runs) == ["exp one/r1", "exp one/r2"]  # no deleted run, no run without metrics
+    for name, run_id in ids.items():
+        run = runs[f"exp one/{name}"]
+        assert run.problems == [] and run.source == "mlflow_file_store"
+        for key, series in run.series.items():
+            assert_same_points(series, client.get_metric_history(run_id, key))
+    assert set(runs["exp one/r1"].series) == {"train/loss", "val loss"}  # a key with '/' is a nested folder
+    assert math.isnan(runs["exp one/r1"].series["train/loss"].values[5])
+    assert runs["exp one/r1"].series["train/loss"].values[6] == math.inf
+
+
+def test_file_store_step_logged_twice_keeps_both_and_the_last_wins(file_store):
+    root, _, _ = file_store
+    [spec] = [spec for spec in find_runs([str(root)]) if spec.name == "exp one/r1"]
+    series = read_run(spec).series["val loss"]
+    assert series.values.tolist() == [2.0, 2.5]
+    steps, values = clean(series)
+    assert steps.tolist() == [2] and values.tolist() == [2.5]
+
+
+def test_file_store_deleted_runs_and_trash_are_skipped(file_store):
+    root, _, _ = file_store
+    assert (root / ".trash").is_dir() and any((root / ".trash").iterdir())
+    names = [spec.name for spec in find_runs([str(root)])]
+    assert not any("deleted" in name or "gone" in name for name in names)
+    assert find_runs([str(root / ".trash")]) == []
+
+
+def test_file_store_experiment_or_run_folder_given_directly(file_store):
+    root, _, ids = file_store
+    [run_folder] = root.glob(f"*/{ids['r1']}")
+    assert [spec.name for spec in find_runs([str(run_folder.parent)])] == ["exp one/r1", "exp one/r2"]
+    assert [spec.name for spec in find_runs([str(run_folder)])] == ["exp one/r1"]
+    assert [spec.name for spec in find_runs([str(root.parent)])] == ["mlruns/exp one/r1", "mlruns/exp one/r2"]
+
+
+def copy_of_run(file_store, tmp_path) -> Path:
+    root, _, ids = file_store
+    [run_folder] = root.glob(f"*/{ids['r1']}")
+    shutil.copytree(run_folder.parent, tmp_path / "exp")
+    return tmp_path / "exp" / ids["r1"]
+
+
+def test_cut_metric_line_keeps_the_points_before_it_with_a_problem(file_store, tmp_path):
+    run_folder = copy_of_run(file_store, tmp_path)
+    metric = run_folder / "metrics" / "train" / "loss"
+    whole = metric.read_bytes()
+    metric.write_bytes(whole + b"1796040703999 0.12")  # a writer killed in the middle of a line
+    run = read_run(next(spec for spec in find_runs([str(tmp_path / "exp")]) if spec.name.endswith("r1")))
+    assert len(run.series["train/loss"]) == whole.count(b"\n") == 7
+    [problem] = run.problems
+    assert problem.file == str(metric) and problem.where == "line 8" and "cut short" in problem.message
+
+
+def test_bad_metric_lines_are_problems_and_the_other_lines_stay(file_store, tmp_path):
+    run_folder = copy_of_run(file_store, tmp_path)
+    metric = run_folder / "metrics" / "train" / "loss"
+    lines = metric.read_bytes().splitlines(keepends=True)
+    metric.write_bytes(b"".join(lines[:2] + [b"garbage\n", b"1796040703999 abc 3\n"] + lines[2:]))
+    run = read_run(next(spec for spec in find_runs([str(tmp_path / "exp")]) if spec.name.endswith("r1")))
+    assert len(run.series["train/loss"]) == 7
+    assert [(problem.where, problem.file) for problem in run.problems] == [("line 3", str(metric)), ("line 4", str(metric))]
+
+
+def test_meta_yaml_fields_read_as_yaml_reads_them(file_store):
+    yaml = pytest.importorskip("yaml")
+    root, _, _ = file_store
+    metas = list(root.rglob("meta.yaml")) + list(REAL_MLFLOW.rglob("meta.yaml"))
+    assert len(metas) > 10
+    for path in metas:
+        expected = yaml.safe_load(path.read_text())
+        ours = mlflow_files.read_meta(path)
+        for key, value in expected.items():
+            if isinstance(value, (str, int)):
+                assert ours[key] == str(value), (path, key)
+
+
+def test_meta_yaml_quoting_and_folded_values(tmp_path):
+    meta = tmp_path / "meta.yaml"
+    meta.write_text("artifact_location: file:///x\nexperiment_id: '7'\nname: 'it''s a very long experiment name\n"
+                    "  folded onto a second line'\nlifecycle_stage: active\ntags: []\nother: \"tab\\there\"\n")
+    assert mlflow_files.read_meta(meta) == {"artifact_location": "file:///x", "experiment_id": "7",
+                                            "name": "it's a very long experiment name folded onto a second line",
+                                            "lifecycle_stage": "active", "tags": "", "other": "tab\there"}
+
+
+# (store, {run name: {key: points}}) from the SOURCES.tsv notes; the test also counts lines itself.
+REAL_FILE_STORES = {
+    "GhadeerElmkaiel__SegFormer": {"SegformerB3FisheyeGenerate/f67368c47c034f66a565105fb0eb7697": {
+        "learning_rate": 16000, "momentum": 16000, "train/loss": 15960, "train/decode.loss_seg": 15960,
+        "train/decode.acc_seg": 15960}},
+    "CHRISTIANDAGATTI__Deep_Learning_Diplo": {
+        "NaiveMeliChallenge_experiment_5Cat/gaudy-dolphin-859": dict.fromkeys(
+            ["train_loss", "validation_loss", "train_bas", "validation_bas"], 200),
+        "NaiveMeliChallenge_experiment_5Cat/amusing-snipe-392": dict.fromkeys(
+            ["train_loss", "validation_loss", "train_bas", "validation_bas"], 80)},
+    "BozzoloLu__GAN": {"Classical GAN/Run_0 (07cd61a8)": {"Generator loss": 270, "Discriminator loss": 270},
+                       "Classical GAN/Run_0 (71597c39)": {"Generator loss": 270, "Discriminator loss": 270}},
+    "ai4os-hub__ai4os-yolov8-torch": {
+        f"/srv/yolov8_api/models/{name}": {
+            **dict.fromkeys(["lr/pg0", "lr/pg1", "lr/pg2", "train/box_loss", "train/cls_loss", "train/dfl_loss",
+                             "val/box_loss", "val/cls_loss", "val/dfl_loss"], 56),
+            **dict.fromkeys(["metrics/mAP50B", "metrics/mAP50-95B", "metrics/precisionB", "metrics/recallB"], 57)}
+        for name in ("20240212_144531", "20240212_152236")},
+    "Galjoentopper__Bot_kilo": {
+        "Default/gru_20250817_203926": {**dict.fromkeys(["train_loss", "val_loss", "learning_rate",
+                                                          "consecutive_bad_batches"], 48),
+                                        **dict.fromkeys(["best_val_loss", "final_learning_rate", "total_epochs"], 2)},
+        "Default/gru_20250817_184428": {**dict.fromkeys(["train_loss", "val_loss", "learning_rate",
+                                                          "consecutive_bad_batches"], 47),
+                                        **dict.fromkeys(["best_val_loss", "final_learning_rate", "total_epochs"], 2)}},
+}
+
+
+@pytest.mark.parametrize("store", sorted(REAL_FILE_STORES))
+def test_real_file_store_every_run_and_point(store):
+    root = needs_real(REAL_MLFLOW / store / "mlruns")
+    specs = find_runs([str(root)])
+    assert {spec.name: spec.store for spec in specs} == dict.fromkeys(REAL_FILE_STORES[store], "mlflow")
+    for spec in specs:
+        run = read_run(spec)
+        assert run.problems == []
+        assert {key: len(series) for key, series in run.series.items()} == REAL_FILE_STORES[store][spec.name]
+        for key, series in run.series.items():  # an independent count: the lines of each metric file
+            assert len(series) == (Path(spec.where) / "metrics" / key).read_bytes().count(b"\n")
+            assert (np.diff(series.steps) >= 0).all()
+
+
+def test_real_ultralytics_step_logged_twice_the_final_validation_wins():
+    root = needs_real(REAL_MLFLOW / "ai4os-hub__ai4os-yolov8-torch" / "mlruns")
+    for spec in find_runs([str(root)]):
+        series = read_run(spec).series["metrics/mAP50B"]
+        last_line = (Path(spec.where) / "metrics" / "metrics" / "mAP50B").read_text().splitlines()[-1].split()
+        assert series.steps[-2:].tolist() == [55, 55] and series.values[-1] == float(last_line[1])
+        steps, values = clean(series)
+        assert steps[-1] == 55 and values[-1] == float(last_line[1]) and len(steps) == 56
+
+
+def test_real_mlflow3_store_models_are_not_runs_and_the_repeated_step_0_sorts_first():
+    root = needs_real(REAL_MLFLOW / "Galjoentopper__Bot_kilo" / "mlruns")
+    assert any((root / "0" / "models").glob("m-*/metrics/train_loss"))  # four-field lines live there
+    specs = find_runs([str(root)])
+    assert all("/models/" not in spec.where for spec in specs) and len(specs) == 2
+    for spec in specs:
+        series = read_run(spec).series["train_loss"]
+        lines = (Path(spec.where) / "metrics" / "train_loss").read_text().splitlines()
+        assert lines[-1].split()[2] == "0"  # the last line repeats step 0, out of time order
+        assert series.steps[:2].tolist() == [0, 0] and series.steps[-1] == int(lines[-2].split()[2])
+    model = next((root / "0" / "models").glob("m-*"))
+    fields = (model / "metrics" / "train_loss").read_text().split()
+    assert len(fields) == 4  # timestamp value step run_id
+    models = mlflow_files.read(str(model))  # read when given alone, though discovery never takes it for a run
+    assert models.problems == [] and models.series["train_loss"].values.tolist() == [float(fields[1])]
+
+
+def test_real_nested_runs_parents_without_metrics_are_skipped():
+    root = needs_real(REAL_MLFLOW / "BozzoloLu__GAN" / "mlruns")
+    run_folders = [meta.parent for meta in root.glob("1/*/meta.yaml")]
+    assert len(run_folders) == 4  # two parents, two children
+    assert sorted(Path(spec.where) for spec in find_runs([str(root)])) == sorted(
+        folder for folder in run_folders if (folder / "metrics").is_dir() and any((folder / "metrics").iterdir()))
