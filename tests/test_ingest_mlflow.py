@@ -1,22 +1,25 @@
-"""MLflow stores: the file store (`mlruns/`), written by the real mlflow package and compared point
-for point with its own API; the real stores in real_logs."""
+"""MLflow stores: the file store (`mlruns/`) and the SQLite store, written by the
+real mlflow package and compared point for point with its own API; the real stores in real_logs."""
 
 from __future__ import annotations
 
 import math
 import os
 import shutil
+import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lrdiag.detect.base import clean
-from lrdiag.ingest import mlflow_files
+from lrdiag.ingest import mlflow_files, mlflow_sqlite
 from lrdiag.ingest.discover import find_runs
 from lrdiag.ingest.runs import read_run
 
 REAL_MLFLOW = Path(__file__).parents[2] / "shared" / "real_logs" / "mlflow"
+HUGE = sys.float_info.max
 
 
 def needs_real(path: Path) -> Path:
@@ -60,10 +63,22 @@ def file_store(tmp_path_factory):
     return root, client, log_runs(client)
 
 
-def assert_same_points(series, history) -> None:
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    database = tmp_path_factory.mktemp("sqlite") / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{database}")
+    return database, client, log_runs(client)
+
+
+def assert_same_points(series, history, inf_as_huge: bool = False) -> None:
     """Our series equals the package's history, ordered by step with logged order kept within a step."""
     history = sorted(history, key=lambda metric: metric.step)  # sorted() is stable
     expected = np.array([metric.value for metric in history])
+    if inf_as_huge:  # SQL has no Inf: MLflow stores and returns +-float max, lrdiag reads back +-Inf
+        expected = np.where(np.abs(expected) >= HUGE, np.sign(expected) * np.inf, expected)
     assert series.steps.tolist() == [metric.step for metric in history]
     np.testing.assert_array_equal(series.values, expected)
     assert series.wall_times.tolist() == [metric.timestamp / 1000.0 for metric in history]
@@ -235,3 +250,100 @@ def test_real_nested_runs_parents_without_metrics_are_skipped():
     assert len(run_folders) == 4  # two parents, two children
     assert sorted(Path(spec.where) for spec in find_runs([str(root)])) == sorted(
         folder for folder in run_folders if (folder / "metrics").is_dir() and any((folder / "metrics").iterdir()))
+
+
+# --- SQLite store -----------------------------------------------------------------------------------
+
+def test_sqlite_every_point_equals_mlflow_client_history(sqlite_store):
+    database, client, ids = sqlite_store
+    runs = {spec.name: read_run(spec) for spec in find_runs([str(database)])}
+    assert sorted(runs) == ["exp one/r1", "exp one/r2"]  # no deleted run or experiment, no run without metrics
+    for name, run_id in ids.items():
+        run = runs[f"exp one/{name}"]
+        assert run.problems == [] and run.source == "mlflow_sqlite" and run.files == [str(database)]
+        for key, series in run.series.items():
+            assert_same_points(series, client.get_metric_history(run_id, key), inf_as_huge=True)
+    values = runs["exp one/r1"].series["train/loss"].values
+    assert math.isnan(values[5]) and values[6] == math.inf
+    assert clean(runs["exp one/r1"].series["val loss"])[1].tolist() == [2.5]
+
+
+def test_sqlite_database_found_in_a_folder(sqlite_store):
+    database, _, _ = sqlite_store
+    assert [spec.name for spec in find_runs([str(database.parent)])] == ["exp one/r1", "exp one/r2"]
+
+
+def test_sqlite_locked_database_is_a_problem_naming_it_and_a_writer_is_never_locked_out(sqlite_store, tmp_path):
+    database, _, _ = sqlite_store
+    copy = tmp_path / "mlflow.db"
+    shutil.copy(database, copy)
+    specs = find_runs([str(copy)])
+    writer = sqlite3.connect(copy, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")  # a writer in the middle of committing
+    try:
+        run = read_run(specs[0])
+    finally:
+        writer.execute("ROLLBACK")
+    [problem] = run.problems
+    assert problem.file == str(copy) and "locked" in problem.message and run.series == {}
+    read_run(specs[0])
+    writer.execute("BEGIN EXCLUSIVE")  # lrdiag holds no lock once a run is read
+    writer.execute("ROLLBACK")
+    writer.close()
+
+
+def test_sqlite_unknown_schema_is_a_problem_naming_its_version(tmp_path):
+    database = tmp_path / "mlflow.db"
+    with sqlite3.connect(database) as connection:
+        connection.executescript("CREATE TABLE alembic_version (version_num VARCHAR(32));"
+                                 "INSERT INTO alembic_version VALUES ('abc123');"
+                                 "CREATE TABLE metrics (key TEXT, value FLOAT, timestamp INT, run_uuid TEXT);")
+    [spec] = find_runs([str(database)])
+    [problem] = read_run(spec).problems
+    assert problem.file == str(database)
+    assert "alembic version abc123" in problem.message and "metrics.is_nan" in problem.message
+
+
+def test_other_sqlite_databases_are_not_claimed(tmp_path):
+    database = tmp_path / "cache.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE metrics (x)")
+    assert mlflow_sqlite.claim(database) is None
+    assert find_runs([str(tmp_path)]) == []
+
+
+REAL_SQLITE = {
+    # store: (runs, {run name: {key: points}} for a few of them), from the SOURCES.tsv notes
+    "KhuzaimahAziz__thesis_seismology": (8, {"MLF_Test/upbeat-hen-871": {"train_loss": 48, "val_loss": 2, "epoch": 50},
+                                             "MLF_Test/orderly-ram-15": {"train_loss": 24, "epoch": 25, "val_loss": 1}}),
+    # 30 runs: 3 deleted (2 of them with metrics), 1 (deleted) without metrics
+    "Pooyash1998__Toy_sft": (27, {"granite-350M-sft/lora-sft-lr5e-05-r16-20260616-131808": {
+        "loss": 187, "grad_norm": 187, "learning_rate": 187, "eval_loss": 19, "epoch": 207, "train_loss": 1}}),
+}
+
+
+@pytest.mark.parametrize("store", sorted(REAL_SQLITE))
+def test_real_sqlite_store_every_run_and_point(store):
+    database = needs_real(REAL_MLFLOW / store / "mlruns.db")
+    specs = find_runs([str(database)])
+    count, some = REAL_SQLITE[store]
+    assert len(specs) == count == len({spec.run for spec in specs})
+    runs = {spec.name: read_run(spec) for spec in specs}
+    with sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True) as connection:
+        deleted = {row[0] for row in connection.execute("SELECT run_uuid FROM runs WHERE lifecycle_stage = 'deleted'")}
+        for spec in specs:
+            run = runs[spec.name]
+            assert run.problems == [] and spec.run not in deleted
+            counts = dict(connection.execute("SELECT key, COUNT(*) FROM metrics WHERE run_uuid = ? GROUP BY key",
+                                             (spec.run,)).fetchall())
+            assert {key: len(series) for key, series in run.series.items()} == counts
+    for name, expected in some.items():
+        assert {key: len(runs[name].series[key]) for key in expected} == expected
+
+
+def test_real_sqlite_epoch_on_repeated_steps_is_no_metric_role():
+    database = needs_real(REAL_MLFLOW / "KhuzaimahAziz__thesis_seismology" / "mlruns.db")
+    run = read_run(next(spec for spec in find_runs([str(database)]) if spec.name == "MLF_Test/upbeat-hen-871"))
+    epoch = run.series["epoch"]
+    assert len(np.unique(epoch.steps)) < len(epoch) and epoch.role is None
+    assert run.primary("train_loss").tag == "train_loss" and run.primary("val_loss").tag == "val_loss"
