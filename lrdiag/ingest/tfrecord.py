@@ -252,6 +252,14 @@ def frame(buf: Buffer, verify: bool = True) -> Records:
         all_lengths.append(lengths)
         if bad_from is None and stop < buf.size:
             header_intact = stop + HEADER > buf.size or masked_crc(buf.raw[stop:stop + 8]) == _u32(buf.raw, stop + 8)[0]
+            # A length running past the end with an intact record after it is damage, not the end
+            # of the file: a record still being written is the last one, with nothing whole after it.
+            resumed = _resync(buf, stop + 1) if header_intact and stop + HEADER <= buf.size else None
+            if resumed is not None:
+                damage.append((stop, f"record length {_u64(buf.raw, stop)[0]} runs past the end of the file; "
+                                     f"skipped {resumed - stop} bytes, resumed at offset {resumed}"))
+                pos = resumed
+                continue
             if header_intact or not verify:
                 damage.append((stop, f"truncated record: the file ends {buf.size - stop} bytes into it "
                                      "(still being written, or cut short)"))
