@@ -30,11 +30,24 @@ def _run(case: dict) -> Run:
         if "oscillate" in spec:
             wave = spec["oscillate"]
             values = values * np.exp(wave["amplitude"] * np.cos(2 * np.pi * np.arange(values.size) / wave["period"]))
+        if "ring" in spec:
+            values = values * np.exp(_ring(values.size, **spec["ring"]))
         # A metric may be logged on its own cadence (evaluations every N steps, from step `first`).
         every = spec.get("every", case.get("every", 1))
         series[tag] = Series(tag, spec.get("first", 0) + np.arange(values.size) * every, values)
     assign_roles(series)
     return Run("case", "test", [], series)
+
+
+def _ring(size: int, amplitude: float, period: float, damping: float, seed: int = 0) -> np.ndarray:
+    """Momentum ringing: an AR(2) resonance (poles at damping * e^(+-2 pi i / period)) driven by
+    white noise, as a heavy-momentum optimizer rings, scaled to swing +-amplitude (log units)."""
+    angle = 2 * np.pi / period
+    drive = np.random.default_rng(seed).standard_normal(size)
+    ring = np.zeros(size)
+    for i in range(2, size):  # a recursion: each point follows from the two before it
+        ring[i] = 2 * damping * np.cos(angle) * ring[i - 1] - damping**2 * ring[i - 2] + drive[i]
+    return amplitude / np.sqrt(2) * ring / ring.std()
 
 
 @pytest.fixture(scope="module")

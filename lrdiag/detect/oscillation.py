@@ -18,8 +18,12 @@ when one frequency with at least `min_cycles` cycles in it:
   cyclic schedule too wide are larger.
 - repeats: in the band-passed signal the typical cycle is at least half as tall as the tallest,
   so that one hump (a spike's slow recovery) does not count.
-Overlapping oscillating windows are reported as one stretch, with the strongest window's
-period and amplitude.
+A second test finds ringing with a period of 3 to 12 points (heavy momentum, full-batch
+training at too high an LR), which the spectral test misses: a ring driven by the noise at every
+step is a broad bump, no single frequency towers over it, and a noise level read from a series it
+fills absorbs it. Its autocorrelation still swings with its period (see _ringing).
+Oscillating windows that overlap or lie less than a window apart are reported as one stretch,
+with the strongest window's period and amplitude.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ _FAMILY_ALPHA = 1e-3  # chance that a run of pure noise shows any oscillating wi
 
 
 def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float = 12.0,
-           min_fraction: float = 0.3, min_amplitude: float = 0.25, min_points: int = 64) -> list[Hit]:
+           min_fraction: float = 0.3, min_amplitude: float = 0.25, min_ring_amplitude: float = 0.15,
+           min_points: int = 64) -> list[Hit]:
     steps, values = clean(series)
     if values.size < min_points:
         return []
@@ -69,8 +74,13 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
                 flagged[first:last + 1] = True
                 found.update(first=first, last=last, period_points=found["period_points"] * factor)
                 windows.append(found)
+    for found in _ringing(y, min_points, min_fraction, min_ring_amplitude):
+        flagged[found["first"]:found["last"] + 1] = True
+        windows.append(found)
     hits = []
-    for first, last in runs_of(flagged):
+    # Calmer spells shorter than a window do not split one oscillation: a ring driven by noise
+    # waxes and wanes, and a window that straddles a quiet spell may fall short of the tests.
+    for first, last in runs_of(flagged, gap=2 * min_points):
         inside = [w for w in windows if first <= w["first"] <= last]
         strongest = max(inside, key=lambda w: w["fraction"] * w["amplitude"])
         spacing = float(np.median(np.diff(steps[strongest["first"]:strongest["last"] + 1])))
@@ -78,9 +88,63 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
         hits.append(Hit(int(steps[first]), int(steps[last]), {
             "period_steps": period_steps, "period_points": strongest["period_points"],
             "amplitude_pct": float(100 * np.expm1(strongest["amplitude"])),
-            "variance_fraction": strongest["fraction"], "peak_ratio": strongest["ratio"],
+            "variance_fraction": strongest["fraction"], "peak_ratio": strongest.get("ratio"),
+            "autocorrelation_at_half_period": strongest.get("half_period_acf"),
             "cycles": float((steps[last] - steps[first]) / period_steps) if period_steps else None}))
     return hits
+
+
+# Periods (points) fitted, and the lags they are fitted over. Only a best fit of 12 points or
+# less counts: fitted up to 16 so that a slower wander, whose best fit would sit at the edge
+# of a range ending at 12, shows as what it is.
+_RING_PERIODS = np.arange(3.0, 16.01, 0.25)
+_RING_MAX_PERIOD = 12.0
+_RING_LAGS = np.arange(1, 17)
+
+
+def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude: float) -> list[dict]:
+    """Windows where the loss rings: its detrended autocorrelation over lags 1..13 follows a
+    cosine of period 3 to 12 points with weight `min_fraction` or more, and is negative at half
+    that period (red noise, a smoothing logger's, is positive there). Why the autocorrelation:
+    momentum ringing is a resonance excited by the noise at every step, a broad bump in the
+    spectrum that no single frequency towers over, and when it fills the run a noise level taken
+    from the same series absorbs it; its autocorrelation still swings with the ring's period.
+    Batch noise is white: every lag's autocorrelation is N(0, 1/n), and their cosine-weighted
+    mean over 13 lags has a standard deviation of 1/sqrt(6.5 n), 0.035 over a 128-point window,
+    so that 0.3 stands 8 of them above noise whatever the number of windows tested."""
+    size = 2 * min_points
+    if y.size < min_points:
+        return []
+    width = min(size, y.size)
+    detrended = y - rolling_median(y, 4 * int(_RING_PERIODS[-1]) + 1)  # 4 slowest cycles: keeps them whole
+    starts = np.unique(np.r_[np.arange(0, y.size - width + 1, max(1, width // 2)), y.size - width])  # and the end
+    rows = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    sigma = 1.4826 * np.median(np.abs(rows), axis=1, keepdims=True)
+    rows = np.clip(rows, -4 * sigma, 4 * sigma)  # a lone spike must not write its own autocorrelation
+    power = (rows * rows).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acf = np.stack([(rows[:, :-lag] * rows[:, lag:]).sum(axis=1) for lag in _RING_LAGS], axis=1) / power[:, None]
+    acf = np.nan_to_num(acf)
+    cosines = np.cos(2 * np.pi * _RING_LAGS[None, :] / _RING_PERIODS[:, None])
+    weights = acf @ cosines.T / (cosines**2).sum(axis=1)  # per window and period
+    best = np.argmax(weights, axis=1)
+    fraction = weights[np.arange(starts.size), best]
+    period = _RING_PERIODS[best]
+    # The lag nearest half the period: a ring is there as negative as the fitted cosine says
+    # (-1, or -0.5 at lags 1 and 2 of a period of 3); red noise after detrending is not.
+    half_lag = np.floor(period / 2 + 0.5).astype(int)
+    rows_index = np.arange(starts.size)
+    half = acf[rows_index, half_lag - 1]
+    expected = np.cos(2 * np.pi * half_lag / period)
+    full = np.array([np.interp(p, _RING_LAGS, row) for p, row in zip(period, acf)])
+    amplitude = np.sqrt(2 * np.maximum(fraction, 0) * power / width)
+    hit = ((fraction >= min_fraction) & (half <= 0.75 * fraction * expected) & (full > 0) & (amplitude >= min_amplitude)
+           & (period <= _RING_MAX_PERIOD))
+    return [{"first": int(start), "last": int(start + width - 1), "period_points": float(period[row]),
+             "amplitude": float(amplitude[row]), "fraction": float(fraction[row]),
+             "half_period_acf": float(half[row])}
+            for row, start in enumerate(starts.tolist()) if hit[row]]
 
 
 def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peaks: np.ndarray) -> np.ndarray:
