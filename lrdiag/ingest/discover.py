@@ -6,8 +6,8 @@ argument. Sibling `train/` and `validation/` (or `val/`, `eval/`, `test/`, CatBo
 folders of one experiment reuse the same tag names, so they become one run whose tags are
 prefixed with the folder name (`train/epoch_loss`, `validation/epoch_loss`).
 
-A store claims the folders and files that are its own (an MLflow experiment folder, an
-MLflow SQLite database): their runs are named by the store, after the
+A store claims the folders and files that are its own (an MLflow experiment folder, a W&B
+`wandb/` folder, an MLflow SQLite database): their runs are named by the store, after the
 store's place under the argument, and nothing inside a claimed folder is scanned again.
 """
 
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrdiag.errors import LrdiagError
-from lrdiag.ingest import csvlog, files, jsonlog, mlflow_files, mlflow_sqlite, tfevents
+from lrdiag.ingest import csvlog, files, jsonlog, mlflow_files, mlflow_sqlite, tfevents, wandb_local
 
 READERS = (tfevents, csvlog, jsonlog)
 # Each store: NAME, claim(path) -> [(run name, where, run id)] or None, read(where, run id).
-STORES = (mlflow_files, mlflow_sqlite)
+STORES = (mlflow_files, mlflow_sqlite, wandb_local)
 URL_STORES = ()  # the same, claiming URL arguments: claim(url)
 _SNIFFED_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".log", ".txt"}
 _HEAD_BYTES = 64 * 1024
