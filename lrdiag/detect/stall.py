@@ -16,6 +16,9 @@ loss could have gone further:
   peak for good (not a cyclic schedule's trough), the loss gained next to nothing (or crept on at a tenth of the rate just before),
   while in the stretch just before it was still falling fast (a quarter of its total drop):
   the schedule, not the model, ended the progress;
+- **back at its start after it had learned**: a flat tail (a `min_fraction` of the run) back near
+  the starting level, after the loss had been well below it: a blow-up reset the model (a
+  regression loss there predicts the mean); the excursion itself is a spike;
 - **stuck at a trivial level**: within 1 % of a cross-entropy level ln(k) for k = 2..20 classes,
   i.e. the model predicts a uniform class prior.
 A plateau far below the start, with the LR still alive, is a converged run: no finding.
@@ -69,8 +72,8 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         onset, lr_now, lr_peak = decay
         kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
                                    f"{lr_peak:.3g}) while the loss was still falling fast")
-    elif starts_early and (onset := _back_at_start(steps, smooth, float(np.median(y[:3])), end_level, enough,
-                                                   max(enough / 2, 3 * noise / np.sqrt(width)), min_fraction)) is not None:
+    elif starts_early and (onset := _back_at_start(steps, y, is_log, near_initial, min_fraction, min_points)) is not None and (
+            main is None or _back_at_start(*_log_series(main), near_initial, min_fraction, min_points) is not None):
         best = int(np.argmin(y[:onset]))
         kind, why = "back_at_start", (f"back near its starting level ({_units(np.median(y[:3]), is_log):.4g}, the median "
                                       f"of its first 3 points) after it had reached {values[best]:.4g} at step "
@@ -108,15 +111,25 @@ def _log_series(series: Series) -> tuple[np.ndarray, np.ndarray, bool]:
     return (steps, *log_scale(values))
 
 
-def _back_at_start(steps, smooth, start: float, end_level: float, enough: float, band: float,
-                   min_fraction: float) -> int | None:
+def _back_at_start(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial: float, min_fraction: float,
+                   min_points: int) -> int | None:
     """Index where a flat tail back near the starting level begins, when the loss had been well
     below it before: it learned, then lost most of it (a blow-up that reset the model). The tail
-    is flat when its smoothed values all stay within `band` of its end level; near the start
-    when not above it by `enough`, nor closer to its best than to its start."""
-    off = np.flatnonzero(np.abs(smooth - end_level) > band)
+    (`min_points` points or more) is flat when its smoothed values all stay within half of
+    `near_initial`, or three noise sigmas of a smoothed value, of its end level; near the start
+    when not above it (median of the first 3 points) by `near_initial`, nor closer to its best
+    than to its start. A validation or component loss is believed only when the main training
+    loss shows it too (a validation log starts after an epoch of training)."""
+    width = max(5, y.size // 20) | 1
+    smooth = rolling_median(y, width)
+    start = float(np.median(y[:3]))
+    end_level = float(np.median(y[-max(3, y.size // 10):]))
+    enough = near_initial * (1.0 if is_log else max(abs(start), 1e-12))
+    noise = MAD_TO_SIGMA * float(np.median(np.abs(y - smooth)))
+    off = np.flatnonzero(np.abs(smooth - end_level) > max(enough / 2, 3 * noise / np.sqrt(width)))
     onset = int(off[-1]) + 1 if off.size else 0
-    if onset == 0 or onset >= smooth.size or steps[-1] - steps[onset] < min_fraction * (steps[-1] - steps[0]):
+    if (onset == 0 or y.size - onset < min_points
+            or steps[-1] - steps[onset] < min_fraction * (steps[-1] - steps[0])):
         return None
     best = float(smooth[:onset].min())
     lost = end_level - best
