@@ -11,7 +11,8 @@ import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                   join_lines, line_bounds, normalized, per_line_count, report)
+                                   join_lines, line_bounds, normalized, per_line_count, report,
+                                   whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "csv"
@@ -123,13 +124,23 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
     data = normalized(data)
     starts, ends = line_bounds(data)
     blank = ends == starts
+    fields = per_line_count(data, ends, sep.encode()) + 1
     if b'"' in data:
-        # Quoted cells may hold commas: count fields with the csv module (rare, slow path); a
-        # line with an odd number of quotes would open a cell spanning the next lines.
-        fields = np.array([_quoted_field_count(data[start:end], sep) for start, end in zip(starts, ends)])
-        fields[per_line_count(data, ends, b'"') % 2 == 1] = -1
-    else:
-        fields = per_line_count(data, ends, sep.encode()) + 1
+        # Quoted cells may hold commas: lines with quotes count their fields with the csv module;
+        # a line with an odd number of quotes would open a cell spanning the next lines.
+        quotes = per_line_count(data, ends, b'"')
+        quoted = np.flatnonzero((quotes > 0) & (quotes % 2 == 0))
+        fields[quoted] = [_quoted_field_count(data[starts[index]:ends[index]], sep) for index in quoted]
+        fields[quotes % 2 == 1] = -1
+    if fields[0] < 0:  # a stray quote in the header: its cells are what lies between separators
+        header = data[starts[0]:ends[0]].decode("utf-8", "replace").split(sep)
+        columns = [cell.strip().replace('"', "").strip() for cell in header]
+        problems.append(Problem(str(path), "line 1", f"unbalanced quote in the header; read as the columns "
+                                                     f"{', '.join(map(repr, columns))}"[:300]))
+        clean = sep.join('"' + column + '"' for column in columns).encode()
+        data = clean + data[ends[0]:]
+        starts, ends = starts + len(clean) - ends[0], ends + len(clean) - ends[0]
+        starts[0], fields[0] = 0, len(columns)
     expected = fields[0]
     wrong = (fields != expected) & ~blank
     wrong[0] = False
@@ -150,11 +161,34 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
     except (ValueError, pd.errors.ParserError) as error:  # not expected after the checks above; never a crash
         problems.append(Problem(str(path), "", f"cannot parse as CSV: {str(error).strip()}"))
         return None, np.empty(0, np.int64)
-    frame.columns = [str(column).strip() for column in frame.columns]
+    header = next(csv.reader([data[starts[0]:ends[0]].decode("utf-8", "replace")], delimiter=sep))
+    frame = _first_of_each_name(frame, [cell.strip() for cell in header], path, problems)
     row_lines = good_lines[1:] + 1
     if len(row_lines) != len(frame):  # not expected either; keep numbering sane rather than fail
         row_lines = np.arange(len(frame)) + 2
     return frame, row_lines
+
+
+def _first_of_each_name(frame: pd.DataFrame, names: list[str], path: pathlib.Path,
+                        problems: list[Problem]) -> pd.DataFrame:
+    """The frame under the header's own names, keeping the first of columns that share a name.
+
+    pandas would call a second `loss` `loss.1`, a metric nobody logged, which could then pass for
+    the loss in role inference; which of the two is the real loss is not knowable, so the first is
+    read (as a reader of the header would) and the others are named in a problem."""
+    if len(names) != frame.shape[1]:  # an unnamed index column pandas added: keep its names
+        names = [str(column).strip() for column in frame.columns]
+    first = {}
+    for position, name in enumerate(names):
+        first.setdefault(name, position)
+    for name in dict.fromkeys(name for position, name in enumerate(names) if first[name] != position):
+        where = [position + 1 for position, other in enumerate(names) if other == name]
+        problems.append(Problem(str(path), "line 1", f"column {name!r} appears {len(where)} times in the header "
+                                                     f"(columns {', '.join(map(str, where))}); the first is read, "
+                                                     "the others skipped"))
+    frame = frame.iloc[:, sorted(first.values())]
+    frame.columns = list(first)
+    return frame
 
 
 def _series_from_frame(frame: pd.DataFrame, row_lines: np.ndarray, step_column: str, path: pathlib.Path,
@@ -172,7 +206,7 @@ def _series_from_frame(frame: pd.DataFrame, row_lines: np.ndarray, step_column: 
                 else f"{step_column!r} value {str(cell)[:40]!r} is not a finite number")
         return f"line {row_lines[index]}", f"{what}; row skipped"
     report(problems, path, np.flatnonzero(~has_step), describe, f"rows without {step_column!r} skipped")
-    steps = np.rint(np.where(has_step, steps, 0)).astype(np.int64)
+    has_step, steps = whole_steps(steps, has_step, row_lines, step_column, path, problems)
     series = {}
     for tag in frame.columns:
         if tag == step_column or is_bookkeeping(tag):

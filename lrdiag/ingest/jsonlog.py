@@ -14,7 +14,8 @@ import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                   join_lines, line_bounds, normalized, per_line_count, report)
+                                   join_lines, line_bounds, normalized, per_line_count, report,
+                                   whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "json"
@@ -382,7 +383,9 @@ def _series_with_restarts(metrics: dict[str, Points], steps_by_line: np.ndarray,
     no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
            f"records without {step_name!r} skipped")
-    record_lines = np.flatnonzero((points_per_line > 0) & ~np.isnan(steps_by_line))
+    has_step, _ = whole_steps(steps_by_line, (points_per_line > 0) & ~np.isnan(steps_by_line),
+                              np.arange(len(steps_by_line)), step_name, path, problems)
+    record_lines = np.flatnonzero(has_step)
     record_steps = steps_by_line[record_lines]
     restart = np.zeros(len(record_lines), bool)
     restart[1:] = record_steps[1:] < record_steps[:-1]
@@ -468,6 +471,8 @@ def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]
     report(problems, path, np.flatnonzero(np.isnan(steps)),
            lambda index: (f"log_history[{places[index]}]", "no step and no epoch; entry skipped"),
            "entries without step or epoch skipped")
+    has_step, _ = whole_steps(steps, ~np.isnan(steps), places, "step", path, problems, where="log_history[{}]")
+    steps = np.where(has_step, steps, np.nan)
     series = {}
     for tag in frame.columns:
         if is_bookkeeping(tag):

@@ -100,6 +100,27 @@ def report(problems: list[Problem], path: pathlib.Path, places: Sequence, descri
         problems.append(Problem(str(path), "", f"{len(places) - MAX_PROBLEMS} more {rest}"))
 
 
+def whole_steps(steps: np.ndarray, has_step: np.ndarray, places: np.ndarray, step_name: str, path: pathlib.Path,
+                problems: list[Problem], where: str = "line {}") -> tuple[np.ndarray, np.ndarray]:
+    """(has_step, int64 steps) from float steps: a step outside the int64 range cannot be a step
+    (its point is skipped, never wrapped round to a negative one); a fractional step is rounded
+    to the nearest whole one and named. Both are problems at `where.format(place)`."""
+    with np.errstate(invalid="ignore"):
+        in_range = np.abs(steps) < 2.0 ** 63
+        fractional = has_step & in_range & (steps != np.rint(steps))
+    huge = np.flatnonzero(has_step & ~in_range)
+    report(problems, path, huge, lambda index: (where.format(places[index]),
+                                                f"{step_name!r} value {steps[index]:.6g} is outside the range of "
+                                                "a step (a 64-bit integer); point skipped"),
+           f"points with a {step_name!r} outside the 64-bit range skipped")
+    report(problems, path, np.flatnonzero(fractional),
+           lambda index: (where.format(places[index]),
+                          f"{step_name!r} value {steps[index]:.6g} is not a whole number; "
+                          f"read as step {np.rint(steps[index]):.0f}"), f"fractional {step_name!r} values rounded")
+    has_step = has_step & in_range
+    return has_step, np.rint(np.where(has_step, steps, 0)).astype(np.int64)
+
+
 def cap_problems(problems: list[Problem], path: pathlib.Path) -> list[Problem]:
     """At most MAX_PROBLEMS problems, the last one counting those left out."""
     if len(problems) <= MAX_PROBLEMS:
