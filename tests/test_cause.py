@@ -171,7 +171,6 @@ SAMPLE_CAUSES = {
     ("keras_csv/mlp_sgd_lr_growth_nan", "LRD105", "loss", 12): "lr",
     ("trainer_state/lstm_sgd_no_clip_nan", "LRD105", "loss", 120): "lr",
     ("trainer_state/lstm_sgd_clipped_explosion", "LRD106", "loss", 90): "lr",
-    ("tensorboard/mlp_adam_cyclic_lr_oscillation", "LRD102", "train/loss", 0): "lr",
     ("lightning_csv/cnn_sgd_steplr_stall", "LRD103", "train_loss_step", 159): "lr",
 }
 
@@ -182,6 +181,16 @@ def test_sample_logs_get_the_cause_they_were_built_with(engine, key):
     run = read_run(find_runs([str(SAMPLES / name)])[0])
     found = causes(engine, run)
     assert found.get((rule, metric, step)) == SAMPLE_CAUSES[key], found
+
+
+@pytest.mark.parametrize("name", ["tensorboard/mlp_adam_cyclic_lr_oscillation",
+                                  "lightning_csv/mlp_adam_cyclic_lr_oscillation"])
+def test_a_loss_swinging_with_a_cyclic_lr_is_the_lr(engine, name):
+    run = read_run(find_runs([str(SAMPLES / name)])[0])
+    swings = [f for f in engine.run(run) if f.category == "oscillation"]
+    assert swings and {f.evidence["cause"] for f in swings} == {"lr"}
+    for finding in swings:
+        assert_facts_quote_logged_values(finding, run)
 
 
 def test_every_sample_finding_of_an_instability_has_a_cause_with_logged_quotes(engine):

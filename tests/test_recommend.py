@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,20 @@ from lrdiag.series.roles import assign_roles
 
 SAMPLES = Path(__file__).parent.parent / "sample_logs"
 EXAMPLE = SAMPLES / "example_spiky"
-CANDIDATE_KEYS = {"name", "rationale", "params", "code", "lr_curve", "addresses", "confirmed"}
+CANDIDATE_KEYS = {"name", "rationale", "params", "code", "lr_curve", "addresses", "confirmed", "kind"}
+
+
+_QUOTE = re.compile(r"([-+]?\d[\d.]*(?:e[-+]?\d+)?) at step (\d+)")
+
+
+def assert_quotes_are_logged(rationale: str, run: Run) -> None:
+    """Every 'X at step N' in a rationale is a value some series of the run logged at step N (to the
+    3 or 4 significant digits it is written with)."""
+    quotes = _QUOTE.findall(rationale)
+    for number, step in quotes:
+        logged = [float(s.values[s.steps == int(step)][-1]) for s in run.series.values() if (s.steps == int(step)).any()]
+        assert any(abs(float(number) - value) <= 5e-3 * abs(value) for value in logged), (
+            f"{number} at step {step} is not a value logged at step {step} ({logged}): {rationale}")
 
 
 def make_run(metrics: dict, every: int = 1) -> Run:
@@ -51,23 +65,33 @@ def engine():
 CASES = {
     "early spike under a constant LR": (
         {"train/loss": {"curve": "0.5x30 5.0 0.5x269", "noise": 0.05}, "lr": {"curve": "0.01x300"}},
-        1, "LRD101", {"warmup-cosine", "lower-peak", "one-cycle"}),
+        1, "LRD101", {"warmup-cosine", "lower-peak", "one-cycle", "clip-gradients"}),
+    "one-step spike back at once under a decaying LR (a bad batch)": (
+        {"train/loss": {"curve": "1.0*0.995x400 5.0 0.13*0.9995x599", "noise": 0.03},
+         "lr": {"curve": "0.00002+0.00002x50 0.001-0.000001x950"}},
+        1, "LRD101", {"clip-gradients", "inspect-batches"}),
     "oscillation at the peak LR": (
         {"train/loss": {"curve": "1.0*0.999x1000", "noise": 0.05, "oscillate": (0.4, 20)}, "lr": {"curve": "0.05x1000"}},
         1, "LRD102", {"lower-peak", "one-cycle"}),
     "stall after the LR decayed early": (
         {"train/loss": {"curve": "2.0*0.995x300 0.44x700", "noise": 0.01}, "lr": {"curve": "0.1x300 0.00001x700"}},
         1, "LRD103", {"later-step-decay", "cosine-to-end", "reduce-on-plateau"}),
-    "stall near the initial loss under a tiny LR": (
-        {"train/loss": {"curve": "2.0x500", "noise": 0.02}, "lr": {"curve": "0.000001x500"}},
+    "stall near the initial loss, creeping down steadily under a tiny LR": (
+        {"train/loss": {"curve": "2.0-0.0002x500", "noise": 0.005}, "lr": {"curve": "0.000001x500"}},
         1, "LRD103", {"higher-lr"}),
+    "flat stall near the initial loss: too small or too large cannot be told": (
+        {"train/loss": {"curve": "2.0x500", "noise": 0.02}, "lr": {"curve": "0.000001x500"}},
+        1, "LRD103", {"lr-range-test"}),
     "validation loss rising after its best epoch": (
         {"loss": {"curve": "1.0*0.9x25", "noise": 0.01}, "val_loss": {"curve": "1.0*0.9x10 0.4+0.02x15", "noise": 0.01},
          "lr": {"curve": "0.001x25"}},
         100, "LRD104", {"stop-at-best", "cosine-to-end", "weight-decay"}),
-    "NaN at the peak LR": (
-        {"train/loss": {"curve": "1.0*0.99x50 nanx10"}, "lr": {"curve": "0.1x60"}},
+    "NaN after a climb at the peak LR": (
+        {"train/loss": {"curve": "1.0*0.99x50 0.6*1.5x8 nanx10"}, "lr": {"curve": "0.1x68"}},
         1, "LRD105", {"lower-peak", "one-cycle"}),
+    "NaN straight from the usual level (numeric)": (
+        {"train/loss": {"curve": "1.0*0.99x50 nanx10", "noise": 0.02}, "lr": {"curve": "0.1x60"}},
+        1, "LRD105", {"skip-nonfinite", "inspect-batches"}),
     "explosion at the peak LR": (
         {"train/loss": {"curve": "1.0*0.99x100 0.37*1.1x60", "noise": 0.02}, "lr": {"curve": "0.1x160"}},
         1, "LRD106", {"lower-peak", "one-cycle"}),
@@ -86,6 +110,7 @@ def test_every_kind_of_finding_gets_candidates_that_address_it(engine, case):
         assert rule in made[name].addresses
         assert rule in made[name].rationale  # the rationale cites the finding...
         assert "LR" in made[name].rationale  # ...and what the LR did
+        assert_quotes_are_logged(made[name].rationale, run)
 
 
 def test_warmup_length_comes_from_where_the_early_spike_sits(engine):
@@ -164,10 +189,12 @@ def _run_scheduler(scheduler, opt, total, loss=None):
 
 
 def _every_candidate(engine):
+    """Every schedule candidate of every case (the others change the loop, not the LR)."""
     for case, (metrics, every, _, _) in CASES.items():
         run = make_run(metrics, every)
         for candidate in propose(run, engine.run(run)):
-            yield case, run, candidate
+            if candidate.kind == "schedule":
+                yield case, run, candidate
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -269,7 +296,11 @@ def test_sample_logs_get_candidates_for_what_they_show(engine, name, facts):
     rules = {f.rule for f in findings}
     for candidate in made:
         assert set(candidate.addresses) <= rules
-        assert candidate.lr_curve and len(candidate.lr_curve) <= 500
+        assert_quotes_are_logged(candidate.rationale, run)
+        if candidate.kind == "schedule":
+            assert candidate.lr_curve and len(candidate.lr_curve) <= 500
+        else:  # a change to the loop: no LR curve to draw
+            assert candidate.lr_curve is None
     # A loss stuck at ln(classes) points at the labels or the model, not at the schedule.
     about_the_lr = [f for f in findings if not (f.category == "stall" and f.evidence.get("kind") == "trivial_level")]
     if not facts["healthy"] and about_the_lr:
@@ -301,3 +332,110 @@ def test_text_output_says_keep_the_schedule_for_a_run_without_findings(tmp_path)
     result = CliRunner().invoke(cli, ["recommend", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "no findings: keep the schedule" in result.output
+
+
+# --- cause before cure: remedies that follow from the evidence ------------------------------
+
+
+def _no_lr_increase(run, made) -> None:
+    """No schedule candidate takes the LR above the highest the run logged."""
+    logged_peak = float(np.nanmax(run.primary("lr").values))
+    for candidate in made:
+        if candidate.kind == "schedule":
+            assert max(lr for _, lr in candidate.lr_curve) <= logged_peak * (1 + 1e-9), candidate.name
+    assert "higher-lr" not in {c.name for c in made}
+
+
+def test_dead_relu_sample_gets_the_range_test_not_a_higher_lr(engine):
+    # SGD at lr 0.5 killed every ReLU in the first epoch: flat at the class prior from then on.
+    run = read_run(find_runs([str(SAMPLES / "keras_csv/cnn_sgd_dead_relu_stall")])[0])
+    made = propose(run, engine.run(run))
+    _no_lr_increase(run, made)
+    [test] = [c for c in made if c.name == "lr-range-test"]
+    assert test.kind == "range-test" and test.lr_curve is None
+    assert test.params["current_lr"] == 0.5 and test.params["start_lr"] == 0.005
+    assert "0.5 at step 0" in test.rationale and "cannot tell an LR too small from one too large" in test.rationale
+    assert_quotes_are_logged(test.rationale, run)
+
+
+def test_unigram_stuck_transformer_under_adam_003_gets_no_tenfold_lr(engine):
+    # A tiny GPT on a 12-token language: at init ln 12 = 2.485; Adam at 0.03 takes it within four steps to
+    # the unigram entropy (2.33) and no further (the curve such runs log), while eval sits there too.
+    loss = curve("2.485 2.43 2.37 2.34 2.33x396", 0.01)
+    run = Run("unigram", "test", [], {"train/loss": Series("train/loss", np.arange(400), loss),
+                                      "eval/loss": Series("eval/loss", np.arange(49, 400, 50), curve("2.335x8", 0.002)),
+                                      "lr": Series("lr", np.arange(400), np.full(400, 0.03))})
+    assign_roles(run.series)
+    findings = engine.run(run)
+    assert {f.evidence.get("kind") for f in findings if f.rule == "LRD103"} == {"near_initial"}
+    made = propose(run, findings)
+    _no_lr_increase(run, made)
+    assert [c.name for c in made] == ["lr-range-test"]
+    assert made[0].params["start_lr"] == 0.0003  # the sweep starts two decades below the 0.03 that stalled
+
+
+def test_a_steady_creep_under_a_tiny_lr_gets_the_higher_lr_with_the_creep_quoted(engine):
+    run = read_run(find_runs([str(SAMPLES / "tensorboard/lstm_sgd_tiny_lr_stall")])[0])
+    made = {c.name: c for c in propose(run, engine.run(run))}
+    higher = made["higher-lr"]
+    assert higher.params["lr"] == 0.0001 and higher.params["previous_lr"] == 1e-05
+    assert "val/loss from 0.5665 at step 99 to 0.5642 at step 999" in higher.rationale
+    assert_quotes_are_logged(higher.rationale, run)
+
+
+def test_bad_batch_sample_gets_clipping_and_the_batch_to_inspect_not_a_lower_lr(engine):
+    run = read_run(find_runs([str(SAMPLES / "tensorboard/mlp_sgd_bad_batch_spike")])[0])
+    findings = engine.run(run)
+    assert [f.evidence["cause"] for f in findings if f.rule == "LRD101"] == ["data"]
+    made = {c.name: c for c in propose(run, findings)}
+    assert set(made) == {"clip-gradients", "inspect-batches"}
+    assert made["inspect-batches"].params["steps"] == [700]
+    assert "32.8 at step 700" in made["inspect-batches"].rationale
+    assert made["clip-gradients"].kind == "clipping" and "clip_grad_norm_" in made["clip-gradients"].code
+    for candidate in made.values():
+        assert candidate.lr_curve is None
+        assert_quotes_are_logged(candidate.rationale, run)
+        compile(candidate.code.replace("continue", "pass"), candidate.name, "exec")
+
+
+def test_clip_max_norm_is_the_98th_percentile_grad_norm_logged_before_the_spike(engine):
+    grad_norm = curve("1.0x400", 0.2, seed=3)
+    run = make_run({"train/loss": {"curve": "1.0*0.995x300 8.0 0.22*0.9995x99", "noise": 0.03},
+                    "lr": {"curve": "0.01*0.999x400"}})
+    run.series["grad_norm"] = Series("grad_norm", np.arange(400), grad_norm, role="grad_norm")
+    findings = engine.run(run)
+    made = {c.name: c for c in propose(run, findings)}
+    clip = made["clip-gradients"]
+    healthy = np.sort(grad_norm[:300])
+    expected = healthy[int(np.ceil(0.98 * 300)) - 1]
+    assert clip.params["max_norm"] == float(f"{expected:.3g}")
+    assert grad_norm[clip.params["from_step"]] == expected  # a value the run logged, at the step quoted
+    assert f"{expected:.4g} at step {clip.params['from_step']}" in clip.rationale
+    assert f"max_norm = {clip.params['max_norm']!r}" in clip.code
+    assert_quotes_are_logged(clip.rationale, run)
+
+
+def test_lower_peak_quotes_the_lr_logged_where_the_loss_went_wrong_not_the_peak(engine):
+    # The known bug: "the LR was already at its peak 0.001 when the loss first went wrong at step 400",
+    # while the LR had peaked at step 49 and was 0.00065 and falling there.
+    run = make_run({"train/loss": {"curve": "1.0*0.995x400 5.0 3.0 2.0 1.2 0.8 0.6*0.999x595", "noise": 0.03},
+                    "lr": {"curve": "0.00002+0.00002x50 0.001-0.000001x950"}})
+    findings = engine.run(run)
+    assert [f.evidence["cause"] for f in findings if f.rule == "LRD101"] == ["lr"]
+    lower = {c.name: c for c in propose(run, findings)}["lower-peak"]
+    assert "already at its peak" not in lower.rationale
+    lr = run.series["lr"]
+    assert f"was {lr.values[400]:.3g} at step 400" in lower.rationale and lr.values[400] == pytest.approx(0.00065)
+    assert f"peaked at {lr.values.max():.3g} at step {lr.values.argmax()}" in lower.rationale
+    assert lr.values.argmax() == 49
+    assert_quotes_are_logged(lower.rationale, run)
+
+
+def test_json_grows_a_kind_for_each_candidate():
+    result = CliRunner().invoke(cli, ["recommend", str(SAMPLES / "tensorboard/mlp_sgd_bad_batch_spike"), "--format",
+                                      "json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.output)["runs"]
+    assert {c["name"]: c["kind"] for c in entry["candidates"]} == {"clip-gradients": "clipping",
+                                                                  "inspect-batches": "batches"}
+    assert entry["findings"][0]["evidence"]["cause"] == "data"
