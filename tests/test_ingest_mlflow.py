@@ -1,4 +1,4 @@
-"""MLflow stores: the file store (`mlruns/`) and the SQLite store, written by the
+"""MLflow stores: the file store (`mlruns/`), the SQLite store and a tracking server, written by the
 real mlflow package and compared point for point with its own API; the real stores in real_logs."""
 
 from __future__ import annotations
@@ -6,15 +6,21 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import sqlite3
+import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lrdiag.detect.base import clean
-from lrdiag.ingest import mlflow_files, mlflow_sqlite
+from lrdiag.errors import LrdiagError
+from lrdiag.ingest import mlflow_files, mlflow_server, mlflow_sqlite
 from lrdiag.ingest.discover import find_runs
 from lrdiag.ingest.runs import read_run
 
@@ -347,3 +353,137 @@ def test_real_sqlite_epoch_on_repeated_steps_is_no_metric_role():
     epoch = run.series["epoch"]
     assert len(np.unique(epoch.steps)) < len(epoch) and epoch.role is None
     assert run.primary("train_loss").tag == "train_loss" and run.primary("val_loss").tag == "val_loss"
+
+
+# --- tracking server --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--default-artifact-root", str(folder / "art")],
+        stdout=open(folder / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        client = MlflowClient(url)
+        ids = log_runs(client)
+        from mlflow.entities import Metric
+
+        long_run = client.create_run(client.get_experiment_by_name("exp one").experiment_id, run_name="long").info.run_id
+        points = 30_000  # more than one get-history page of 25 000
+        for start in range(0, points, 1000):
+            client.log_batch(long_run, metrics=[Metric("loss", 1.0 / (step + 1), 1_700_000_000_000 + step, step)
+                                                for step in range(start, start + 1000)])
+        ids["long"] = long_run
+        yield url, client, ids, points
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def test_server_every_point_equals_mlflow_client_history(server):
+    url, client, ids, points = server
+    specs = find_runs([f"mlflow+{url}"])
+    assert sorted(spec.name for spec in specs) == ["exp one/long", "exp one/r1", "exp one/r2"]
+    runs = {spec.name: read_run(spec) for spec in specs}
+    for name, run_id in ids.items():
+        run = runs[f"exp one/{name}"]
+        assert run.problems == [] and run.source == "mlflow_server"
+        for key, series in run.series.items():
+            assert_same_points(series, client.get_metric_history(run_id, key))
+    assert len(runs["exp one/long"].series["loss"]) == points
+    assert math.isnan(runs["exp one/r1"].series["train/loss"].values[5])
+
+
+def test_server_url_with_an_experiment_name_or_id(server):
+    url, client, _, _ = server
+    assert len(find_runs([f"mlflow+{url}/exp%20one"])) == 3
+    experiment_id = client.get_experiment_by_name("exp one").experiment_id
+    assert len(find_runs([f"mlflow+{url}/{experiment_id}"])) == 3
+    with pytest.raises(LrdiagError, match="no experiment named 'nope'"):
+        find_runs([f"mlflow+{url}/nope"])
+
+
+def test_server_down_is_one_clear_error_exit_2(tmp_path):
+    url = f"mlflow+http://127.0.0.1:{free_port()}"
+    with pytest.raises(LrdiagError, match="cannot reach the server"):
+        find_runs([url])
+    result = subprocess.run([sys.executable, "-m", "lrdiag", "analyze", url], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and url in result.stderr
+
+
+def test_server_that_never_answers_times_out_with_one_error(monkeypatch):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    monkeypatch.setattr(mlflow_server, "TIMEOUT_S", 0.5)
+    try:
+        with pytest.raises(LrdiagError, match="no answer within 0.5 s"):
+            find_runs([f"mlflow+http://127.0.0.1:{listener.getsockname()[1]}"])
+    finally:
+        listener.close()
+
+
+def test_server_failing_mid_history_keeps_the_points_that_came(server):
+    """A proxy in front of the real server drops the connection when the second history page is asked for."""
+    import http.server
+
+    url, _, ids, points = server
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if "get-history" in self.path and "page_token" in self.path:
+                self.connection.close()  # the server went away in the middle of the read
+                return
+            with urllib.request.urlopen(url + self.path, timeout=30) as upstream:
+                body = upstream.read()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        run = mlflow_server.read(f"http://127.0.0.1:{proxy.server_address[1]}", ids["long"])
+    finally:
+        proxy.shutdown()
+    assert len(run.series["loss"]) == 25_000 < points
+    [problem] = run.problems
+    assert "after 25000 points" in problem.message and "'loss'" in problem.where
+
+
+def test_not_an_mlflow_url_is_still_a_missing_path():
+    with pytest.raises(LrdiagError, match="no such file or folder"):
+        find_runs(["mlflow:/nowhere"])

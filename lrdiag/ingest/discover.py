@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrdiag.errors import LrdiagError
-from lrdiag.ingest import csvlog, files, jsonlog, mlflow_files, mlflow_sqlite, tfevents, wandb_local
+from lrdiag.ingest import csvlog, files, jsonlog, mlflow_files, mlflow_server, mlflow_sqlite, tfevents, wandb_local
 
 READERS = (tfevents, csvlog, jsonlog)
 # Each store: NAME, claim(path) -> [(run name, where, run id)] or None, read(where, run id).
 STORES = (mlflow_files, mlflow_sqlite, wandb_local)
-URL_STORES = ()  # the same, claiming URL arguments: claim(url)
+URL_STORES = (mlflow_server,)  # the same, claiming URL arguments: claim(url)
 _SNIFFED_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".log", ".txt"}
 _HEAD_BYTES = 64 * 1024
 # A FIFO or device with one of these suffixes is taken for a log (and reported) without sniffing.
