@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lrdiag.errors import LrdiagError
-from lrdiag.series.model import Series
+from lrdiag.series.model import Run, Series
 from lrdiag.series.roles import ROLES, assign_roles, infer_role, parse_role_overrides
 
 ROLE_TABLE = [
@@ -48,7 +49,29 @@ ROLE_TABLE = [
     ("train/accuracy", "train_acc"),
     ("metrics/mAP_0.5", "val_acc"),  # YOLO computes metrics/* on the validation set
     ("metrics/precision", "val_acc"),
+    # the trackers: MLflow (plain log_metric, Lightning, HF), W&B (HF, Keras WandbMetricsLogger), Ultralytics
+    ("validation_loss", "val_loss"),
+    ("Training/loss", "train_loss"),
+    ("eval/loss", "val_loss"),
+    ("epoch/loss", "train_loss"),
+    ("epoch/val_loss", "val_loss"),
+    ("batch/loss", "train_loss"),
+    ("epoch/learning_rate", "lr"),
+    ("lr/pg0", "lr"),
+    ("Validation/accuracy", "val_acc"),
+    ("metrics/mAP50B", "val_acc"),  # YOLOv8 writes metrics/mAP50(B) as mAP50B
+    ("metrics/mAP50-95B", "val_acc"),
+    ("metrics/precisionB", "val_acc"),
+    ("metrics/recallM", "val_acc"),
+    # step counters logged as metrics are steps, not metrics
+    ("trainer/global_step", None),
+    ("train/global_step", None),
+    ("Training/step", None),
+    ("Validation/step", None),
+    ("epoch/epoch", None),
+    ("batch/batch_step", None),
     # not what their words suggest
+    ("metrics/emb", None),  # only Ultralytics' own metric words take its B/M suffix
     ("loss_scale", None),  # mixed-precision scaler, not a loss
     ("loss_weight", None),
     ("epoch", None),
@@ -96,3 +119,39 @@ def test_unknown_role_override_error_names_its_origin_the_role_and_the_choices(r
     assert message.startswith("--role:")
     assert f"unknown role {role!r}" in message
     assert all(role in message for role in ROLES)
+
+
+def yolo_run(order: list[str]) -> Run:
+    """A YOLO run's losses, met in the given order (results.csv and event files order them differently)."""
+    run = Run("yolo", "", [])
+    run.series = {tag: Series(tag, np.arange(10), np.linspace(1, 0.5, 10)) for tag in order}
+    assign_roles(run.series)
+    return run
+
+
+YOLO_LOSSES = ["train/box_loss", "train/obj_loss", "train/cls_loss", "val/box_loss", "val/obj_loss", "val/cls_loss"]
+
+
+@pytest.mark.parametrize("order", [YOLO_LOSSES, YOLO_LOSSES[::-1], sorted(YOLO_LOSSES), YOLO_LOSSES[3:] + YOLO_LOSSES[:3]])
+def test_primary_train_and_val_losses_are_the_same_component_whatever_the_order(order):
+    run = yolo_run(order)
+    assert (run.primary("train_loss").tag, run.primary("val_loss").tag) == ("train/box_loss", "val/box_loss")
+
+
+def test_a_val_component_is_paired_with_the_matching_train_component():
+    run = yolo_run(["train/box_loss", "train/obj_loss", "val/obj_loss", "val/cls_loss"])
+    assert (run.primary("train_loss").tag, run.primary("val_loss").tag) == ("train/obj_loss", "val/obj_loss")
+
+
+def test_the_total_loss_still_comes_before_components():
+    run = yolo_run(["train/box_loss", "train/loss", "val/box_loss", "val/loss"])
+    assert (run.primary("train_loss").tag, run.primary("val_loss").tag) == ("train/loss", "val/loss")
+
+
+def test_a_one_point_summary_never_stands_for_the_logged_loss():
+    """Hugging Face's trainer logs `train_loss` once at the end (its mean) beside the curve `loss`."""
+    run = Run("hf", "", [])
+    run.series = {"train_loss": Series("train_loss", [1875], [0.9]),
+                  "loss": Series("loss", np.arange(10, 1880, 10), np.linspace(2, 0.5, 187))}
+    assign_roles(run.series)
+    assert run.primary("train_loss").tag == "loss"

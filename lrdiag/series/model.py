@@ -78,15 +78,28 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
     def by_role(self, role: str) -> list[Series]:
-        """All series with this role, the preferred one first (see roles.rank)."""
+        """All series with this role, the preferred one first (see roles.rank); among equals the
+        longest (Hugging Face's one-point `train_loss` summary must not stand for `loss`), then by tag,
+        so that the choice never depends on the order a reader met the tags in."""
         from lrdiag.series.roles import rank
 
         found = [s for s in self.series.values() if s.role == role]
-        return sorted(found, key=lambda s: rank(s.tag, role))
+        return sorted(found, key=lambda s: (rank(s.tag, role), -len(s), s.tag))
 
     def primary(self, role: str) -> Series | None:
+        """The series that stands for this role. A component loss is paired with the same component
+        of the other split: YOLO's `train/obj_loss` with `val/obj_loss`, never with `train/box_loss`."""
+        from lrdiag.series.roles import component, rank
+
         found = self.by_role(role)
-        return found[0] if found else None
+        partner_role = {"train_loss": "val_loss", "val_loss": "train_loss"}.get(role)
+        if not found or partner_role is None or not self.by_role(partner_role):
+            return found[0] if found else None
+        tops = [s for s in found if rank(s.tag, role) == rank(found[0].tag, role)]
+        partners = self.by_role(partner_role)
+        partner_tops = [s for s in partners if rank(s.tag, partner_role) == rank(partners[0].tag, partner_role)]
+        common = {component(s.tag) for s in tops} & {component(s.tag) for s in partner_tops}
+        return next(s for s in tops if component(s.tag) == min(common)) if common else found[0]
 
 
 def _json_float(value: float) -> float | str:

@@ -2,8 +2,10 @@
 
 Tags follow many conventions: `loss`, `train/loss`, `train_loss_step`, `Loss/train`,
 `total_loss`, `eval_loss`, `val_loss`, `validation/epoch_loss`, `learning_rate`, `lr-Adam`,
-`lr-Adam/pg1`, `x/lr0`, `grad_norm`, `val/box_loss`, `metrics/mAP_0.5`. A tag is split
-into lower-case words; the words decide its role.
+`lr-Adam/pg1`, `x/lr0`, `grad_norm`, `val/box_loss`, `metrics/mAP_0.5`; the trackers' too:
+MLflow's `train_loss` / `validation_loss`, W&B's `train/loss`, `epoch/val_loss`, `batch/loss`,
+Ultralytics' `metrics/mAP50-95B`. A tag is split into lower-case words; the words decide its role.
+Step counters logged as metrics (`epoch`, `trainer/global_step`, `Training/step`) play no role.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ _QUALITY_WORDS = {
 _PLAIN_LOSS_WORDS = {"train", "training", "learn", "loss", "total", "epoch", "step", "avg",
                      "mean", "batch", "overall", "objective", "val", "valid", "validation",
                      "eval", "evaluation", "test", "epochs", "steps", "iter", "running", "main"}
+# A tag made of these words alone counts steps (`trainer/global_step`, W&B's custom `Training/step`,
+# Keras' `epoch/epoch`, `batch/batch_step`): it is a step, never a metric.
+_STEP_WORDS = {"step", "steps", "global", "epoch", "epochs", "iter", "iteration", "iterations", "batch",
+               "trainer", "train", "training", "val", "valid", "validation", "eval", "test", "custom"}
 _LR_RE = re.compile(r"(?:^|[^a-z])(?:lr\d*|learning[_\- ]?rate)(?:[^a-z]|$)")
 _GRAD_NORM_RE = re.compile(r"grad(?:ient)?s?[_\- ]?norm")
 # `loss_scale` (mixed precision) and `loss_weight` are not losses.
@@ -31,13 +37,20 @@ _NOT_LOSS_RE = re.compile(r"loss[_\- ]?(?:scale|scaler|weight|coef)")
 
 
 def words(tag: str) -> list[str]:
-    return [w for w in re.split(r"[^a-z0-9]+", tag.lower()) if w]
+    tag_words = [w for w in re.split(r"[^a-z0-9]+", tag.lower()) if w]
+    if tag_words[:1] == ["metrics"]:
+        # Ultralytics YOLOv8 marks box and mask metrics with a suffix: `metrics/precision(B)` is written
+        # `metrics/precisionB`, `metrics/mAP50-95(M)` `metrics/mAP50-95M`.
+        tag_words = [w[:-1] if w[-1:] in ("b", "m") and w[:-1] in {"precision", "recall", "map50", "95"} else w for w in tag_words]
+    return tag_words
 
 
 def infer_role(tag: str) -> str | None:
     """The role a tag plays, or None when it is some other metric."""
     lowered = tag.lower()
     tag_words = words(tag)
+    if set(tag_words) <= _STEP_WORDS:
+        return None
     is_val = any(w in _VAL_WORDS for w in tag_words)
     if _LR_RE.search(lowered) and "loss" not in lowered:
         return "lr"
@@ -51,11 +64,16 @@ def infer_role(tag: str) -> str | None:
     return None
 
 
+def component(tag: str) -> tuple[str, ...]:
+    """The words that make a loss one component of the total (`box` of `train/box_loss`); () for the total."""
+    return tuple(w for w in words(tag) if w not in _PLAIN_LOSS_WORDS and "loss" not in w)
+
+
 def rank(tag: str, role: str) -> tuple[int, int]:
     """Sort key among several series of one role: the plain total loss before its components,
     a step-level series before its epoch mean, the first optimizer group's LR before others."""
     tag_words = words(tag)
-    extra = [w for w in tag_words if w not in _PLAIN_LOSS_WORDS and "loss" not in w]
+    extra = list(component(tag))
     if role == "lr":
         extra = [w for w in tag_words if not (w.startswith("lr") or w in {"learning", "rate", "pg0", "0", "x"})]
     epoch_level = int("epoch" in tag_words)
