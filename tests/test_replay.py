@@ -139,7 +139,7 @@ def test_a_candidate_that_goes_nan_is_marked_failed_and_the_others_go_on(tmp_pat
     diverging = Candidate("diverging", "", {}, _constant_code(1e4), ["LRD101"])
     gentle = Candidate("gentle", "", {}, _constant_code(0.005), ["LRD101"])
     summary = harness.replay(run, horizon_of(run), [diverging, gentle], engine,
-                             harness.Plan(spec, steps=40, seeds=2, device="cpu", out=str(tmp_path)))
+                             harness.Plan(spec, steps=40, seeds=2, device="cpu", out=str(tmp_path / "replays")))
     assert diverging.replay["status"] == "failed" and diverging.confirmed is False
     assert "the training loss became" in diverging.replay["reason"]
     assert gentle.replay["status"] != "failed"
@@ -153,7 +153,7 @@ def test_a_hung_replay_times_out_and_the_others_go_on(tmp_path, engine, least_sq
     gentle = Candidate("gentle", "", {}, _constant_code(0.005), ["LRD101"])
     began = time.monotonic()
     harness.replay(run, horizon_of(run), [hung, gentle], engine,
-                   harness.Plan(spec, steps=40, seeds=1, device="cpu", out=str(tmp_path), timeout=5))
+                   harness.Plan(spec, steps=40, seeds=1, device="cpu", out=str(tmp_path / "replays"), timeout=5))
     assert time.monotonic() - began < 40
     assert hung.replay["status"] == "failed" and "timed out after 5 s" in hung.replay["reason"]
     assert gentle.replay["seeds"][0]["status"] == "ok"
@@ -163,7 +163,7 @@ def test_a_replay_that_crashes_reports_why(tmp_path, engine, least_squares):
     run, spec = least_squares
     crashing = Candidate("crashing", "", {}, "scheduler = undefined_name\n", ["LRD101"])
     harness.replay(run, horizon_of(run), [crashing], engine,
-                   harness.Plan(spec, steps=10, seeds=1, device="cpu", out=str(tmp_path)))
+                   harness.Plan(spec, steps=10, seeds=1, device="cpu", out=str(tmp_path / "replays")))
     assert crashing.replay["status"] == "failed"
     assert "NameError" in crashing.replay["reason"] and "undefined_name" in crashing.replay["reason"]
 
@@ -173,7 +173,7 @@ def test_a_run_without_a_logged_lr_cannot_be_replayed(tmp_path, engine, least_sq
     del run.series["lr"]
     with pytest.raises(LrdiagError, match="logs no learning rate"):
         harness.replay(run, horizon_of(run), [Candidate("x", "", {}, _constant_code(0.1), [])], engine,
-                       harness.Plan(spec, steps=5, seeds=1, device="cpu", out=str(tmp_path)))
+                       harness.Plan(spec, steps=5, seeds=1, device="cpu", out=str(tmp_path / "replays")))
 
 
 def test_gpu_utilisation_is_read_from_nvidia_smi(tmp_path, monkeypatch):

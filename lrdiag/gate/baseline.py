@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import median_filter
 
-from lrdiag import __version__
+from lrdiag import __version__, safeio
 from lrdiag.detect.base import clean
 from lrdiag.errors import LrdiagError
 from lrdiag.series.model import Run, Series
@@ -95,15 +95,13 @@ def document(entries: list[dict]) -> dict:
     return {"schema": SCHEMA, "kind": KIND, "lrdiag": __version__, "runs": entries}
 
 
-def save(doc: dict, path: str) -> None:
+def save(doc: dict, path: str, inputs=()) -> None:
+    """The baseline to `path` ('-': standard output), atomically; never over one of its `inputs`."""
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     if path == "-":
         print(text, end="")
         return
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise LrdiagError(f"{path}: cannot write the baseline: {error.strerror or error}") from None
+    safeio.write_text(path, text, inputs, what="baseline")
 
 
 def is_baseline_file(path: Path) -> bool:

@@ -133,18 +133,22 @@ def baseline() -> None:
 def save(paths, output, roles, config_path) -> None:
     """Summarize the runs under PATHS: values at checkpoints, best and final losses, steps to 50/80/90/95 % of
     the loss drop, findings. Several runs (seeds) in one file let the gate use their spread."""
+    from lrdiag import safeio
     from lrdiag.config import project_setup
     from lrdiag.errors import LrdiagError
     from lrdiag.gate import baseline as baseline_file
 
     _, engine, role_map = project_setup(config_path, roles)
-    entries = []
+    if output != "-":
+        safeio.check_output(output, what="baseline")  # a link or a folder: refused before any reading
+    entries, inputs = [], []
     for path in paths:
         for run, findings in read_runs(path, engine, role_map):
+            inputs += run.files
             entries.append(baseline_file.summarize(run, findings))
             if not entries[-1]["metrics"]:
                 raise LrdiagError(f"{path}: run {run.name} has no training or validation loss to save "
                                   "(use --role val_loss=TAG to name one)")
-    baseline_file.save(baseline_file.document(entries), output)
+    baseline_file.save(baseline_file.document(entries), output, inputs)
     if output != "-":
         click.echo(f"saved a baseline of {len(entries)} run{'s' if len(entries) != 1 else ''} to {output}", err=True)

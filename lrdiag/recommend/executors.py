@@ -20,6 +20,7 @@ from dataclasses import replace
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from lrdiag import safeio
 from lrdiag.errors import LrdiagError
 from lrdiag.recommend import replay
 
@@ -147,7 +148,7 @@ def _run_ray(jobs: list, concurrency: int | None, timeout: float, address: str |
                     for name, data in files.items():
                         target = Path(job.logdir) / name
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(data)
+                        safeio.write_bytes(target, data, what="replay log")
                 except ray.exceptions.RayError as error:
                     result = replay.outcome(job, "failed", f"the Ray task failed: {type(error).__name__}: "
                                                            f"{str(error).splitlines()[0] if str(error) else ''}",

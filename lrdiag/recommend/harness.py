@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lrdiag.detect.base import clean
+from lrdiag import safeio
 from lrdiag.errors import LrdiagError
 from lrdiag.recommend import executors, trainer, verdict
 from lrdiag.recommend.candidates import Horizon, torch_available
-from lrdiag.recommend.replay import CONTROL, Job
+from lrdiag.recommend.replay import CONTROL, Job, partial
 from lrdiag.series.model import Run
 
 
@@ -73,23 +73,28 @@ def replay(run: Run, horizon: Horizon, candidates: list, engine, plan: Plan, pro
     else:
         devices = resolve_device(plan.device)
     eval_every = plan.eval_every if plan.eval_every is not None else max(1, steps // 12)
-    out = Path(plan.out)
+    # Old event files would merge into the new runs: lrdiag clears what it wrote there before, and only that.
+    out = safeio.claim_folder(plan.out, "--out")
     labels = [(CONTROL, None)] + [(c.name, c.code) for c in candidates]
     jobs = []
     for label, code in labels:
         for seed in range(plan.seeds):
             logdir = out / label / f"seed{seed}"
-            if logdir.exists():
-                shutil.rmtree(logdir)  # old event files would merge into the new run
+            if os.path.lexists(logdir) or os.path.lexists(partial(str(logdir))):
+                raise LrdiagError(f"--out {out}: {logdir} holds files that lrdiag did not write; move them, or name "
+                                  "a new or empty folder")
             jobs.append(Job(label, code, seed, steps, spec, devices[len(jobs) % len(devices)], str(logdir),
                             first_step=horizon.first, start=plan.start,
                             control_lr=(lr_steps.tolist(), lr_values.tolist()) if code is None else None,
                             eval_every=eval_every))
     concurrency = plan.jobs or (_default_concurrency(devices) if plan.executor == "local" else None)
     began = time.perf_counter()
-    with executors.GpuMonitor() if devices[0].startswith("cuda") else contextlib.nullcontext() as monitor:
-        outcomes = executors.run_jobs(jobs, plan.executor, concurrency, plan.timeout, plan.ray_address,
-                                      plan.gpu_fraction, on_done=progress)
+    try:
+        with executors.GpuMonitor() if devices[0].startswith("cuda") else contextlib.nullcontext() as monitor:
+            outcomes = executors.run_jobs(jobs, plan.executor, concurrency, plan.timeout, plan.ray_address,
+                                          plan.gpu_fraction, on_done=progress)
+    finally:  # interrupted too: what the replays wrote is listed, so that the next run may clear it
+        safeio.record_folder(out, _written(out, jobs), "--out")
     wall = time.perf_counter() - began
     scored = [verdict.score(outcome, engine) for outcome in outcomes]
     control = verdict.judge(candidates, scored)
@@ -115,6 +120,18 @@ def _no_verdict(outcomes: list[dict]) -> str | None:
         first = broken[0]
         return f"every candidate's replay failed; {first['label']} seed {first['seed']}: {first['reason']}"
     return None
+
+
+def _written(out: Path, jobs: list) -> list[Path]:
+    """The files the replays wrote: each finished log folder, and a killed replay's partial one moved into place."""
+    files = []
+    for job in jobs:
+        logdir, unfinished = Path(job.logdir), Path(partial(job.logdir))
+        if unfinished.is_dir() and not logdir.exists():
+            os.replace(unfinished, logdir)
+        files += [path for folder in (logdir, unfinished) if folder.is_dir() and not folder.is_symlink()
+                  for path in folder.rglob("*") if path.is_file() and not path.is_symlink()]
+    return files
 
 
 def _default_concurrency(devices: list[str]) -> int:

@@ -42,6 +42,11 @@ def outcome(job: Job, status: str, reason: str = "", **figures) -> dict:
             "horizon_loss": None, "steps_done": 0, "seconds": None, **figures}
 
 
+def partial(logdir: str) -> str:
+    """Where a replay logs until it ends: moved to `logdir` in one rename, so that a log folder is whole."""
+    return logdir.rstrip("/\\") + ".partial"
+
+
 def control_scheduler(opt, steps: list[int], values: list[float], first_step: int):
     """The original schedule from its log: the logged LR at every step, interpolated between points."""
     from torch.optim.lr_scheduler import LambdaLR
@@ -97,8 +102,9 @@ def _run(job: Job, began: float) -> dict:
                 scheduler.step()
     evaluate = getattr(trainer, "evaluate", None)
     setup_seconds = time.perf_counter() - began
-    os.makedirs(job.logdir, exist_ok=True)
-    writer = SummaryWriter(job.logdir)
+    writing = partial(job.logdir)
+    os.makedirs(writing, exist_ok=True)
+    writer = SummaryWriter(writing)
     losses = np.full(job.steps, np.nan)
     status, reason, done = "ok", "", 0
     try:
@@ -129,6 +135,7 @@ def _run(job: Job, began: float) -> dict:
                 status, reason = "nan", f"the horizon loss is {horizon}"
     finally:
         writer.close()
+        os.replace(writing, job.logdir)
     if job.device.startswith("cuda"):
         torch.cuda.synchronize()
     return outcome(job, status, reason, horizon_loss=horizon if status == "ok" else None, steps_done=done,

@@ -114,7 +114,7 @@ def load_replays(folder: str, engine, roles: dict, run_points: int) -> dict:
         match = _SEED_RE.match(entry["run"])
         label, seed = (match["label"], int(match["seed"])) if match else (entry["run"], None)
         out.append({"label": label, "seed": seed, "run": entry["run"], "findings": entry["findings"],
-                    "curves": entry["curves"], "metrics": entry["metrics"]})
+                    "curves": entry["curves"], "metrics": entry["metrics"], "files": entry["files"]})
     out.sort(key=lambda one: (one["label"] != "control", one["label"], one["seed"] or 0))
     return {"dir": folder, "runs": out, "errors": errors}
 
@@ -130,6 +130,13 @@ def build(paths: list[str], engine, rules, roles: dict, recommendations: Path | 
     return {"schema": 1, "kind": "lrdiag-report", "lrdiag": __version__, "paths": list(paths), "runs": runs,
             "errors": errors, "rules": rule_docs(rules), "recommendations": recs,
             "replays": load_replays(replays, engine, roles, run_points) if replays else None}
+
+
+def inputs_of(model: dict, recommendations: Path | None) -> list[str]:
+    """Every file the report was made from: the output may be none of them."""
+    replays = model["replays"] or {"runs": []}
+    return [file for run in model["runs"] + replays["runs"] for file in run.get("files", [])] + \
+        ([str(recommendations)] if recommendations else [])
 
 
 @click.command()
@@ -149,15 +156,14 @@ def report(paths, output, replays, recommendations, roles, config_path, jobs) ->
     """Write one HTML file: every run's losses and LR with the findings drawn on them, an overview table,
     each finding's explanation, recommended schedules and replays."""
     from lrdiag.config import project_setup, rule_set
+    from lrdiag import safeio
     from lrdiag.render import html
 
+    safeio.check_output(output, what="report")  # a link or a folder: refused before any reading
     config, engine, role_map = project_setup(config_path, roles)
     model = build(list(paths), engine, rule_set(config), role_map, recommendations, replays, jobs)
     page = html.render(model)
-    try:
-        Path(output).write_text(page, encoding="utf-8")
-    except OSError as error:
-        raise LrdiagError(f"{output}: cannot write the report: {error.strerror or error}") from None
+    safeio.write_text(output, page, inputs_of(model, recommendations), what="report")
     findings = sum(len(run["findings"]) for run in model["runs"])
     runs = len(model["runs"])
     click.echo(f"wrote {output}: {runs} run{'s' if runs != 1 else ''}, {findings} finding{'s' if findings != 1 else ''}, "
