@@ -74,10 +74,34 @@ REAL_TRAINER_STATE = {
 }
 
 
+# .json files that are no JSON logs: they lie inside a tracker's store (a W&B run's files/ folder holds
+# its summary and metadata), which the store's reader claims whole and reads from the run's own file.
+_WANDB_RUNS = {
+    "wandb/0Chris5R__StanfordCS336-Own-Transformer/wandb/run-20260118_202024-tv0vb44e": "run-tv0vb44e.wandb",
+    "wandb/ARM-software__keyword-transformer/wandb/run-20220429_201936-3ojed7lz": "run-3ojed7lz.wandb",
+    "wandb/A-Ijishakin__beta-tcvae/wandb/run-20240515_162319-ufljc7ut": "run-ufljc7ut.wandb",
+    "wandb/A-Ijishakin__beta-tcvae/wandb/run-20240515_162424-n748obmj": "run-n748obmj.wandb",
+}
+REAL_STORE_JSON = {f"{run}/files/{name}": ("wandb", f"{run}/{file}")
+                   for run, file in _WANDB_RUNS.items() for name in ("wandb-metadata.json", "wandb-summary.json")}
+
+
 def test_every_real_json_log_is_listed_here():
     if not REAL_LOGS.is_dir():
         pytest.skip(f"{REAL_LOGS} is absent")
-    assert {str(path.relative_to(REAL_LOGS)) for path in REAL_LOGS.rglob("*.json")} == set(REAL_JSON)
+    found = {str(path.relative_to(REAL_LOGS)) for path in REAL_LOGS.rglob("*.json")}
+    assert found == set(REAL_JSON) | set(REAL_STORE_JSON)
+
+
+@pytest.mark.parametrize("relative", sorted(REAL_STORE_JSON))
+def test_real_json_files_of_stores_are_read_by_their_store_not_as_logs(relative):
+    from lrdiag.ingest.discover import find_runs
+
+    store, run_file = REAL_STORE_JSON[relative]
+    repository = real("/".join(relative.split("/")[:2]))  # e.g. wandb/<owner>__<repo>
+    specs = find_runs([str(repository)])
+    assert all(spec.store == store and not spec.files for spec in specs)  # nothing in it scanned as a log
+    assert str(REAL_LOGS / run_file) in [spec.where for spec in specs]
 
 
 @pytest.mark.parametrize("relative", sorted(REAL_JSON))
