@@ -159,6 +159,18 @@ def test_bad_metric_lines_are_problems_and_the_other_lines_stay(file_store, tmp_
     assert [(problem.where, problem.file) for problem in run.problems] == [("line 3", str(metric)), ("line 4", str(metric))]
 
 
+def test_fifos_in_a_run_folder_are_problems_never_opened_blocking(file_store, tmp_path):
+    run_folder = copy_of_run(file_store, tmp_path)
+    os.mkfifo(run_folder / "metrics" / "grad_norm")
+    (run_folder / "tags" / "mlflow.runName").unlink()
+    os.mkfifo(run_folder / "tags" / "mlflow.runName")  # the run's name then comes from meta.yaml
+    [spec] = [spec for spec in find_runs([str(tmp_path / "exp")]) if spec.where == str(run_folder)]
+    run = read_run(spec)
+    assert len(run.series["train/loss"]) == 7 and "grad_norm" not in run.series
+    [problem] = run.problems
+    assert problem.file == str(run_folder / "metrics" / "grad_norm") and "FIFO" in problem.message
+
+
 def test_meta_yaml_fields_read_as_yaml_reads_them(file_store):
     yaml = pytest.importorskip("yaml")
     root, _, _ = file_store

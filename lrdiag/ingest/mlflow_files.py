@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lrdiag.series.model import Problem, ReadResult, Series
+from lrdiag.ingest import files
 from lrdiag.ingest.textlog import cap_problems
+from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "mlflow"
 _NOT_RUNS = {"models", "datasets", "traces", ".trash", "tags"}
@@ -67,7 +68,7 @@ def run_name(folder: Path, meta: dict) -> str:
     if meta.get("run_name"):
         return meta["run_name"]
     try:
-        tag = (folder / "tags" / "mlflow.runName").read_text(encoding="utf-8").strip()
+        tag = files.read_bytes(folder / "tags" / "mlflow.runName").decode("utf-8").strip()
     except (OSError, UnicodeDecodeError):
         tag = ""
     return tag or meta.get("name") or meta.get("run_id") or meta.get("run_uuid") or folder.name
@@ -92,9 +93,7 @@ def read(where: str, run: str = "") -> ReadResult:
 
 def _read_metric(path: Path, key: str, problems: list[Problem]) -> Series | None:
     try:
-        if not path.is_file():  # a FIFO would block the read
-            raise OSError(0, "not a regular file")
-        data = path.read_bytes()
+        data = files.read_bytes(path)  # never blocks on a FIFO named like a metric
     except OSError as error:
         problems.append(Problem(str(path), "", f"cannot read file: {error.strerror or error}"))
         return None
@@ -149,7 +148,7 @@ def _parse_slowly(table: np.ndarray, good: np.ndarray, lines: list[bytes], path:
 def read_meta(path: Path) -> dict[str, str]:
     """The top-level scalar fields of a meta.yaml written by MLflow; {} when there is none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = files.read_bytes(path).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return {}
     fields: dict[str, str] = {}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lrdiag.ingest import files
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "mlflow_sqlite"
@@ -53,9 +54,8 @@ def claim(path: Path) -> list[tuple[str, str, str]] | None:
     if path.suffix.lower() not in _SUFFIXES or not path.is_file():
         return None
     try:
-        with open(path, "rb") as handle:
-            if handle.read(len(_MAGIC)) != _MAGIC:
-                return None
+        if files.read_bytes(path, len(_MAGIC)) != _MAGIC:
+            return None
         with closing(_connect(path)) as connection:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "alembic_version" not in tables or "metrics" not in tables:

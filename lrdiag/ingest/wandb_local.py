@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrdiag.ingest import files
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "wandb"
@@ -72,7 +73,7 @@ def read(where: str, run: str = "") -> ReadResult:
     path = Path(where)
     result = ReadResult("wandb")
     try:
-        data = path.read_bytes()
+        data = files.read_bytes(path)
     except OSError as error:
         result.problems.append(Problem(where, "", f"cannot read file: {error.strerror or error}"))
         return result
@@ -265,8 +266,7 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
 def _run_name(path: Path) -> str:
     """`project/display name` (or the run id when the run has no name yet, as offline runs)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(_BLOCK)
+        head = files.read_bytes(path, _BLOCK)
     except OSError:
         return path.stem
     for record, _ in records(head, path, []):
@@ -287,8 +287,7 @@ def _wandb_file(folder: Path) -> Path | None:
 
 def _has_ident(path: Path) -> bool:
     try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == _IDENT
+        return files.read_bytes(path, 4) == _IDENT
     except OSError:
         return True  # claimed by name; reading it says why it fails
 
