@@ -32,6 +32,11 @@ def _run(case: dict) -> Run:
             values = values * np.exp(wave["amplitude"] * np.cos(2 * np.pi * np.arange(values.size) / wave["period"]))
         if "ring" in spec:
             values = values * np.exp(_ring(values.size, **spec["ring"]))
+        if "lock" in spec:  # a loss that follows another metric (the LR): exp(swing * scaled ** power)
+            lock = spec["lock"]
+            other = curve(case["metrics"][lock["to"]]["curve"])
+            scaled = (other - other.min()) / (other.max() - other.min())
+            values = values * np.exp(lock["swing"] * scaled ** lock.get("power", 1))
         # A metric may be logged on its own cadence (evaluations every N steps, from step `first`).
         every = spec.get("every", case.get("every", 1))
         series[tag] = Series(tag, spec.get("first", 0) + np.arange(values.size) * every, values)

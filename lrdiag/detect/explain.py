@@ -4,17 +4,26 @@ An oscillating loss peaks every period, an exploding one jumps before it blows u
 jumps just before it turns NaN: reporting each of those peaks as a spike buries the one finding
 that says what happened. A spike is explained when it lies inside an oscillation or explosion
 of the same metric, or in the last tenth of the steps before that metric's first NaN/Inf.
+A loss locked to a cyclic LR (LRD107) explains more: the spikes at the LR's peaks, the stall
+of a loss that every cycle sets back, and the plain oscillation (LRD102) it names the cause of,
+when they overlap it on the same metric.
 """
 
 from __future__ import annotations
 
 _EXPLAINERS = {"oscillation", "explosion", "nonfinite"}
+CYCLE_LOCKED = "loss.lr-cycle-locked"
 
 
-def _explains(big, spike) -> bool:
-    if big.metric != spike.metric or big.category not in _EXPLAINERS:
+def _explains(big, small) -> bool:
+    if big.metric != small.metric or big is small:
         return False
-    step = spike.evidence.get("step", spike.step_start)
+    if big.name == CYCLE_LOCKED:
+        return (small.category in ("spike", "stall", "oscillation") and small.name != CYCLE_LOCKED
+                and small.step_start <= big.step_end and big.step_start <= small.step_end)
+    if big.category not in _EXPLAINERS or small.category != "spike":
+        return False
+    step = small.evidence.get("step", small.step_start)
     if big.category == "nonfinite":
         first_bad = big.step_start
         return first_bad - 0.1 * max(first_bad, 1) <= step <= first_bad
@@ -23,4 +32,4 @@ def _explains(big, spike) -> bool:
 
 def drop_explained(findings: list) -> list:
     bigger = [f for f in findings if f.category in _EXPLAINERS]
-    return [f for f in findings if f.category != "spike" or not any(_explains(big, f) for big in bigger)]
+    return [f for f in findings if not any(_explains(big, f) for big in bigger)]

@@ -1,0 +1,91 @@
+"""A loss locked to a cyclic LR: it rises every time a triangular / CyclicLR / SGDR schedule
+nears its top, and falls back as the LR comes down.
+
+The LR's cycles are found from the LR itself: a cycle starts where the LR, scaled to [0, 1]
+between its lowest and highest logged values, crosses 0.5 upward (once a cycle for a triangle,
+at the restart for SGDR; a warmup or a one-cycle schedule crosses once and is no cycle). Per
+cycle, the loss's swing is the median of its detrended log where the LR is in the upper half
+of its range minus the median where it is in the lower half; detrended by a rolling median one
+cycle wide, which follows the run's progress but not the swing that repeats every cycle.
+
+The loss is locked when, over `min_cycles` cycles or more, the median swing is `min_swing` or
+more and all but a quarter of the cycles swing the same way by half of that. The finding names
+the cycle (its period, the LR's lowest and highest logged values at their steps) and the
+correlation between the detrended loss and the LR. It is an oscillation (category), and the
+spikes at the LR's peaks, the stall and the spectral oscillation it explains are dropped
+(explain.py): one finding that names the cause instead of five spikes or a stall. It covers
+the loss from a period before the LR's first upward crossing to a period after its last.
+A loss rule (LRD107), not an LR one, so that it runs before the LR rules (LRD2xx) that read
+the instability findings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrdiag.detect.base import Context, Hit, clean
+from lrdiag.detect.robust import log_scale, rolling_median
+from lrdiag.series.model import Series
+
+
+def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float = 0.3,
+           min_points_per_cycle: int = 4) -> list[Hit]:
+    if ctx.lr is None:
+        return []
+    steps, values = clean(series)
+    lr_steps, lr_values = clean(ctx.lr)
+    if values.size < min_cycles * min_points_per_cycle or lr_values.size < 2 * min_cycles:
+        return []
+    low, high = float(lr_values.min()), float(lr_values.max())
+    if not high > low:
+        return []
+    scaled = (lr_values - low) / (high - low)
+    rising = np.flatnonzero((scaled[:-1] < 0.5) & (scaled[1:] >= 0.5)) + 1
+    bounds = lr_steps[rising]  # where each cycle's upswing crosses the middle
+    if bounds.size < min_cycles + 1:
+        return []
+    # The loss logged between two upward crossings is one cycle: enough points in each?
+    cycle_of = np.searchsorted(bounds, steps, side="right") - 1
+    inside = (cycle_of >= 0) & (cycle_of < bounds.size - 1)
+    counts = np.bincount(cycle_of[inside], minlength=bounds.size - 1)
+    if (counts >= min_points_per_cycle).sum() < min_cycles:
+        return []
+    y, is_log = log_scale(values)
+    if not is_log:
+        y = y / max(float(np.median(np.abs(y))), 1e-12)  # swings relative to the level
+    period_points = max(3, int(np.median(counts[counts > 0])))
+    detrended = y - rolling_median(y, period_points | 1)
+    lr_at = np.interp(steps, lr_steps, scaled)  # the LR at each loss point, in [0, 1]
+    swings, firsts, lasts = [], [], []
+    for cycle in np.flatnonzero(counts >= min_points_per_cycle).tolist():  # a few cycles: a loop over cycles
+        members = inside & (cycle_of == cycle)
+        upper, lower = members & (lr_at >= 0.5), members & (lr_at < 0.5)
+        if upper.any() and lower.any():
+            swings.append(float(np.median(detrended[upper]) - np.median(detrended[lower])))
+            firsts.append(int(np.flatnonzero(members)[0]))
+            lasts.append(int(np.flatnonzero(members)[-1]))
+    swings = np.array(swings)
+    if swings.size < min_cycles:
+        return []
+    swing = float(np.median(swings))
+    agree = float(np.mean(swings >= 0.5 * min_swing))
+    if swing < min_swing or agree < 0.75:
+        return []
+    period_steps = float(np.median(np.diff(bounds)))
+    span = slice(firsts[0], lasts[-1] + 1)  # the cycles judged
+    # The finding covers the loss wherever the LR cycles: from a period before its first upward
+    # crossing to a period after its last (the partial cycles at the ends swing too).
+    first = int(np.searchsorted(steps, bounds[0] - period_steps))
+    last = int(np.searchsorted(steps, bounds[-1] + period_steps, side="right")) - 1
+    correlation = float(np.corrcoef(detrended[span], lr_at[span])[0, 1])
+    lr_span = (lr_steps >= steps[first]) & (lr_steps <= steps[last])
+    lr_in, lr_steps_in = lr_values[lr_span], lr_steps[lr_span]
+    # The lowest LR, and the highest after it: a trough and the top the LR climbs to from it.
+    bottom = int(np.argmin(lr_in))
+    top = bottom + int(np.argmax(lr_in[bottom:])) if bottom < lr_in.size - 1 else int(np.argmax(lr_in))
+    return [Hit(int(steps[first]), int(steps[last]), {
+        "period_steps": period_steps, "cycles": int(swings.size),
+        "lr_max": float(lr_in[top]), "lr_max_step": int(lr_steps_in[top]),
+        "lr_min": float(lr_in[bottom]), "lr_min_step": int(lr_steps_in[bottom]),
+        "swing_pct": float(100 * np.expm1(swing)) if is_log else float(100 * swing),
+        "cycles_agreeing": float(agree), "correlation": correlation, "lr_series": ctx.lr.tag})]
