@@ -200,3 +200,35 @@ def test_every_sample_finding_of_an_instability_has_a_cause_with_logged_quotes(e
             if finding.category in ("spike", "oscillation", "explosion", "nonfinite", "stall"):
                 assert "cause" in finding.evidence, (run.name, finding.rule)
                 assert_facts_quote_logged_values(finding, run)
+
+
+def test_a_one_point_validation_spike_is_not_blamed_on_a_batch(engine):
+    # The validation set is the same at every evaluation: a point off there is the weights', not the data's.
+    run = make_run({"loss": {"curve": "1.0*0.99x400", "noise": 0.02},
+                    "val_loss": {"curve": "1.0*0.96x20 5.0 0.42*0.99x19", "noise": 0.01, "every": 10},
+                    "lr": {"curve": "0.01x400"}})
+    spikes = [f for f in engine.run(run) if f.rule == "LRD101" and f.metric == "val_loss"]
+    assert spikes and all(f.evidence["cause"] != "data" for f in spikes)
+    assert not any(fact["fact"].startswith("a single step") for f in spikes for fact in f.evidence["cause_evidence"])
+
+
+def test_an_epoch_mean_takes_the_cause_of_its_own_loss_at_the_step_level(engine):
+    # Two losses spike in one epoch: the epoch mean of `dynamics_loss` follows `dynamics_loss_step`, not the
+    # nearer spike of `other_loss_step`.
+    dynamics, other = curve("0.5x600", 0.05), curve("0.5x600", 0.05, seed=1)
+    dynamics[210] = 50.0  # one bad batch: back at once
+    other[240:243] = [50.0, 20.0, 10.0]  # an update that threw the weights off: slow to recover
+    means = curve("0.55x12", 0.01)
+    means[4] = 5.0  # the epoch of steps 200-249
+    run = Run("constructed", "test", [], {
+        "dynamics_loss_step": Series("dynamics_loss_step", np.arange(600), dynamics),
+        "other_loss_step": Series("other_loss_step", np.arange(600), other),
+        "dynamics_loss_epoch": Series("dynamics_loss_epoch", np.arange(49, 600, 50), means),
+        "lr": Series("lr", np.arange(600), np.full(600, 0.02))})
+    assign_roles(run.series)
+    found = causes(engine, run)
+    assert found[("LRD101", "dynamics_loss_step", 210)] == "data"
+    assert found[("LRD101", "other_loss_step", 240)] == "lr"
+    epoch = [f for f in engine.run(run) if f.metric == "dynamics_loss_epoch" and f.rule == "LRD101"]
+    assert epoch and epoch[0].evidence["cause"] == "data"
+    assert "the same event as LRD101 on dynamics_loss_step" in epoch[0].evidence["cause_evidence"][-1]["fact"]

@@ -12,8 +12,8 @@ The facts, and why each points where it does:
   with no warmup; the grad norm rising before it; a slow recovery (the update moved the weights,
   so every later batch is worse, not just one); the loss tracking the LR (a cyclic schedule);
   a short-period ring (an optimizer over its stability limit); a stall after the LR decayed.
-- **data**: a single step, back to the level at the next point (one batch was bad, the weights
-  were not); the LR calm (not at a peak, not rising); recurring at the same position within each
+- **data**: a single step of the training loss, back to the level at the next point (one batch was
+  bad, the weights were not; a validation set does not change, so not there); the LR calm (not at a peak, not rising); recurring at the same position within each
   epoch when steps per epoch are known (an unshuffled or corrupt stretch of the data).
 - **numeric**: NaN or Inf straight from the loss's usual level (no climb before it: an overflow,
   a log of zero, a division by zero), or a non-finite grad norm while the loss was still finite.
@@ -87,18 +87,20 @@ def assign(findings: list, run: Run) -> list:
     first, last = _run_span(run)
     context = {"lr": lr, "shape": schedule(lr.raw) if lr else None, "grad": grad, "span": max(last - first, 1),
                "first": first, "epoch": steps_per_epoch(run)}
-    judged = {id(f): _judge(f, run, findings, context) for f in todo}
+    own = {id(f): _judge(f, run, findings, context) for f in todo}
+    judged = dict(own)
     # An epoch mean that spikes with the batch-level spike inside its epoch is the same event.
+    known = [g for g in todo if own[id(g)][0] != "unknown"]
     for f in todo:
-        cause, facts = judged[id(f)]
+        cause, facts = own[id(f)]
         if cause == "unknown":
-            twin = _coinciding(f, run, [g for g in todo if judged[id(g)][0] != "unknown"])
+            twin = _coinciding(f, run, known)
             if twin is not None:
-                cause = judged[id(twin)][0]
+                cause = own[id(twin)][0]
                 finer = _Series.of(run.series[twin.metric])
                 point = finer.point(finer.at(_event(twin)))
                 judged[id(f)] = (cause, facts + [_fact(cause, f"the same event as {twin.rule} on {twin.metric}, "
-                                                      f"{_quote(point)}, whose cause it shares", point)])
+                                                              f"{_quote(point)}, whose cause it shares", point)])
     out = []
     for f in findings:
         if id(f) in judged:
@@ -242,7 +244,9 @@ def _spike_facts(finding, series: _Series, run: Run, findings: list, context: di
     after = [series.point(i) for i in range(peak + 1, min(peak + 3, series.values.size))]
     if not after:
         return facts
-    if y[peak - 1] <= back and y[peak + 1] <= back and not _per_epoch(series.raw, run):
+    # A validation set does not change between evaluations: one bad point there is the weights', not a batch's.
+    if y[peak - 1] <= back and y[peak + 1] <= back and not _per_epoch(series.raw, run) and \
+            series.raw.role == "train_loss":
         fact = _fact("data", f"a single step: {_quote(before)}, {_quote(at)}, back at the next point, "
                              f"{_quote(after[0])}", before, at, after[0])
         fact["defining"] = "data"
@@ -372,13 +376,19 @@ def _stall_facts(finding, series: _Series, findings: list, context: dict) -> lis
 
 
 def _coinciding(finding, run: Run, judged: list):
-    """A finer finding of another metric inside the stretch that this finding's point covers."""
+    """A finding of another metric, logged as finely or finer, inside the stretch that this
+    finding's point covers."""
     series = run.series.get(finding.metric)
     if series is None or series.steps.size < 2:
         return None
     event = _event(finding)
     index = int(np.searchsorted(series.steps, event))
     start = int(series.steps[index - 1]) if index > 0 else event - 1
+    grain = float(np.median(np.diff(series.steps)))
     candidates = [g for g in judged if g.metric != finding.metric and g.category == finding.category
-                  and start < _event(g) <= event]
-    return min(candidates, key=lambda g: event - _event(g)) if candidates else None
+                  and start < _event(g) <= event and run.series[g.metric].steps.size > 1
+                  and float(np.median(np.diff(run.series[g.metric].steps))) <= grain]
+    # The same loss at a finer grain first (dynamics_loss_step for dynamics_loss_epoch), then the nearest.
+    stem = set(words(finding.metric)) - {"epoch", "step"}
+    return min(candidates, key=lambda g: (set(words(g.metric)) - {"epoch", "step"} != stem, event - _event(g)),
+               default=None)
