@@ -110,6 +110,16 @@ def test_written_run_folder_or_file_given_directly(written):
     assert [spec.name for spec in find_runs([str(folder.parent)])] == ["proj/my run"]  # named after wandb/'s place
 
 
+def test_run_folders_outside_a_wandb_folder_are_claimed_one_by_one(written, tmp_path):
+    import shutil
+
+    _, file = written
+    shutil.copytree(file.parent, tmp_path / "project" / file.parent.name)
+    (tmp_path / "project" / "metrics.csv").write_text("step,loss\n0,1.0\n1,0.5\n")
+    specs = find_runs([str(tmp_path / "project")])
+    assert sorted((spec.name, spec.store) for spec in specs) == [("proj/my run", "wandb"), ("project", "")]
+
+
 def record_ends(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of every record's bytes: the header of its first fragment to the end of its last."""
     spans, offset, start = [], 7, None

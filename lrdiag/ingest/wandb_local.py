@@ -49,12 +49,17 @@ _CONFIG_UPDATE = 1
 
 
 def claim(path: Path) -> list[tuple[str, str, str]] | None:
-    """The runs (name, .wandb file, "") of a wandb/ folder, of one run folder, or of one .wandb file."""
+    """The runs (name, .wandb file, "") of a wandb/ folder, of one run folder, or of one .wandb file.
+
+    wandb keeps its runs in a folder named `wandb`, claimed whole (its `latest-run` link and debug
+    logs are no runs); run folders kept anywhere else are claimed one by one."""
     if path.suffix == ".wandb":
         return [(_run_name(path), str(path), "")] if path.is_file() and _has_ident(path) else None
     own = _wandb_file(path) if path.name.startswith(_RUN_PREFIXES) else None
     if own is not None:
         return [(_run_name(own), str(own), "")]
+    if path.name != "wandb":
+        return None
     runs, seen = [], set()
     for child in _run_folders(path):
         found = _wandb_file(child)
