@@ -105,6 +105,11 @@ def _assert_quotes_are_logged(finding, run: Run) -> None:
         assert at.size, f"{finding.rule} quotes {key} at step {finding.evidence[step_key]}, which was never logged"
         assert finding.evidence[key] == pytest.approx(float(series.values[at[-1]])), (
             f"{finding.rule}: {key} {finding.evidence[key]} is not the value logged at step {finding.evidence[step_key]}")
+    if "level_steps" in finding.evidence:  # a spike's level: the median of the points it names
+        series = run.series[finding.metric]
+        low, high = finding.evidence["level_steps"]
+        on = series.values[(series.steps >= low) & (series.steps <= high)]
+        assert finding.evidence["level"] == pytest.approx(float(np.median(on)))
     if finding.category == "stall":  # "median ... from then on": the plain median of the logged values
         series = run.series[finding.metric]
         on = series.values[(series.steps >= finding.evidence["step"]) & np.isfinite(series.values)]

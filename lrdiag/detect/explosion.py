@@ -51,6 +51,7 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     low = float(smooth[: first + 1].min())
     climb = int(np.flatnonzero(smooth[: first + 1] <= 2 * low)[-1])
     return [Hit(int(steps[climb]), int(steps[last]),
-                {"step": int(steps[climb]), "crossed_step": int(steps[first]), "start_level": start,
+                {"step": int(steps[climb]), "crossed_step": int(steps[first]), "start_level": start, "start_points": head,
+                 "start_how": f"the median of its first {head} points" if head > 1 else "its first logged value",
                  "peak": float(values[peak]),
                  "peak_step": int(steps[peak]), "ratio": float(values[peak] / start)})]

@@ -86,12 +86,18 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
             recovery = "no later points to tell whether it recovered"
         else:
             recovery = f"never recovered in the {int(steps[-1] - steps[peak])} steps after it"
-        peak_value, base_value = values[peak], (float(np.exp(base)) if is_log else float(base))
-        size = (f"{peak_value / base_value:.1f}x its level of {base_value:.4g}" if is_log
-                else f"{peak_value - base_value:+.4g} above its level of {base_value:.4g}")
+        # The level quoted is the plain median of the logged points it was taken from (on the
+        # log scale an even count would give a geometric mean of the middle two instead).
+        level_from = max(0, first - half) if first >= half else first - 1
+        peak_value, base_value = values[peak], float(np.median(values[level_from:first]))
+        before_text = (f"the point before ({base_value:.4g})" if first - level_from == 1
+                       else f"the median {base_value:.4g} of the {first - level_from} points before")
+        size = (f"{peak_value / base_value:.1f}x {before_text}" if is_log
+                else f"{peak_value - base_value:+.4g} above {before_text}")
         hits.append(Hit(
             int(steps[first]), int(steps[last]),
-            {"step": int(steps[peak]), "peak": float(peak_value), "level": base_value, "size": size,
+            {"step": int(steps[peak]), "peak_step": int(steps[peak]), "peak": float(peak_value), "level": base_value,
+             "level_steps": [int(steps[level_from]), int(steps[first - 1])], "size": size,
              "ratio": float(peak_value / base_value) if is_log else None,
              "z": float(rise / scale[peak]), "threshold_z": float(threshold),
              "points": int(last - first + 1), "recovered": recovered, "recovery_steps": recovery_steps,
