@@ -187,3 +187,19 @@ def test_the_builtin_rules_find_a_nan_through_a_process_pool(tmp_path):
     flagged = {run["run"]: [finding["rule"] for finding in run["findings"]] for run in doc["runs"]}
     assert flagged.pop("run3") == ["LRD105"]
     assert all(rules == [] for rules in flagged.values())
+
+
+def test_instability_findings_carry_their_cause_and_lr_rules_see_it():
+    # A one-step bad batch early in a run whose LR starts at its peak and decays: its cause is the
+    # data, so the no-warmup rule (which runs after the cause pass) leaves it alone.
+    steps = np.arange(300)
+    loss = 2.0 * 0.99 ** steps * np.exp(0.03 * np.random.default_rng(0).standard_normal(300))
+    loss[40] = 10.0
+    run = Run("run", "test", [], {"train/loss": Series("train/loss", steps, loss),
+                                  "lr": Series("lr", steps, 0.01 * 0.995 ** steps)})
+    for series in run.series.values():
+        series.role = "lr" if series.tag == "lr" else "train_loss"
+    findings = Engine(load_rules([builtin_rules_dir()])).run(run)
+    assert [(f.rule, f.evidence["cause"]) for f in findings] == [("LRD101", "data")]
+    facts = findings[0].evidence["cause_evidence"]
+    assert {fact["says"] for fact in facts} == {"data"} and all(fact["points"] for fact in facts)
