@@ -176,13 +176,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.UsageError as error:
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
-        click.echo(f"lrdiag: error: {error.format_message()}{hint}", err=True)
+        _error(f"{error.format_message()}{hint}")
         sys.exit(2)
     except click.ClickException as error:
-        click.echo(f"lrdiag: error: {error.format_message()}", err=True)
+        _error(error.format_message())
         sys.exit(2)
     except LrdiagError as error:
-        click.echo(f"lrdiag: error: {error}", err=True)
+        _error(str(error))
         sys.exit(2)
     except SystemExit:
         raise
@@ -191,6 +191,21 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("lrdiag: internal error: this is a bug in lrdiag, please report it with the traceback above",
                    err=True)
         sys.exit(2)
+
+
+def _error(message: str) -> None:
+    """The message on stderr, its control characters escaped; lrdiag's own lists keep their lines, but a line
+    that would start with `::` (a workflow command, which GitHub Actions reads on stderr too) stays escaped."""
+    from lrdiag.render.view import inert
+
+    lines = [inert(line) for line in message.split("\n")]
+    kept = lines[:1]
+    for line in lines[1:]:
+        if line.lstrip().startswith("::"):
+            kept[-1] += "\\n" + line
+        else:
+            kept.append(line)
+    click.echo("lrdiag: error: " + "\n".join(kept), err=True)
 
 
 cli.add_command(__import__("lrdiag.recommend.command", fromlist=["recommend"]).recommend)  # its heavy imports wait for its use

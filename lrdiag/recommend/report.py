@@ -8,6 +8,7 @@ import textwrap
 import click
 
 from lrdiag.recommend import candidates as candidate_rules
+from lrdiag.render.view import inert_doc
 
 _MARKS = {"confirmed": ("CONFIRMED", "green"), "not confirmed": ("not confirmed", "yellow"),
           "inconclusive": ("inconclusive", "yellow"), "failed": ("FAILED", "red")}
@@ -22,6 +23,7 @@ def _lr_path(curve: list) -> str:
 
 
 def render(doc: dict, color: bool = False, width: int | None = None) -> str:
+    doc = inert_doc(doc, keep=("code",))  # names from logs may hold newlines and terminal codes
     width = min(width or shutil.get_terminal_size((100, 24)).columns, 110)
     style = (lambda text, **kw: click.style(text, **kw)) if color else (lambda text, **kw: text)
     wrap = lambda text, indent: textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)  # noqa: E731

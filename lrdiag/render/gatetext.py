@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from lrdiag.render.view import inert_doc
+
 _MARK = {"passed": "PASS", "failed": "FAIL", "skipped": "skip"}
 
 
 def render(doc: dict) -> str:
+    doc = inert_doc(doc)  # names from logs may hold newlines and terminal codes
     out = [f"baselines: {', '.join(doc['baselines'])}  (tolerance {doc['tolerance']}; new findings at or above "
            f"{doc['fail_on']} fail)", ""]
     total = failed = 0

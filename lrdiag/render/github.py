@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lrdiag.render.view import is_gate, suites
+from lrdiag.render.view import inert_doc, is_gate, suites
 
 
 def _data(text: str) -> str:
@@ -21,6 +21,7 @@ def annotation(level: str, message: str, file: str = "", title: str = "", line: 
 
 
 def render(doc: dict, fail_on: str = "error") -> str:
+    doc = inert_doc(doc)  # names from logs may hold newlines and terminal codes
     lines = [annotation(case["level"], case["message"], case["file"], case["title"], case["line"])
              for suite in suites(doc, fail_on) for case in suite["cases"] if case["level"]]
     if is_gate(doc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from lrdiag.render.view import suites
+from lrdiag.render.view import inert_doc, suites
 
 # XML 1.0 cannot hold these even escaped; a log name may contain them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -16,6 +16,7 @@ def _clean(text) -> str:
 
 
 def render(doc: dict, fail_on: str = "error") -> str:
+    doc = inert_doc(doc)  # names from logs may hold newlines and terminal codes
     root = ET.Element("testsuites", name="lrdiag gate" if doc.get("kind") == "lrdiag-gate" else "lrdiag analyze")
     totals = {"tests": 0, "failures": 0, "skipped": 0}
     for suite in suites(doc, fail_on):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lrdiag.render.view import headline, is_gate, severity_counts, where
+from lrdiag.render.view import headline, inert_doc, is_gate, severity_counts, where
 
 _MARK = {"passed": "✅", "failed": "❌", "skipped": "➖"}
 
@@ -26,6 +26,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def render(doc: dict, fail_on: str = "error") -> str:
+    doc = inert_doc(doc)  # names from logs may hold newlines and terminal codes
     return "\n".join(_gate(doc) if is_gate(doc) else _analysis(doc)) + "\n"
 
 

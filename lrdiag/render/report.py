@@ -158,6 +158,7 @@ def report(paths, output, replays, recommendations, roles, config_path, jobs) ->
     from lrdiag.config import project_setup, rule_set
     from lrdiag import safeio
     from lrdiag.render import html
+    from lrdiag.render.view import inert
 
     safeio.check_output(output, what="report")  # a link or a folder: refused before any reading
     config, engine, role_map = project_setup(config_path, roles)
@@ -169,6 +170,6 @@ def report(paths, output, replays, recommendations, roles, config_path, jobs) ->
     click.echo(f"wrote {output}: {runs} run{'s' if runs != 1 else ''}, {findings} finding{'s' if findings != 1 else ''}, "
                f"{len(page) / 1e6:.2f} MB", err=True)
     for error in model["errors"]:
-        click.echo(f"lrdiag: error: {error}", err=True)
+        click.echo(f"lrdiag: error: {inert(error)}", err=True)
     if model["errors"]:
         sys.exit(2)

@@ -6,6 +6,8 @@ import shutil
 
 import click
 
+from lrdiag.render.view import inert_doc
+
 _SEVERITY_STYLE = {"error": ("E", "red"), "warning": ("W", "yellow"), "info": ("i", "cyan")}
 _LOWER_IS_BETTER = {"train_loss", "val_loss", "grad_norm", None}
 
@@ -50,6 +52,7 @@ def _table(rows: list[list[str]], header: list[str], width: int) -> list[str]:
 
 
 def render(doc: dict, color: bool = False, width: int | None = None) -> str:
+    doc = inert_doc(doc)  # names from logs may hold newlines and terminal codes
     width = width or shutil.get_terminal_size((100, 24)).columns
     out: list[str] = []
     for run in doc["runs"]:

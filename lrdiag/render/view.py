@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 from lrdiag.detect.finding import SEVERITY_RANK
 from lrdiag.series.roles import rank
 
 _LEVELS = {"error": "error", "warning": "warning", "info": "notice"}
+# Control characters (C0, DEL, C1) and Unicode line breaks: a newline in a folder name or a JSON key
+# would start a line of output of its own, which GitHub Actions runs as a workflow command (`::add-mask::`).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def inert(text: str) -> str:
+    """`text` with every control character shown as its escape (`\\n`, `\\x1b`): one line, no terminal codes."""
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256
+                                                         else f"\\u{ord(m[0]):04x}"), text)
+
+
+def inert_doc(value, keep: tuple[str, ...] = ()):
+    """An output model with every string in it, keys too, made inert; the values of keys in `keep` (lrdiag's
+    own multi-line text, such as a candidate's code) are left as they are."""
+    if isinstance(value, str):
+        return inert(value)
+    if isinstance(value, dict):
+        return {(inert(key) if isinstance(key, str) else key): (item if key in keep else inert_doc(item, keep))
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [inert_doc(item, keep) for item in value]
+    return value
 
 
 def is_gate(doc: dict) -> bool:
