@@ -66,6 +66,13 @@ class _Series:
         return {"metric": self.tag, "step": int(self.steps[index]), "value": float(self.values[index])}
 
 
+def _json(value: float) -> float | str:
+    """JSON has no NaN or Inf: such a logged value is written as a string, as the output model does."""
+    if np.isfinite(value):
+        return float(value)
+    return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
 def _fact(says: str, text: str, *points: dict) -> dict:
     return {"says": says, "fact": text, "points": list(points)}
 
@@ -340,20 +347,22 @@ def _nonfinite_facts(finding, series: _Series, run: Run, context: dict) -> list:
         bad = np.flatnonzero(~np.isfinite(grad.values) & (grad.steps <= first_bad))
         loss_before = np.flatnonzero(series.steps <= (grad.steps[bad[0]] if bad.size else -np.inf))
         if bad.size:
-            point = {"metric": grad.tag, "step": int(grad.steps[bad[0]]), "value": float(grad.values[bad[0]])}
+            value = float(grad.values[bad[0]])
+            point = {"metric": grad.tag, "step": int(grad.steps[bad[0]]), "value": _json(value)}
             logged = (f"; {series.tag} was logged as {_quote(series.point(int(loss_before[-1])))}"
                       if loss_before.size and series.steps[loss_before[-1]] == point["step"] else "")
-            fact = _fact("numeric", f"{grad.tag} was non-finite ({point['value']}) at step {point['step']}{logged}",
+            fact = _fact("numeric", f"{grad.tag} was non-finite ({value}) at step {point['step']}{logged}",
                          point, *([series.point(int(loss_before[-1]))] if logged else []))
             fact["defining"] = "numeric"
             facts.append(fact)
     elif series.raw.role == "grad_norm":
         loss = _Series.of(run.primary("train_loss"))
-        if loss is not None and loss.steps[0] <= first_bad:
-            point = loss.point(loss.at(first_bad))
+        if loss is not None and loss.steps[0] < first_bad:
+            # The loss just before: at the same step a NaN-filtering logger may have written a stand-in.
+            point = loss.point(loss.at(first_bad - 1))
             if np.isfinite(point["value"]):
-                fact = _fact("numeric", f"the gradient turned non-finite at step {first_bad} while the loss was "
-                                        f"still finite, {_quote(point)}", point)
+                fact = _fact("numeric", f"the gradient turned non-finite at step {first_bad} with the loss finite "
+                                        f"just before, {_quote(point)}", point)
                 fact["defining"] = "numeric"
                 facts.append(fact)
     return facts
