@@ -137,7 +137,10 @@ def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude:
     rows_index = np.arange(starts.size)
     half = acf[rows_index, half_lag - 1]
     expected = np.cos(2 * np.pi * half_lag / period)
-    full = np.array([np.interp(p, _RING_LAGS, row) for p, row in zip(period, acf)])
+    below = np.floor(period).astype(int)  # the autocorrelation a full period on, interpolated
+    weight_above = period - below
+    full = ((1 - weight_above) * acf[rows_index, below - 1]
+            + weight_above * acf[rows_index, np.minimum(below, _RING_LAGS[-1] - 1)])
     amplitude = np.sqrt(2 * np.maximum(fraction, 0) * power / width)
     hit = ((fraction >= min_fraction) & (half <= 0.75 * fraction * expected) & (full > 0) & (amplitude >= min_amplitude)
            & (period <= _RING_MAX_PERIOD))

@@ -116,13 +116,17 @@ def level(values: np.ndarray, is_log: bool) -> float:
 
 
 def block_medians(steps: np.ndarray, values: np.ndarray, blocks: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Median step and median value of up to `blocks` consecutive, equal blocks of points: a
-    long series shrunk for the O(n^2) trend statistics below (a short one stays as it is)."""
-    count = min(blocks, values.size)
-    edges = np.linspace(0, values.size, count + 1).astype(int)
-    pairs = [(np.median(steps[a:b]), np.median(values[a:b])) for a, b in zip(edges[:-1], edges[1:])]
-    x, v = np.array(pairs, dtype=np.float64).reshape(-1, 2).T
-    return x, v
+    """Median step and median value of `blocks` consecutive, equal blocks of points: a long
+    series shrunk for the O(n^2) trend statistics below. Up to twice `blocks` points stay as
+    they are; beyond, the few points (under a block) that do not fill a block are left out at
+    the start."""
+    steps, values = np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if values.size <= 2 * blocks:
+        return steps, values
+    size = values.size // blocks
+    tail = slice(values.size - size * blocks, None)
+    return (np.median(steps[tail].reshape(blocks, size), axis=1),
+            np.median(values[tail].reshape(blocks, size), axis=1))
 
 
 def theil_sen_slope(x: np.ndarray, v: np.ndarray) -> float:
