@@ -496,6 +496,66 @@ def test_server_failing_mid_history_keeps_the_points_that_came(server):
     assert "after 25000 points" in problem.message and "'loss'" in problem.where
 
 
+def serve(handler_class) -> tuple[str, object]:
+    import http.server
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
+
+
+def test_server_asking_for_credentials_gets_mlflows_environment_variables(server, monkeypatch):
+    """A proxy in front of the real server that wants the token MLflow's client would send."""
+    import http.server
+
+    url, _, _, _ = server
+
+    class Guarded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.forward(None)
+
+        def do_POST(self):
+            self.forward(self.rfile.read(int(self.headers["Content-Length"])))
+
+        def forward(self, body):
+            if self.headers.get("Authorization") != "Bearer s3cret":
+                self.send_error(401, "Unauthorized")
+                return
+            request = urllib.request.Request(url + self.path, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as upstream:
+                answer = upstream.read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    proxy, httpd = serve(Guarded)
+    try:
+        monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+        with pytest.raises(LrdiagError, match="HTTP 401.*MLFLOW_TRACKING_TOKEN"):
+            find_runs([f"mlflow+{proxy}"])
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "s3cret")
+        specs = find_runs([f"mlflow+{proxy}"])
+        assert len(specs) == 3 and read_run(specs[0]).problems == []
+    finally:
+        httpd.shutdown()
+
+
+def test_a_web_server_that_is_not_mlflow_is_one_error(tmp_path):
+    import functools
+    import http.server
+
+    url, httpd = serve(functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    try:
+        with pytest.raises(LrdiagError, match="answered HTTP"):
+            find_runs([f"mlflow+{url}"])
+    finally:
+        httpd.shutdown()
+
+
 def test_not_an_mlflow_url_is_still_a_missing_path():
     with pytest.raises(LrdiagError, match="no such file or folder"):
         find_runs(["mlflow:/nowhere"])

@@ -4,7 +4,9 @@ Through the server's REST API, with the standard library's urllib (no mlflow pac
 `experiments/search` (or `experiments/get-by-name` / `get` for the experiment named or numbered
 in the URL), `runs/search` for the active runs, and for each metric `metrics/get-history`, page
 by page, so that every point comes, never a sampled curve (`get-history-bulk-interval` samples).
-Runs are named `experiment name/run name`; runs without metrics are skipped.
+Runs are named `experiment name/run name`; runs without metrics are skipped. A server that asks
+for credentials gets those MLflow's own client sends: MLFLOW_TRACKING_TOKEN, or
+MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.
 
 A server that is down, refuses, times out or does not answer as MLflow does is one error (exit 2)
 when its runs are listed; a run whose history fails part way keeps the points that came, with a
@@ -13,8 +15,10 @@ problem that says so. Points are ordered by step, in the server's order within a
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import os
 import socket
 import urllib.error
 import urllib.parse
@@ -49,6 +53,8 @@ def claim(argument) -> list[tuple[str, str, str]] | None:
                     runs.append((f"{experiment_name}/{name}", info["run_id"]))
     except ServerError as error:
         raise LrdiagError(f"{argument}: {error}") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise LrdiagError(f"{argument}: the server's answer is not an MLflow tracking server's (no {error})") from None
     names = [name for name, _ in runs]
     return [(name + (f" ({run_id[:8]})" if names.count(name) > 1 else ""), server, run_id) for name, run_id in runs]
 
@@ -59,7 +65,7 @@ def read(server: str, run: str = "") -> ReadResult:
     result = ReadResult("mlflow_server")
     try:
         found = _call(server, "runs/get", {"run_id": run_id})["run"]
-    except ServerError as error:
+    except (ServerError, KeyError) as error:
         result.problems.append(Problem(server, f"run {run_id}", f"run not read: {error}"))
         return result
     keys = sorted({metric["key"] for metric in found.get("data", {}).get("metrics", [])})
@@ -125,11 +131,14 @@ def _call(server: str, endpoint: str, body: dict) -> dict:
         request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     else:
         request = urllib.request.Request(url + "?" + urllib.parse.urlencode(body))
+    request.headers.update(_credentials())
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
-        raise ServerError(f"{endpoint} answered HTTP {error.code}: {_message(error)}") from None
+        hint = ("; set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                if error.code in (401, 403) else "")
+        raise ServerError(f"{endpoint} answered HTTP {error.code}: {_message(error)}{hint}") from None
     except urllib.error.URLError as error:
         reason = error.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -139,6 +148,16 @@ def _call(server: str, endpoint: str, body: dict) -> dict:
         raise ServerError(f"no answer within {TIMEOUT_S:g} s; is the server overloaded?") from None
     except (OSError, ValueError, http.client.HTTPException) as error:  # a dropped connection, or not JSON
         raise ServerError(f"{endpoint} gave no MLflow answer ({type(error).__name__}: {error})") from None
+
+
+def _credentials() -> dict[str, str]:
+    """The Authorization header MLflow's own client sends, from the same environment variables."""
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    return {}
 
 
 def _message(error: urllib.error.HTTPError) -> str:
