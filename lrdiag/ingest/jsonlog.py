@@ -7,13 +7,13 @@ import json
 import pathlib
 import re
 import warnings
-from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from lrdiag.ingest import files
-from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, cap_problems, cells_to_numbers, is_bookkeeping,
+from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, cap_problems, cells_to_numbers, is_bookkeeping,
                                    join_lines, line_bounds, normalized, per_line_count, report,
                                    whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -31,6 +31,9 @@ _DEPTH_WINDOW = 1 << 22  # characters searched for the deepest point of a too-de
 # Lines the fast path cannot split into key/value pairs are at most this many before it gives up
 # on checking them one by one and counts braces per line instead.
 _FEW_LINES = 10_000
+# Lines with more keys than this go through json.loads: a parser column per key costs more.
+_WIDEST = 256
+_PLAIN = frozenset({int, float, str})  # JSON values kept as they are; others become text
 _KNOWN_NAMES = ("trainer_state.json", "metrics.json", "scalars.json")
 
 Points = tuple[np.ndarray, np.ndarray]  # (1-based line numbers, values) of one key
@@ -149,11 +152,54 @@ def _is_keras_history(document: object) -> bool:
             and any("loss" in key for key in document))
 
 
-# ---- JSON lines: parse every line into points per key ----------------------------------------
+# ---- JSON lines: parse every line into one table of points ------------------------------------
 
-def _parse_json_lines(data: bytes, path: pathlib.Path,
-                      problems: list[Problem]) -> tuple[dict[str, Points], dict[str, Points], int]:
-    """Numeric keys and text keys (like mmdetection's `mode`), each as (line numbers, values); and the line count.
+@dataclass
+class Keyed:
+    """Points of many keys as one table, key by key and in line order within a key: no Python
+    object per point, and none per key until the series are made, so that a line with 100,000
+    keys costs what 100,000 lines with one key cost."""
+
+    names: list[str]
+    lines: np.ndarray  # int64, 1-based line of each point
+    keys: np.ndarray  # int64, index into names
+    values: np.ndarray  # float64 (numbers) or object (texts)
+
+    @classmethod
+    def grouped(cls, names: list[str], lines: np.ndarray, keys: np.ndarray, values: np.ndarray) -> "Keyed":
+        # Chunks arrive line-sorted, so the composite key is made of sorted runs: timsort merges them.
+        order = np.argsort(keys * (int(lines.max(initial=0)) + 1) + lines, kind="stable")
+        return cls(names, lines[order], keys[order], values[order])
+
+    def bounds(self) -> np.ndarray:
+        return np.searchsorted(self.keys, np.arange(len(self.names) + 1))
+
+    def get(self, name: str) -> Points | None:
+        """(lines, values) of one key, or None when it has no point."""
+        if name not in self.names:
+            return None
+        index = self.names.index(name)
+        first, last = np.searchsorted(self.keys, [index, index + 1])
+        return (self.lines[first:last], self.values[first:last]) if last > first else None
+
+    def where(self, keep: np.ndarray) -> "Keyed":
+        return Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
+
+
+class _Chunks:
+    """Parsed points as they come, chunk by chunk: (lines, key ids, values), and the key names by id."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def key_ids(self, names) -> np.ndarray:
+        ids = self.ids
+        return np.array([ids.setdefault(name, len(ids)) for name in names], dtype=np.int64)
+
+
+def _parse_json_lines(data: bytes, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed, int]:
+    """Numeric keys and text keys (like mmdetection's `mode`) as tables of points; and the line count.
 
     Flat lines go through pandas' C parser; lines it cannot take (nested values, escapes, more
     keys than usual, malformed JSON) go through json.loads one by one, which names the bad ones."""
@@ -161,25 +207,48 @@ def _parse_json_lines(data: bytes, path: pathlib.Path,
     starts, ends = line_bounds(data)
     blank = ends == starts
     flat = _flat_lines(data, starts, ends, blank)
-    parts: dict[str, list[Points]] = defaultdict(list)
-    rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), parts, path)
+    chunks = _Chunks()
+    rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), chunks)
     slow = np.union1d(np.flatnonzero(~flat & ~blank), rejected)
-    _parse_slow_lines(data, starts, ends, slow, parts, path, problems)
-    numbers, texts = {}, {}
-    for key, pieces in parts.items():
-        lines = np.concatenate([piece[0] for piece in pieces])
-        raw = np.concatenate([piece[1] for piece in pieces]) if len(pieces) > 1 else pieces[0][1]
-        if len(pieces) > 1:  # fast and slow lines interleave
-            order = np.argsort(lines, kind="stable")
-            lines, raw = lines[order], raw[order]
-        cells = cells_to_numbers(pd.Series(raw), lines, key, path, problems)
-        if cells is None:
-            present = pd.notna(raw)
-            texts[key] = (lines[present], raw[present])
-        else:
-            present, values = cells
-            numbers[key] = (lines[present], values[present])
+    _parse_slow_lines(data, starts, ends, slow, chunks, path, problems)
+    numbers, texts = _tabled(chunks, path, problems)
     return numbers, texts, len(starts)
+
+
+def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed]:
+    """Cells to numbers for every point at once, then (numbers, texts).
+
+    Empty cells and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point. A key with no
+    numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
+    names = list(chunks.ids)
+    numeric = [part for part in chunks.parts if part[2].dtype.kind == "f"]
+    textual = [part for part in chunks.parts if part[2].dtype.kind != "f"]
+
+    def joined(parts, column, dtype):
+        return np.concatenate([part[column] for part in parts]) if parts else np.zeros(0, dtype)
+    raw = joined(textual, 2, object)
+    present_raw = pd.notna(raw) & (raw != "null")
+    converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64) if raw.size else np.zeros(0)
+    failed = present_raw & np.isnan(converted)
+    if failed.any():
+        words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
+        failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    values = np.concatenate([joined(numeric, 2, np.float64), converted])
+    lines = np.concatenate([joined(numeric, 0, np.int64), joined(textual, 0, np.int64)])
+    keys = np.concatenate([joined(numeric, 1, np.int64), joined(textual, 1, np.int64)])
+    is_number = np.concatenate([~np.isnan(values[:values.size - raw.size]), present_raw & ~failed])
+    is_text_key = np.bincount(keys[is_number], minlength=len(names)) == 0
+    offset = values.size - raw.size
+    bad = np.flatnonzero(failed & ~is_text_key[keys[offset:]])
+    bad = bad[np.argsort(lines[offset + bad], kind="stable")]
+    report(problems, path, bad, lambda index: (
+        f"line {lines[offset + index]}",
+        f"value {str(raw[index])[:40]!r} of {names[keys[offset + index]]!r} is not a number; point skipped"),
+        "non-numeric values skipped")
+    text_points = present_raw & is_text_key[keys[offset:]]
+    numbers = Keyed.grouped(names, lines[is_number], keys[is_number], values[is_number])
+    texts = Keyed.grouped(names, lines[offset:][text_points], keys[offset:][text_points], raw[text_points])
+    return numbers, texts
 
 
 def _flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, blank: np.ndarray) -> np.ndarray:
@@ -203,11 +272,13 @@ def _flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, blank: np.nda
 
 
 def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: np.ndarray,
-                      parts: dict[str, list[Points]], path: pathlib.Path) -> np.ndarray:
-    """Parse the flat lines (0-based indices) as CSV into `parts`; return the indices it could not take."""
+                      chunks: _Chunks) -> np.ndarray:
+    """Parse the flat lines (0-based indices) as CSV into `chunks`; return the indices it could not take."""
     if not len(flat):
         return flat
     width = 2 * _usual_key_count(data, starts, ends, flat)
+    if width > 2 * _WIDEST:  # a column per key costs pandas more than json.loads costs
+        return flat
     # pandas would read a first line wider than `names` with an index and no warning: lines go
     # the slow way until one fits.
     fits = next((position for position, index in enumerate(flat)
@@ -238,19 +309,28 @@ def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: n
     # was not flat pairs) and its keys came through intact: a comma in a key was a colon before
     # the translation, and a key that pandas turned into a number ("1" -> 1) lost its spelling.
     valid = np.ones(len(frame), bool)
+    usable_names = []
     for key, value in zip(keys, values):
         categories = key.cat.categories
         usable = (~np.asarray(categories.str.contains(",", regex=False), dtype=bool)
                   if pd.api.types.is_string_dtype(categories) else np.zeros(len(categories), bool))
         valid &= (key.isna() == value.isna()).to_numpy() & np.append(usable, True)[key.cat.codes.to_numpy()]
+        usable_names.append(usable)
     lines = taken + 1
-    for key, value in zip(keys, values):
+    for key, value, usable in zip(keys, values, usable_names):
         codes = key.cat.codes.to_numpy()
-        cells = value.to_numpy(dtype=object) if not pd.api.types.is_numeric_dtype(value.dtype) else value.to_numpy()
-        for code, name in enumerate(key.cat.categories):
-            rows = (codes == code) & valid
-            if rows.any():
-                parts[name].append((lines[rows], cells[rows]))
+        rows = valid & (codes >= 0)
+        if not rows.any():
+            continue
+        ids = np.full(len(usable), -1, np.int64)
+        ids[usable] = chunks.key_ids(np.asarray(key.cat.categories, dtype=object)[usable].tolist())
+        if pd.api.types.is_bool_dtype(value.dtype):  # true/false: text, never a metric
+            cells = np.where(value.to_numpy(dtype=bool), "true", "false").astype(object)
+        elif pd.api.types.is_numeric_dtype(value.dtype):
+            cells = value.to_numpy(dtype=np.float64)
+        else:
+            cells = value.to_numpy(dtype=object)
+        chunks.parts.append((lines[rows], ids[codes[rows]], cells[rows]))
     return np.concatenate([leading, flat[wider], taken[~valid]])
 
 
@@ -264,19 +344,24 @@ def _key_count(line: bytes) -> int:
 
 
 def _usual_key_count(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: np.ndarray) -> int:
-    """The most common number of keys per line, from up to 200 lines spread over the file: the
-    parser's width. Rarer, wider lines (detectron2 evaluation records) take the slow path."""
+    """Keys per line that 90% of up to 200 lines spread over the file have at most: the parser's
+    width. Rarer, wider lines (detectron2 evaluation records) take the slow path; lines whose key
+    count varies mostly fit."""
     sample = flat[np.linspace(0, len(flat) - 1, min(len(flat), 200)).astype(int)]
-    counts = [count for count in (_key_count(data[starts[index]:ends[index]]) for index in sample) if count]
-    return max(1, int(np.bincount(counts).argmax())) if counts else 1
+    # `":` ends every key of a flat line written by a logger, and rarely occurs in a value: a
+    # count, not a parse, so that one line with 100,000 keys costs no extra json.loads.
+    counts = [count for count in (data.count(b'":', starts[index], ends[index]) for index in sample) if count]
+    return max(1, int(np.quantile(counts, 0.9, method="lower"))) if counts else 1
 
 
 def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: np.ndarray,
-                      parts: dict[str, list[Points]], path: pathlib.Path, problems: list[Problem]) -> None:
-    """json.loads each line: the slow path, for the few lines the fast one cannot take."""
-    collected: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+                      chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> None:
+    """json.loads each line: the slow path, for the lines the fast one cannot take."""
+    lines: list[int] = []
+    names: list[str] = []
+    values: list = []
     bad: list[tuple[int, str]] = []
-    for index in slow:
+    for index in slow.tolist():
         try:
             record = _loads(data[starts[index]:ends[index]])
             if not isinstance(record, dict):
@@ -284,14 +369,13 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
         except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             bad.append((index, error.msg if isinstance(error, json.JSONDecodeError) else str(error)))
             continue
+        before = len(names)
         for key, value in record.items():
-            if value is None:
-                continue
-            lines, values = collected[key]
-            lines.append(index + 1)
-            # Booleans and nested values are text here: never metrics.
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            values.append(value if numeric or isinstance(value, str) else _value_text(value))
+            if value is not None:
+                names.append(key)
+                # Booleans and nested values are text here: never metrics.
+                values.append(value if type(value) in _PLAIN else _value_text(value))
+        lines.extend([index + 1] * (len(names) - before))
     last_line_unfinished = data[-1:] != b"\n"
 
     def describe(line: tuple[int, str]) -> tuple[str, str]:
@@ -299,8 +383,10 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
         half = "half-written last line: " if last_line_unfinished and index == len(starts) - 1 else ""
         return f"line {index + 1}", f"{half}not valid JSON ({reason}); line skipped"
     report(problems, path, bad, describe, "lines that are not valid JSON skipped")
-    for key, (lines, values) in collected.items():
-        parts[key].append((np.array(lines, dtype=np.int64), np.array(values, dtype=object)))
+    if names:
+        cells = np.empty(len(values), dtype=object)
+        cells[:] = values
+        chunks.parts.append((np.array(lines, dtype=np.int64), chunks.key_ids(names), cells))
 
 
 # ---- JSON lines: per-format steps and tags ---------------------------------------------------
@@ -313,28 +399,35 @@ def _by_line(points: Points | None, line_count: int, fill: object = np.nan) -> n
     return out
 
 
-def _detectron2(numbers: dict[str, Points], texts: dict[str, Points], line_count: int):
-    metrics = {key: points for key, points in numbers.items() if not is_bookkeeping(key)}
-    return metrics, _by_line(numbers.get("iteration"), line_count), "iteration"
+def _metrics(numbers: Keyed) -> Keyed:
+    """The points of metric keys: step counters and bookkeeping left out."""
+    bookkeeping = np.array([is_bookkeeping(name) for name in numbers.names], dtype=bool)
+    return numbers.where(~bookkeeping[numbers.keys]) if bookkeeping.any() else numbers
 
 
-def _split_by_mode(numbers: dict[str, Points], modes: np.ndarray) -> dict[str, Points]:
+def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
+    return _metrics(numbers), _by_line(numbers.get("iteration"), line_count), "iteration"
+
+
+def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
     """Train keys keep their names; keys of other modes become `<mode>/<key>` so that a
     validation `loss` never mixes with the training `loss`."""
-    metrics = {}
-    for key, (lines, values) in numbers.items():
-        if is_bookkeeping(key):
-            continue
-        line_modes = modes[lines]
-        for mode in pd.unique(line_modes[pd.notna(line_modes)]):
-            if mode != "train" and key == "lr":  # validation records repeat the training LR
-                continue
-            rows = line_modes == mode
-            metrics[key if mode == "train" else f"{mode}/{key}"] = (lines[rows], values[rows])
-    return metrics
+    metrics = _metrics(numbers)
+    mode_codes, mode_names = pd.factorize(modes)  # no mode (the mmdetection header line): -1
+    mode_names = list(mode_names)
+    point_modes = mode_codes[metrics.lines]
+    train = mode_names.index("train") if "train" in mode_names else -2
+    is_lr = np.array([name == "lr" for name in metrics.names], dtype=bool)
+    # validation records repeat the training LR
+    keep = (point_modes >= 0) & ~(is_lr[metrics.keys] & (point_modes != train))
+    width = max(len(mode_names), 1)
+    combos, keys = np.unique(metrics.keys[keep] * width + point_modes[keep], return_inverse=True)
+    names = [metrics.names[key] if mode == train else f"{mode_names[mode]}/{metrics.names[key]}"
+             for key, mode in zip((combos // width).tolist(), (combos % width).tolist())]
+    return Keyed.grouped(names, metrics.lines[keep], keys.reshape(-1).astype(np.int64), metrics.values[keep])
 
 
-def _mmdet(numbers: dict[str, Points], texts: dict[str, Points], line_count: int):
+def _mmdet(numbers: Keyed, texts: Keyed, line_count: int):
     """mmdetection 2.x: `iter` restarts every epoch, so step = (epoch - 1) * iters per epoch + iter.
 
     Iters per epoch is the largest `iter` seen; a validation record's `iter` is the epoch's
@@ -349,14 +442,14 @@ def _mmdet(numbers: dict[str, Points], texts: dict[str, Points], line_count: int
     return _split_by_mode(numbers, modes), steps, "step"
 
 
-def _mmengine(numbers: dict[str, Points], texts: dict[str, Points], line_count: int):
+def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
     """mmengine scalars.json: `step` keys every line. Validation lines carry no `iter`, and with
     an epoch-based loop their `step` is the epoch; they move to the last training iter of that
     epoch so that every series counts iterations."""
     steps = _by_line(numbers.get("step"), line_count)
-    if "iter" not in numbers:
-        return {key: points for key, points in numbers.items() if not is_bookkeeping(key)}, steps, "step"
-    iters, epochs = _by_line(numbers["iter"], line_count), _by_line(numbers.get("epoch"), line_count)
+    if numbers.get("iter") is None:
+        return _metrics(numbers), steps, "step"
+    iters, epochs = _by_line(numbers.get("iter"), line_count), _by_line(numbers.get("epoch"), line_count)
     validation = ~np.isnan(steps) & np.isnan(iters)
     training = ~np.isnan(iters) & ~np.isnan(epochs)
     if training.any():
@@ -367,18 +460,17 @@ def _mmengine(numbers: dict[str, Points], texts: dict[str, Points], line_count: 
     return _split_by_mode(numbers, modes), steps, "step"
 
 
-def _series_with_restarts(metrics: dict[str, Points], steps_by_line: np.ndarray, step_name: str,
+def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: str,
                           path: pathlib.Path, problems: list[Problem], notes: list[str]) -> dict[str, Series]:
     """Series from per-line points, after resumed runs replace what they overlap.
 
     A record whose step goes back to k (a resumed run), or repeats the previous record's step
     with a key that record had (a duplicated line), drops every earlier point at step >= k, for
     all tags. An evaluation record sharing the iteration of a training record is not a repeat."""
-    tags = list(metrics)
-    if not tags:
+    if not metrics.lines.size:
         return {}
-    point_lines = np.concatenate([metrics[tag][0] for tag in tags])
-    point_tags = np.concatenate([np.full(len(metrics[tag][0]), index) for index, tag in enumerate(tags)])
+    tag_count = len(metrics.names)
+    point_lines, point_tags = metrics.lines, metrics.keys
     points_per_line = np.bincount(point_lines, minlength=len(steps_by_line))
     no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
@@ -393,9 +485,9 @@ def _series_with_restarts(metrics: dict[str, Points], steps_by_line: np.ndarray,
     if len(same):
         previous_line = np.zeros(len(steps_by_line), np.int64)
         previous_line[record_lines[same]] = record_lines[same - 1]
-        logged = point_lines * len(tags) + point_tags
+        logged = point_lines * tag_count + point_tags
         on_same = np.isin(point_lines, record_lines[same])
-        repeated = np.isin(previous_line[point_lines[on_same]] * len(tags) + point_tags[on_same], logged)
+        repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
     # A record survives when no later restart goes back to its step or below.
     restart_steps = np.where(restart, record_steps, np.inf)
@@ -406,13 +498,10 @@ def _series_with_restarts(metrics: dict[str, Points], steps_by_line: np.ndarray,
                                     points_per_line[record_lines], step_name))
     kept_line = np.zeros(len(steps_by_line), bool)
     kept_line[record_lines[kept_record]] = True
-    series = {}
-    for tag in tags:
-        lines, values = metrics[tag]
-        keep = kept_line[lines]
-        if keep.any():
-            series[tag] = Series(tag, np.rint(steps_by_line[lines[keep]]).astype(np.int64), values[keep])
-    return series
+    kept = metrics.where(kept_line[point_lines])
+    steps, values, bounds = np.rint(steps_by_line[kept.lines]).astype(np.int64), kept.values, kept.bounds()
+    return {kept.names[tag]: Series(kept.names[tag], steps[first:last], values[first:last])
+            for tag, first, last in zip(range(tag_count), bounds[:-1].tolist(), bounds[1:].tolist()) if last > first}
 
 
 def _restart_notes(record_lines, record_steps, restart, kept_record, points_per_record, step_name) -> list[str]:

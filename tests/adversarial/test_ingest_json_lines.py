@@ -33,3 +33,40 @@ def test_steps_no_int64_can_hold_are_problems_never_warnings_or_wrapped_values(t
     np.testing.assert_array_equal(trainer.series["loss"].steps, [0, 2, 3, 4])
     assert [(problem.where, problem.message) for problem in trainer.problems] == [
         ("log_history[1]", "'step' value -1e+30 is outside the range of a step (a 64-bit integer); point skipped")]
+
+
+def test_one_line_with_100000_keys_costs_a_second_not_minutes(tmp_path, bound):
+    """Was over 30 s (a pandas Series per key); now one table of points, split into series at the end."""
+    records = [{"iteration": step, "total_loss": 1 / (step + 1), "lr": 0.01} for step in range(1000)]
+    records.append({"iteration": 1000, **{f"AP-class{index}": index / 7 for index in range(100_000)}})
+    path = write(tmp_path, records)
+    with bound(seconds=15, megabytes=300):
+        result = jsonlog.read(path)
+    assert result.problems == []
+    assert len(result.series) == 100_002
+    np.testing.assert_array_equal(result.series["total_loss"].steps, np.arange(1000))
+    for index in (0, 99_999):
+        series = result.series[f"AP-class{index}"]
+        assert series.steps.tolist() == [1000] and series.values.tolist() == [index / 7]
+
+
+def test_lines_whose_keys_all_differ_or_vary_in_number_stay_fast_and_exact(tmp_path, bound):
+    rng = np.random.default_rng(0)
+    distinct = [{"iteration": line, **{f"line{line}/k{index}": index + 0.5 for index in range(100)}} for line in range(1000)]
+    varied = [{"iteration": line, **{f"k{key}": float(line) for key in rng.choice(50, rng.integers(1, 30), replace=False)}}
+              for line in range(20_000)]
+    with bound(seconds=30, megabytes=300):
+        first = jsonlog.read(write(tmp_path, distinct, "distinct.json"))
+        second = jsonlog.read(write(tmp_path, varied, "varied.json"))
+    assert first.problems == [] and second.problems == []
+    assert len(first.series) == 100_000
+    assert first.series["line999/k99"].steps.tolist() == [999] and first.series["line999/k99"].values.tolist() == [99.5]
+    expected = {}
+    for record in varied:
+        for key in record:
+            if key != "iteration":
+                expected.setdefault(key, []).append(record["iteration"])
+    assert sorted(second.series) == sorted(expected)
+    for key, steps in expected.items():
+        np.testing.assert_array_equal(second.series[key].steps, steps)
+        np.testing.assert_array_equal(second.series[key].values, steps)
