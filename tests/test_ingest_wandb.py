@@ -222,6 +222,17 @@ def test_nested_key_items_are_joined_with_a_slash_and_nan_inf_kept(tmp_path):
     assert series["lr"].steps.tolist() == [7]
 
 
+def test_a_whole_record_that_is_no_protobuf_is_skipped_with_a_problem(tmp_path):
+    file = tmp_path / "run-w.wandb"
+    garbage = b"\x12\xff\xff\xff"  # field 2 (history) claiming far more bytes than the record holds
+    file.write_bytes(frame([history(None, loss=1.0), garbage, history(None, loss=2.0)]))
+    result = wandb_local.read(str(file))
+    assert result.series["loss"].values.tolist() == [1.0, 2.0]
+    [problem] = result.problems
+    start = 7 + 7 + len(history(None, loss=1.0))
+    assert problem.where == f"offset {start}" and "not a W&B record" in problem.message
+
+
 def test_not_a_wandb_file_is_a_problem(tmp_path):
     file = tmp_path / "run-z.wandb"
     file.write_bytes(b"hello")

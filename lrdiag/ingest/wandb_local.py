@@ -6,9 +6,10 @@ and wandb no longer ships a Python reader for its own files (0.2x's `wandb-core`
 writes them in Go). The framing is LevelDB's log format: after a 7-byte header (`:W&B`, magic
 0xBEE1, version), 32 KiB blocks of records, each a 7-byte header (CRC32 as zlib computes it,
 seeded with the record type's byte; length; type FULL/FIRST/MIDDLE/LAST) and its data, a
-protobuf `wandb.internal.Record`. Only a few fields are decoded, by a small wire-format reader:
-history items (`key`, or `nested_key` joined with `/`; `value_json`, or the typed `number` /
-`integer`), the history step, and the run record's project, name and config. A checksum
+protobuf `wandb.internal.Record`. Only the few fields needed are declared (`_record_class`) and
+parsed by protobuf's C backend, a core dependency already: history items (`key`, or `nested_key`
+joined with `/`; `value_json`, or the typed `number` / `integer`), the history step, and the run
+record's project, name and config; the values of a key become numbers at numpy speed. A checksum
 mismatch skips to the next block with a problem; a record the file ends inside (a run still
 being written, or killed) ends the read there, with a problem, after every whole record.
 
@@ -28,6 +29,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
+from google.protobuf.message import DecodeError
 
 from lrdiag.ingest import files
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -40,12 +44,6 @@ _RECORD_HEADER = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 _TYPE_CRC = [zlib.crc32(bytes([kind])) for kind in range(5)]
 _RUN_PREFIXES = ("run-", "offline-run-")
-# Field numbers in wandb/proto/wandb_internal.proto.
-_RECORD_HISTORY, _RECORD_CONFIG, _RECORD_RUN = 2, 5, 17
-_HISTORY_ITEM, _HISTORY_STEP = 1, 2
-_ITEM_KEY, _ITEM_NESTED_KEY, _ITEM_INTEGER, _ITEM_NUMBER, _ITEM_VALUE_JSON = 1, 2, 5, 6, 16
-_RUN_ID, _RUN_PROJECT, _RUN_CONFIG, _RUN_DISPLAY_NAME = 1, 3, 4, 8
-_CONFIG_UPDATE = 1
 
 
 def claim(path: Path) -> list[tuple[str, str, str]] | None:
@@ -85,23 +83,25 @@ def read(where: str, run: str = "") -> ReadResult:
     if data[:4] != _IDENT:
         result.problems.append(Problem(where, "offset 0", "not a W&B run file (no ':W&B' header)"))
         return result
-    points: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    points: dict[str, tuple[list[int], list[str], list[float]]] = {}
     config: dict[str, object] = {}
     step = -1
-    for record, offset in records(data, path, result.problems):
+    for body, offset in records(data, path, result.problems):
         try:
-            for number, value in _fields(record):
-                if number == _RECORD_HISTORY:
-                    step = _add_history(value, step, points)
-                elif number == _RECORD_RUN:
-                    config.update(_run_fields(value)["config"])
-                elif number == _RECORD_CONFIG:
-                    config.update(_config(value))
-        except (ValueError, struct.error) as error:
-            result.problems.append(Problem(where, f"offset {offset}", f"record skipped: {error}"))
-    for key in sorted(points):
-        steps, values, times = points[key]
-        result.series[key] = Series(key, steps, values, times)
+            record = _Record.FromString(body)
+        except DecodeError as error:
+            result.problems.append(Problem(where, f"offset {offset}", f"record skipped: not a W&B record ({error})"))
+            continue
+        if record.HasField("history"):
+            step = _add_history(record.history, step, points)
+        elif record.HasField("run"):
+            config.update(_config(record.run.config))
+        elif record.HasField("config"):
+            config.update(_config(record.config))
+    for key, (steps, texts, times) in points.items():
+        for name, (named_steps, values, named_times) in _numbers(key, steps, texts, times).items():
+            result.series[name] = Series(name, named_steps, values, named_times)
+    result.series = dict(sorted(result.series.items()))
     shown = {key: value for key, value in config.items() if not key.startswith("_")}
     if shown:
         text = ", ".join(f"{key}={json.dumps(value)}" for key, value in sorted(shown.items()))
@@ -154,118 +154,107 @@ def _cut(path: Path, start: int, size: int) -> Problem:
                                                  "record before it was read")
 
 
-def _add_history(history: bytes, step: int, points: dict) -> int:
-    """Add one history record's numeric items to `points`; the record's step."""
-    items: dict[str, object] = {}
-    step_field = None
-    for number, value in _fields(history):
-        if number == _HISTORY_ITEM:
-            key, item = _item(value)
-            if key is not None:
-                items[key] = item
-        elif number == _HISTORY_STEP:
-            step_field = dict(_fields(value)).get(1, 0)
-    logged_step = items.get("_step")
-    if isinstance(logged_step, (int, float)) and not isinstance(logged_step, bool) and np.isfinite(logged_step):
-        step = int(logged_step)
-    else:
-        step = step_field if step_field is not None else step + 1
-    wall_time = items.get("_timestamp")
-    wall_time = float(wall_time) if isinstance(wall_time, (int, float)) else np.nan
-    for key, value in _numbers(items):
-        if not key.startswith("_"):
-            steps, values, times = points.setdefault(key, ([], [], []))
+def _add_history(history, step: int, points: dict) -> int:
+    """Add one history record's items (as JSON text) to `points`; the record's step."""
+    items = {(item.key or "/".join(item.nested_key)): _text(item) for item in history.item}
+    try:
+        step = int(float(items["_step"]))
+    except (KeyError, ValueError, OverflowError):  # no _step item: the step field, else wandb's counter
+        step = history.step.num if history.HasField("step") else step + 1
+    try:
+        wall_time = float(items.get("_timestamp", "nan"))
+    except ValueError:
+        wall_time = float("nan")
+    for key, text in items.items():
+        if key and not key.startswith("_"):
+            steps, texts, times = points.setdefault(key, ([], [], []))
             steps.append(step)
-            values.append(value)
+            texts.append(text)
             times.append(wall_time)
     return step
 
 
-def _item(item: bytes) -> tuple[str | None, object]:
-    key, nested, value = "", [], None
-    for number, field in _fields(item):
-        if number == _ITEM_KEY:
-            key = field.decode("utf-8", "replace")
-        elif number == _ITEM_NESTED_KEY:
-            nested.append(field.decode("utf-8", "replace"))
-        elif number == _ITEM_VALUE_JSON:
-            try:
-                value = json.loads(field)
-            except ValueError:
-                value = None
-        elif number == _ITEM_NUMBER:
-            value = struct.unpack("<d", field)[0]
-        elif number == _ITEM_INTEGER:
-            value = (field >> 1) ^ -(field & 1)  # sint64: zigzag
-    name = key or "/".join(nested)
-    return (name or None), value
+def _text(item) -> str:
+    """An item's value as JSON text: value_json, or the typed number wandb-core may write instead."""
+    if item.HasField("value_json"):
+        return item.value_json
+    if item.HasField("number"):
+        return repr(item.number)
+    return str(item.integer) if item.HasField("integer") else "null"
 
 
-def _numbers(items: dict, prefix: str = ""):
-    """(key, float) of every numeric value, dicts flattened with `/`; media dicts (`_type`) skipped."""
-    for key, value in items.items():
-        if isinstance(value, bool) or value is None:
+def _numbers(key: str, steps: list[int], texts: list[str], times: list[float]) -> dict:
+    """{name: (steps, values, wall times)} of a key's numeric values: the key itself, or `key/sub`
+    for each number inside logged dicts; text, media (`_type` dicts) and nulls are no points."""
+    try:  # the common case, every value a number (NaN and Infinity included), at numpy speed
+        return {key: (steps, np.array(texts).astype(np.float64), times)}
+    except ValueError:
+        pass
+    found: dict[str, tuple[list, list, list]] = {}
+    for step, text, wall_time in zip(steps, texts, times):
+        try:
+            value = json.loads(text)
+        except ValueError:
             continue
-        if isinstance(value, (int, float)):
-            yield prefix + key, float(value)
-        elif isinstance(value, dict) and "_type" not in value:
-            yield from _numbers(value, f"{prefix}{key}/")
+        for name, number in _flattened(key, value):
+            named = found.setdefault(name, ([], [], []))
+            named[0].append(step)
+            named[1].append(number)
+            named[2].append(wall_time)
+    return found
 
 
-def _run_fields(run: bytes) -> dict:
-    fields = {"config": {}, "id": "", "project": "", "name": ""}
-    for number, value in _fields(run):
-        if number == _RUN_CONFIG:
-            fields["config"] = _config(value)
-        elif number in (_RUN_ID, _RUN_PROJECT, _RUN_DISPLAY_NAME):
-            fields[{_RUN_ID: "id", _RUN_PROJECT: "project", _RUN_DISPLAY_NAME: "name"}[number]] = value.decode(
-                "utf-8", "replace")
-    return fields
+def _flattened(key: str, value):
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (int, float)):
+        yield key, float(value)
+    elif isinstance(value, dict) and "_type" not in value:
+        for sub, inner in value.items():
+            yield from _flattened(f"{key}/{sub}", inner)
 
 
-def _config(config: bytes) -> dict:
+def _config(config) -> dict:
     updates = {}
-    for number, value in _fields(config):
-        if number == _CONFIG_UPDATE:
-            key, item = _item(value)
-            if key is not None:
-                updates[key] = item.get("value", item) if isinstance(item, dict) else item
+    for item in config.update:
+        try:
+            value = json.loads(item.value_json)
+        except ValueError:
+            continue
+        updates[item.key or "/".join(item.nested_key)] = value.get("value", value) if isinstance(value, dict) else value
     return updates
 
 
-def _fields(message: bytes):
-    """(field number, value) of each field of a protobuf message: varints as int, others as bytes."""
-    position, size = 0, len(message)
-    while position < size:
-        tag, position = _varint(message, position)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, position = _varint(message, position)
-        elif wire == 1:
-            value, position = message[position:position + 8], position + 8
-        elif wire == 2:
-            length, position = _varint(message, position)
-            value, position = message[position:position + length], position + length
-        elif wire == 5:
-            value, position = message[position:position + 4], position + 4
-        else:
-            raise ValueError(f"protobuf wire type {wire} is not one wandb writes")
-        if position > size:
-            raise ValueError("protobuf field runs past its message")
-        yield number, value
+def _record_class():
+    """The few fields of wandb's `Record` (wandb/proto/wandb_internal.proto) lrdiag needs, as a message
+    class of its own in a pool of its own: protobuf (a core dependency) parses them in C, skips the
+    rest, and never meets the wandb package's own classes."""
+    optional, repeated = FieldDescriptorProto.LABEL_OPTIONAL, FieldDescriptorProto.LABEL_REPEATED
+    text, message = FieldDescriptorProto.TYPE_STRING, FieldDescriptorProto.TYPE_MESSAGE
+    layout = {  # message: [(field, number, type, label, message type)]
+        "Item": [("key", 1, text, optional, ""), ("nested_key", 2, text, repeated, ""),
+                 ("integer", 5, FieldDescriptorProto.TYPE_SINT64, optional, ""),
+                 ("number", 6, FieldDescriptorProto.TYPE_DOUBLE, optional, ""), ("value_json", 16, text, optional, "")],
+        "Step": [("num", 1, FieldDescriptorProto.TYPE_INT64, optional, "")],
+        "History": [("item", 1, message, repeated, "Item"), ("step", 2, message, optional, "Step")],
+        "Config": [("update", 1, message, repeated, "Item")],
+        "Run": [("run_id", 1, text, optional, ""), ("project", 3, text, optional, ""),
+                ("config", 4, message, optional, "Config"), ("display_name", 8, text, optional, "")],
+        "Record": [("history", 2, message, optional, "History"), ("config", 5, message, optional, "Config"),
+                   ("run", 17, message, optional, "Run")],
+    }
+    proto = FileDescriptorProto(name="lrdiag_wandb_record.proto", package="lrdiag_wandb", syntax="proto2")
+    for name, fields in layout.items():
+        described = proto.message_type.add(name=name)
+        for field, number, kind, label, type_name in fields:
+            described.field.add(name=field, number=number, type=kind, label=label,
+                                type_name=f".lrdiag_wandb.{type_name}" if type_name else None)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("lrdiag_wandb.Record"))
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(data):
-            raise ValueError("protobuf varint runs past its message")
-        byte = data[position]
-        result |= (byte & 0x7F) << shift
-        position += 1
-        if byte < 0x80:
-            return result, position
-        shift += 7
+_Record = _record_class()
 
 
 def _run_name(path: Path) -> str:
@@ -274,12 +263,14 @@ def _run_name(path: Path) -> str:
         head = files.read_bytes(path, _BLOCK)
     except OSError:
         return path.stem
-    for record, _ in records(head, path, []):
-        for number, value in _fields(record):
-            if number == _RECORD_RUN:
-                run = _run_fields(value)
-                name = run["name"] or run["id"] or path.stem.removeprefix("run-")
-                return f"{run['project']}/{name}" if run["project"] else name
+    for body, _ in records(head, path, []):
+        try:
+            record = _Record.FromString(body)
+        except DecodeError:
+            continue
+        if record.HasField("run"):
+            name = record.run.display_name or record.run.run_id or path.stem.removeprefix("run-")
+            return f"{record.run.project}/{name}" if record.run.project else name
     return path.parent.name if path.parent.name.startswith(_RUN_PREFIXES) else path.stem
 
 
