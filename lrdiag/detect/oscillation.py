@@ -23,7 +23,9 @@ training at too high an LR), which the spectral test misses: a ring driven by th
 step is a broad bump, no single frequency towers over it, and a noise level read from a series it
 fills absorbs it. Its autocorrelation still swings with its period (see _ringing).
 Oscillating windows that overlap or lie less than a window apart are reported as one stretch,
-with the strongest window's period and amplitude.
+with the strongest window's period and amplitude; a stretch seen in one window only, when the
+series has several, is a transient and is dropped (windows overlap by half: a swing that lasts
+shows in two).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     windows: list[dict] = []
     levels = [factor for factor in (2**k for k in range(32)) if y.size // factor >= min_points]
     size = 2 * min_points
-    tests = sum(max(1, (y.size // f - size) // (size // 2) + 1) for f in levels) * size // 2
+    tests = sum(max(1, (y.size // f - size) // (size // 2) + 2) for f in levels) * size // 2
     # Every window tests every frequency: the power ratio of noise exceeds T with chance 2^-T
     # (exponential power over its median ln 2), so T grows with log2 of the number of tests.
     needed = max(peak_ratio, float(np.log2(tests / _FAMILY_ALPHA)))
@@ -66,7 +68,7 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
         # whatever its shape (a quadratic alone cannot follow an exponential fall).
         # An even width: over an odd one, a period-2 zigzag flips the median at every step.
         detrended = blocks - rolling_median(blocks, max(4, width // min_cycles) & ~1)
-        starts = np.arange(0, blocks.size - width + 1, max(1, width // 2))
+        starts = np.unique(np.r_[np.arange(0, blocks.size - width + 1, max(1, width // 2)), blocks.size - width])
         segments = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
         for start, found in zip(starts.tolist(), _windows(segments, min_cycles, needed, min_fraction, min_amplitude)):
             if found:
@@ -82,6 +84,11 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     # waxes and wanes, and a window that straddles a quiet spell may fall short of the tests.
     for first, last in runs_of(flagged, gap=2 * min_points):
         inside = [w for w in windows if first <= w["first"] <= last]
+        # Seen in one window only, among several: a transient (the overshoot of a heavy ball's
+        # first descent, a spike's recovery), not a persistent swing; windows overlap by half,
+        # so an oscillation that lasts shows in two at least.
+        if len({(w["first"], w["last"]) for w in inside}) < 2 and not (first == 0 and last == y.size - 1):
+            continue
         strongest = max(inside, key=lambda w: w["fraction"] * w["amplitude"])
         spacing = float(np.median(np.diff(steps[strongest["first"]:strongest["last"] + 1])))
         period_steps = spacing * strongest["period_points"]
@@ -150,18 +157,23 @@ def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude:
             for row, start in enumerate(starts.tolist()) if hit[row]]
 
 
-def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peaks: np.ndarray) -> np.ndarray:
-    """A swing repeats: in the band-passed signal, the typical cycle's height is at least half
-    the tallest one's. One hump (a spike's slow recovery) is a single tall cycle among flat ones.
+def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peaks: np.ndarray,
+                residual: np.ndarray) -> np.ndarray:
+    """A swing repeats: in the band-passed signal and in the detrended one itself, the typical
+    cycle's height is at least half the tallest one's. One hump (a spike's slow recovery, the
+    overshoot of a heavy ball's first descent) is a single tall cycle among flat ones; a narrow
+    band-pass alone rings on after it and spreads it over its neighbours, the signal does not.
     One row per window; the band-passing is done for all rows at once."""
     swings = np.fft.irfft(np.where(band, coefficients, 0), n=size, axis=1)
     periods = np.maximum(2, np.rint(size / peaks).astype(int))
     repeats = np.zeros(peaks.size, bool)
     for period in np.unique(periods).tolist():  # rows of one period reshape into cycles together
         rows = periods == period
-        cycles = swings[rows, : size // period * period].reshape(int(rows.sum()), -1, period)
-        heights = cycles.max(axis=2) - cycles.min(axis=2)
-        repeats[rows] = (heights.shape[1] >= 2) & (np.median(heights, axis=1) >= 0.5 * heights.max(axis=1))
+        for signal in (swings, residual):
+            cycles = signal[rows, : size // period * period].reshape(int(rows.sum()), -1, period)
+            heights = cycles.max(axis=2) - cycles.min(axis=2)
+            repeats[rows] = (heights.shape[1] >= 2) & (np.median(heights, axis=1) >= 0.5 * heights.max(axis=1)) & (
+                repeats[rows] if signal is residual else True)
     return repeats
 
 
@@ -215,7 +227,7 @@ def _windows(segments: np.ndarray, min_cycles: int, peak_ratio: float, min_fract
     amplitude = np.sqrt(2 * variance)
     hit = (ratio >= peak_ratio) & (fraction >= min_fraction) & (amplitude >= min_amplitude)
     rows = np.flatnonzero(hit)
-    hit[rows] = _persistent(coefficients[rows], band[rows], size, peak[rows])
+    hit[rows] = _persistent(coefficients[rows], band[rows], size, peak[rows], residual[rows])
     return [{"period_points": float(size / peak[row]), "amplitude": float(amplitude[row]),
              "fraction": float(fraction[row]), "ratio": float(min(ratio[row], 1e6))} if hit[row] else None
             for row in range(count)]
