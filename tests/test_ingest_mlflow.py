@@ -153,10 +153,12 @@ def test_bad_metric_lines_are_problems_and_the_other_lines_stay(file_store, tmp_
     run_folder = copy_of_run(file_store, tmp_path)
     metric = run_folder / "metrics" / "train" / "loss"
     lines = metric.read_bytes().splitlines(keepends=True)
-    metric.write_bytes(b"".join(lines[:2] + [b"garbage\n", b"1796040703999 abc 3\n"] + lines[2:]))
+    metric.write_bytes(b"".join(lines[:2] + [b"garbage\n", b"1796040703999 abc 3\n", b"1796040703999 NA 3\n"]
+                                + lines[2:]))
     run = read_run(next(spec for spec in find_runs([str(tmp_path / "exp")]) if spec.name.endswith("r1")))
-    assert len(run.series["train/loss"]) == 7
-    assert [(problem.where, problem.file) for problem in run.problems] == [("line 3", str(metric)), ("line 4", str(metric))]
+    assert len(run.series["train/loss"]) == 7  # NA is not a value MLflow writes: no point, not a NaN
+    assert [(problem.where, problem.file) for problem in run.problems] == [
+        ("line 3", str(metric)), ("line 4", str(metric)), ("line 5", str(metric))]
 
 
 def test_fifos_in_a_run_folder_are_problems_never_opened_blocking(file_store, tmp_path):

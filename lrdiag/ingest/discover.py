@@ -140,7 +140,8 @@ def _claimed(path, prefix: str, stores=STORES) -> list[RunSpec] | None:
     for store in stores:
         runs = store.claim(path)
         if runs is not None:
-            return [RunSpec(prefix + name, store=store.NAME, where=where, run=run) for name, where, run in runs]
+            return sorted((RunSpec(prefix + name, store=store.NAME, where=where, run=run) for name, where, run in runs),
+                          key=lambda spec: spec.name)
     return None
 
 

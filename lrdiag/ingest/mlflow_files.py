@@ -19,17 +19,21 @@ bring it), and the whole of YAML is not needed for five fields.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import cap_problems
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "mlflow"
+_FIELDS = ["timestamp", "value", "step", "run_id"]  # run_id: MLflow 3's logged-model metrics only
+_TYPES = {"timestamp": np.float64, "value": np.float64, "step": np.int64}
 _NOT_RUNS = {"models", "datasets", "traces", ".trash", "tags"}
 
 
@@ -97,15 +101,15 @@ def _read_metric(path: Path, key: str, problems: list[Problem]) -> Series | None
     except OSError as error:
         problems.append(Problem(str(path), "", f"cannot read file: {error.strerror or error}"))
         return None
-    tokens, count = data.split(), data.count(b"\n")
-    for width in (3, 4):  # the common case, all lines whole and alike, without a loop over lines
-        if data.endswith(b"\n") and count and len(tokens) == width * count:
-            table = np.array(tokens, dtype=bytes).reshape(count, width)
-            try:
-                return _sorted_series(key, table[:, 0].astype(np.float64), table[:, 1].astype(np.float64),
-                                      table[:, 2].astype(np.int64))
-            except ValueError:
-                break
+    if data.endswith(b"\n"):  # the common case, every line whole and well formed: pandas' C parser
+        try:
+            table = pd.read_csv(io.BytesIO(data), sep=" ", header=None, names=_FIELDS, dtype=_TYPES, engine="c",
+                                keep_default_na=False, na_values=["nan"], skip_blank_lines=False)
+        except (ValueError, pd.errors.ParserError):
+            table = None  # a bad line: found and reported line by line below
+        if table is not None and len(table) == data.count(b"\n"):
+            return _sorted_series(key, table["timestamp"].to_numpy(), table["value"].to_numpy(),
+                                  table["step"].to_numpy())
     lines = data.split(b"\n")
     cut = lines.pop()  # b"" when the file ends with a newline, as every line MLflow writes does
     if cut.strip():
