@@ -78,6 +78,26 @@ def generate(plan, out: Path) -> dict:
     return record
 
 
+def relabel(out: Path, split: str) -> None:
+    """Labels again from the logs already written, without training."""
+    from detection import labels
+    from detection.plan import draw
+
+    for path in sorted((out / "labels").glob("*.json")):
+        record = json.loads(path.read_text())
+        if split not in ("all", record["split"]):
+            continue
+        plan = draw(record["seed"], record["split"])
+        try:
+            record["labels"], record["excluded"] = labels.make(plan, out / record["path"], record["tags"], record["x"]), None
+        except labels.Excluded as why:
+            record["labels"], record["excluded"] = [], str(why)
+        path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
+    manifest = write_manifest(out)
+    excluded = sum(bool(r["excluded"]) for r in manifest["runs"].values())
+    print(f"relabelled; {len(manifest['runs'])} run(s), {excluded} excluded", file=sys.stderr)
+
+
 def _work(seed: int, split: str, out: str) -> tuple[str, dict | str]:
     from detection.plan import draw
 
@@ -117,7 +137,12 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, help="only the first N seeds of the split")
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--relabel", action="store_true",
+                        help="place the labels of the runs already trained again (after a change to detection/labels.py)")
     args = parser.parse_args(argv)
+    if args.relabel:
+        relabel(args.out, args.split)
+        return 0
     todo, skipped = [], {}
     for seed, split in seeds(args.split)[:args.limit]:
         plan = draw(seed, split)
