@@ -3,7 +3,9 @@ nears its top, and falls back as the LR comes down.
 
 The LR's cycles are found from the LR itself: a cycle starts where the LR, scaled to [0, 1]
 between its lowest and highest logged values, crosses 0.5 upward (once a cycle for a triangle,
-at the restart for SGDR; a warmup or a one-cycle schedule crosses once and is no cycle). Per
+at the restart for SGDR; a warmup or a one-cycle schedule crosses once and is no cycle), or at
+the first step when the LR starts in its upper half (SGDR starts at its top); a last stretch at
+least three quarters of a period long counts as a cycle too. Per
 cycle, the loss's swing is the median of its detrended log where the LR is in the upper half
 of its range minus the median where it is in the lower half; detrended by a rolling median one
 cycle wide, which follows the run's progress but not the swing that repeats every cycle.
@@ -42,6 +44,10 @@ def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float =
     scaled = (lr_values - low) / (high - low)
     rising = np.flatnonzero((scaled[:-1] < 0.5) & (scaled[1:] >= 0.5)) + 1
     bounds = lr_steps[rising]  # where each cycle's upswing crosses the middle
+    if scaled[0] >= 0.5 and bounds.size:
+        bounds = np.r_[lr_steps[0], bounds]  # it starts at a top (SGDR): that first stretch is a cycle too
+    if bounds.size >= 2 and lr_steps[-1] - bounds[-1] >= 0.75 * np.median(np.diff(bounds)):
+        bounds = np.r_[bounds, lr_steps[-1] + 1]  # and so is a last stretch nearly a period long
     if bounds.size < min_cycles + 1:
         return []
     # The loss logged between two upward crossings is one cycle: enough points in each?
