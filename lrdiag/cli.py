@@ -13,7 +13,7 @@ import click
 from lrdiag import __version__
 from lrdiag.detect.finding import SEVERITY_RANK
 from lrdiag.errors import LrdiagError
-from lrdiag.series.roles import parse_role_overrides
+from lrdiag.options import CONFIG, RULE_DIRS, rule_options, warn_unmatched_roles
 
 FORMATS = ("text", "json", "junit", "github", "markdown")
 
@@ -36,10 +36,6 @@ def cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-def _codes(value: str | None) -> list[str] | None:
-    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _exit_code(doc: dict, fail_on: str, fail_on_problems: bool = False) -> int:
     if fail_on_problems and any(run["problems"] for run in doc["runs"]):
         return 1
@@ -48,13 +44,6 @@ def _exit_code(doc: dict, fail_on: str, fail_on_problems: bool = False) -> int:
     worst = SEVERITY_RANK[fail_on]
     found = any(SEVERITY_RANK[f["severity"]] <= worst for run in doc["runs"] for f in run["findings"])
     return 1 if found else 0
-
-
-_RULE_DIRS = click.option("--rules", "rule_dirs", multiple=True, metavar="DIR",
-                          type=click.Path(exists=True, file_okay=False, path_type=Path),
-                          help="A folder of extra rule files (repeatable).")
-_CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-                       help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
 
 
 def _config(config_path: Path | None):
@@ -66,18 +55,12 @@ def _config(config_path: Path | None):
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--select", metavar="CODES",
-              help="Only these rules: comma-separated codes, names or code prefixes (LRD101,loss.stall,LRD2).")
-@click.option("--ignore", metavar="CODES", help="Skip these rules (same forms as --select).")
-@_RULE_DIRS
-@_CONFIG
+@rule_options
 @click.option("--fail-on", type=click.Choice(("error", "warning", "never")), default=None,
               help="Exit 1 when a finding is at least this severe [default: error].")
 @click.option("--fail-on-problems", is_flag=True, default=None,
               help="Exit 1 when a log was damaged (a read problem), even if what was read is clean.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings (2 still means a usage or input error).")
-@click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
-              help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
 @click.option("--no-verify", is_flag=True, help="Skip TFRecord checksum verification (faster, trusts the files).")
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
 def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_on, fail_on_problems, exit_zero,
@@ -90,14 +73,13 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
       1  a finding at or above --fail-on (or, with --fail-on-problems, a damaged log)
       2  usage or config error, or input that could not be read: a path with no run
          (empty, unreadable, no logs), a run none of whose files could be read"""
-    from lrdiag.config import build_engine
+    from lrdiag.config import project_setup
     from lrdiag.pipeline import Options, analyze as run_analysis
     from lrdiag.render import jsonout, text
 
-    config = _config(config_path)
-    engine = build_engine(config, _codes(select), _codes(ignore), rule_dirs)
-    role_map = {**config.roles, **parse_role_overrides(roles, "--role")}
+    config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs)
+    warn_unmatched_roles(roles, {tag for run in doc["runs"] for tag in run["metrics"]})
     fail_on = fail_on or config.fail_on or "error"
     if output_format == "json":
         click.echo(jsonout.render(doc))
@@ -117,8 +99,8 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
 
 @cli.command("rules")
 @click.argument("rule", required=False)
-@_RULE_DIRS
-@_CONFIG
+@RULE_DIRS
+@CONFIG
 def rules_command(rule, rule_dirs, config_path) -> None:
     """List the rules, or print one RULE's documentation (by code, name or alias)."""
     from lrdiag.config import rule_set

@@ -136,12 +136,14 @@ def project_config(config_path: Path | None) -> Config:
     return load_config(config_path or find_config(Path.cwd()))
 
 
-def project_setup(config_path: Path | None,
-                  roles: tuple[str, ...] | list[str] = ()) -> tuple[Config, Engine, dict[str, str]]:
-    """The project's config, its engine and its roles with the command line's --role on top: what
-    `lrdiag analyze` runs, for the commands that read runs too."""
+def project_setup(config_path: Path | None, roles: tuple[str, ...] | list[str] = (), select: list[str] | None = None,
+                  ignore: list[str] | None = None,
+                  rule_dirs: list[Path] | tuple = ()) -> tuple[Config, Engine, dict[str, str]]:
+    """The project's config, its engine with the command line's --select, --ignore and --rules, and its roles
+    with the command line's --role on top: what `lrdiag analyze` runs, for every command that reads runs."""
     config = project_config(config_path)
-    return config, build_engine(config), {**config.roles, **parse_role_overrides(roles, "--role")}
+    return (config, build_engine(config, select, ignore, rule_dirs),
+            {**config.roles, **parse_role_overrides(roles, "--role")})
 
 
 def rule_set(config: Config, rule_dirs: list[Path] | tuple = ()) -> list[Rule]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -95,10 +96,9 @@ def _safely(work, spec: RunSpec, *args) -> dict | str:
 def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None,
              progress: bool | None = None) -> tuple[list[dict], list[str]]:
     """`work(spec, *args)` for every run, over a process pool when there are many (`work` and its
-    arguments must pickle); the entries, and the error lines of the runs that failed."""
+    arguments must pickle); the entries, and the error lines of the runs that failed. Progress (None:
+    as fits stderr; False: none): a bar on a terminal, plain lines every PROGRESS_EVERY s in a CI log."""
     jobs = jobs or os.cpu_count() or 1
-    if progress is None:
-        progress = sys.stderr.isatty() and len(specs) >= 10
     calls = ([work] * len(specs), specs, *([arg] * len(specs) for arg in args))
     if jobs > 1 and len(specs) >= _POOL_FROM:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -116,9 +116,29 @@ def analyze(paths: list[str], options: Options, jobs: int | None = None, progres
     return document(entries, missing + errors)
 
 
-def _with_progress(results, total: int, progress: bool):
-    if not progress:
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal (a CI log)
+
+
+def _with_progress(results, total: int, progress: bool | None):
+    if progress is False:
         yield from results
-        return
-    with click.progressbar(results, length=total, label="analyzing runs", file=sys.stderr) as bar:
-        yield from bar
+    elif not sys.stderr.isatty():
+        yield from progress_lines(results, total, "analyzing runs")
+    elif progress or total >= 10:
+        with click.progressbar(results, length=total, label="analyzing runs", file=sys.stderr) as bar:
+            yield from bar
+    else:
+        yield from results
+
+
+def progress_lines(results, total: int, label: str):
+    """Pass `results` through, and say on stderr how far along they are every PROGRESS_EVERY seconds: a CI log
+    shows no bar, and a silent job looks hung. Work that ends sooner prints nothing."""
+    began = last = time.monotonic()
+    for done, result in enumerate(results, 1):
+        yield result
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY and done < total:
+            last = now
+            click.echo(f"lrdiag: {label}: {done} of {total} done ({100 * done // total}%), {now - began:.0f} s",
+                       err=True)

@@ -180,3 +180,102 @@ def test_a_plugin_rule_runs_from_the_command_line(logs):
     assert done.returncode == 1, done.stderr
     findings = json.loads(done.stdout)["runs"][0]["findings"]
     assert [(f["rule"], f["step_start"], f["message"]) for f in findings] == [("XPL101", 299, "loss ends at step 299")]
+
+
+def test_bare_lrdiag_prints_the_help_and_exits_0(tmp_path):
+    done = lrdiag(cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("Usage: lrdiag") and "Exit status" in done.stdout and "analyze" in done.stdout
+
+
+def test_counts_are_pluralized(logs):
+    done = lrdiag("analyze", "clean.csv", cwd=logs)
+    assert "(csv, 1 file, 1 metric)" in done.stdout and done.stdout.rstrip().endswith("1 run: no findings")
+    assert "lrdiag analyze: 1 run, 0 findings" in lrdiag("analyze", "clean.csv", "--format", "github", cwd=logs).stdout
+    assert "## lrdiag analyze: 1 run, 0 errors, 0 warnings" in lrdiag("analyze", "clean.csv", "--format", "markdown",
+                                                                     cwd=logs).stdout
+    two = lrdiag("analyze", "clean.csv", "nan.csv", cwd=logs)
+    assert "2 runs: 1 error" in two.stdout
+
+
+def test_best_is_the_max_for_quality_metrics_and_absent_where_the_direction_is_unknown(tmp_path):
+    from lrdiag.render import text
+
+    rows = "".join(f"{s},{1 / (s + 1)},{s / 10},{0.2 + s / 20},{s % 4},{0.1 - s / 100},{3 - s / 10}\n"
+                   for s in range(10))
+    (tmp_path / "m.csv").write_text("step,loss,accuracy,bbox/AP50,batches_seen,lr,perplexity\n" + rows)
+    done = lrdiag("analyze", "m.csv", cwd=tmp_path)
+    best = {line.split()[0]: line.split()[-1] for line in done.stdout.splitlines()[2:8]}
+    assert best == {"loss": "0.1", "accuracy": "0.9", "bbox/AP50": "0.65", "batches_seen": "-", "lr": "-",
+                    "perplexity": "2.1"}, done.stdout
+    assert text.best("bbox/AP", {"role": None, "min": 0.1, "max": 0.5}) == 0.5
+    assert text.best("val/error_rate", {"role": None, "min": 0.1, "max": 0.5}) == 0.1
+
+
+def test_a_run_with_many_metrics_shows_a_capped_table_with_distinct_tails(tmp_path):
+    from lrdiag.render import text
+
+    names = [f"model/encoder/layers.{i}/attention/output/dense/grad_norm_ratio" for i in range(150)]
+    header = "step,loss," + ",".join(names)
+    rows = "".join(f"{s},{1 / (s + 1)}," + ",".join(str(s * i) for i in range(150)) + "\n" for s in range(5))
+    (tmp_path / "wide.csv").write_text(header + "\n" + rows)
+    done = subprocess.run([sys.executable, "-m", "lrdiag", "analyze", "wide.csv"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "80"})
+    lines = done.stdout.splitlines()
+    table = [line for line in lines if line.startswith("  ") and not line.startswith("  ...")][1:]
+    assert len(table) == text.MAX_METRICS and table[0].split()[0] == "loss"  # the role's metric stays
+    assert "  ... and 111 more metrics (--format json lists every one)" in lines
+    assert max(len(line) for line in lines[1:]) <= 80
+    shown = [line.split()[0] for line in table[1:]]
+    # Cut, keeping the part that tells them apart (the layer) and the tail that names the metric.
+    assert [name.split("…")[1] for name in shown] == [f"layers.{i}" for i in range(39)], shown
+    assert all(name.startswith("…") and name.endswith("grad_norm_ratio") for name in shown)
+    assert text._fit("train/some/very/long/name/box_loss", 20) == "…/long/name/box_loss"  # alone: its tail
+
+
+def test_a_role_that_matches_no_metric_is_a_warning_naming_it(logs):
+    done = lrdiag("analyze", "clean.csv", "--role", "val_loss=nosuchtag", "--role", "val_loss=los", cwd=logs)
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "lrdiag: warning: --role val_loss=nosuchtag: no run logs a metric 'nosuchtag'",
+        "lrdiag: warning: --role val_loss=los: no run logs a metric 'los' (did you mean 'loss'?)"]
+    assert lrdiag("analyze", "clean.csv", "--role", "val_loss=loss", cwd=logs).stderr == ""
+
+
+def test_an_empty_select_is_a_usage_error(logs):
+    for value in ("", " , "):
+        done = lrdiag("analyze", "nan.csv", "--select", value, cwd=logs)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+        assert "--select" in done.stderr and "empty" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["gate", "nan.csv", "--baseline", "clean.csv"], ["baseline", "save", "nan.csv"],
+                                     ["report", "nan.csv", "-o", "r.html"], ["recommend", "nan.csv", "--format", "json"]])
+def test_select_and_ignore_work_on_every_command_that_reads_runs(logs, command):
+    def found(*flags) -> bool:  # does the command see nan.csv's LRD105?
+        done = lrdiag(*command, *flags, cwd=logs)
+        assert done.returncode in (0, 1), done.stderr
+        if command[0] == "report":
+            return ", 0 findings," not in done.stderr
+        return "LRD105" in done.stdout
+
+    assert found()
+    assert not found("--ignore", "LRD105") and not found("--select", "LRD101")
+    bad = lrdiag(*command, "--select", "LRD999", cwd=logs)
+    assert bad.returncode == 2 and "--select: unknown rule 'LRD999'" in bad.stderr
+
+
+def test_long_work_off_a_terminal_prints_plain_progress_lines(logs, monkeypatch, capsys):
+    from lrdiag import pipeline
+
+    for index in range(12):
+        (logs / "many" / f"run{index}").mkdir(parents=True)
+        write_log(logs / "many" / f"run{index}" / "metrics.csv", np.linspace(2, 1, 50))
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY", 0.0)
+    pipeline.analyze([str(logs / "many")], pipeline.Options(), jobs=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 11 and all(line.startswith("lrdiag: analyzing runs: ") for line in lines), lines
+    assert lines[0].startswith("lrdiag: analyzing runs: 1 of 12 done (8%), ")
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY", 10.0)  # quick work: nothing printed
+    pipeline.analyze([str(logs / "many")], pipeline.Options(), jobs=1)
+    assert capsys.readouterr().err == ""

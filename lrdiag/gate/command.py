@@ -8,13 +8,9 @@ from pathlib import Path
 
 import click
 
+from lrdiag.options import rule_options, warn_unmatched_roles
+
 GATE_FORMATS = ("text", "json", "junit", "github", "markdown")
-
-_ROLE = click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
-                     help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
-_CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-                       help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
-
 
 def read_runs(path: str, engine, roles: dict) -> list[tuple]:
     """Every run under `path`, read, with its findings as dicts."""
@@ -61,10 +57,9 @@ def summaries(path: str, engine, roles: dict) -> list[dict]:
                    "[default: error]")
 @click.option("--format", "output_format", type=click.Choice(GATE_FORMATS), default="text", show_default=True)
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when the gate fails (2 still means a usage or input error).")
-@_ROLE
-@_CONFIG
+@rule_options
 def gate(candidate, baseline_paths, metrics, max_regression, fail_on, output_format, exit_zero, roles,
-         config_path) -> None:
+         config_path, select, ignore, rule_dirs) -> None:
     """Compare the CANDIDATE run with baselines: final and best loss, convergence speed, new findings, NaN/Inf.
 
     Exit status: 0 pass, 1 regression, 2 usage or input error. With --format github and
@@ -72,7 +67,7 @@ def gate(candidate, baseline_paths, metrics, max_regression, fail_on, output_for
     from lrdiag.config import project_setup
     from lrdiag.gate import checks
 
-    config, engine, role_map = project_setup(config_path, roles)
+    config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     fail_on = fail_on or config.fail_on or "error"
     for path in (candidate, *baseline_paths):
         if not Path(path).exists():
@@ -80,8 +75,10 @@ def gate(candidate, baseline_paths, metrics, max_regression, fail_on, output_for
     baselines = [entry for path in baseline_paths for entry in summaries(path, engine, role_map)]
     tolerance = checks.Tolerance.parse(max_regression, len(baselines))
     selectors = checks.resolve_metrics(list(metrics), baselines)
-    gates = [checks.gate(run, findings, baselines, selectors, tolerance, fail_on)
-             for run, findings in read_runs(candidate, engine, role_map)]
+    candidates = read_runs(candidate, engine, role_map)
+    warn_unmatched_roles(roles, {tag for entry in baselines for tag in entry["metrics"]}
+                         | {tag for run, _ in candidates for tag in run.series})
+    gates = [checks.gate(run, findings, baselines, selectors, tolerance, fail_on) for run, findings in candidates]
     doc = checks.document(gates, baselines, tolerance, fail_on)
     click.echo(render(doc, output_format))
     if output_format == "github":
@@ -128,9 +125,8 @@ def baseline() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE",
               help="Where to write the baseline JSON ('-': standard output).")
-@_ROLE
-@_CONFIG
-def save(paths, output, roles, config_path) -> None:
+@rule_options
+def save(paths, output, roles, config_path, select, ignore, rule_dirs) -> None:
     """Summarize the runs under PATHS: values at checkpoints, best and final losses, steps to 50/80/90/95 % of
     the loss drop, findings. Several runs (seeds) in one file let the gate use their spread."""
     from lrdiag import safeio
@@ -138,17 +134,19 @@ def save(paths, output, roles, config_path) -> None:
     from lrdiag.errors import LrdiagError
     from lrdiag.gate import baseline as baseline_file
 
-    _, engine, role_map = project_setup(config_path, roles)
+    _, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     if output != "-":
         safeio.check_output(output, what="baseline")  # a link or a folder: refused before any reading
-    entries, inputs = [], []
+    entries, inputs, tags = [], [], set()
     for path in paths:
         for run, findings in read_runs(path, engine, role_map):
             inputs += run.files
+            tags |= set(run.series)
             entries.append(baseline_file.summarize(run, findings))
             if not entries[-1]["metrics"]:
                 raise LrdiagError(f"{path}: run {run.name} has no training or validation loss to save "
                                   "(use --role val_loss=TAG to name one)")
+    warn_unmatched_roles(roles, tags)
     baseline_file.save(baseline_file.document(entries), output, inputs)
     if output != "-":
         click.echo(f"saved a baseline of {len(entries)} run{'s' if len(entries) != 1 else ''} to {output}", err=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
+
+from lrdiag.options import rule_options, warn_unmatched_roles
 
 EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it when the CLI starts
 
@@ -14,10 +15,7 @@ EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it whe
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "output_format", type=click.Choice(("text", "json")), default="text", show_default=True)
-@click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
-              help="Set a metric's role, e.g. --role lr=my/lr_tag (repeatable).")
-@click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
+@rule_options
 @click.option("--trainer", metavar="MODULE:FUNCTION",
               help="Replay the candidates with this trainer (module:function, path/to/file.py:function, or a class); "
                    "see docs/replay.md.")
@@ -41,7 +39,7 @@ EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it whe
               help="Log the trainer's held-out loss every N steps.  [default: 12 times a replay]")
 @click.option("--gpu-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Ray: the GPU share each replay asks for.  [default: 1/8]")
-def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, device, executor, ray_address, out,
+def recommend(paths, output_format, roles, config_path, select, ignore, rule_dirs, trainer, steps, seeds, device, executor, ray_address, out,
               timeout, start, jobs, eval_every, gpu_fraction) -> None:
     """Propose learning-rate schedules for the findings in PATHS, as runnable PyTorch code.
 
@@ -63,7 +61,7 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
     from lrdiag.recommend.candidates import horizon_of, propose
 
     # The engine, rule options and roles that `lrdiag analyze` uses here: the same findings.
-    _, engine, role_map = project_setup(config_path, roles)
+    _, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     if trainer:
         from lrdiag.recommend.candidates import REPLAY_EXTRA, torch_available
         from lrdiag.recommend.trainer import check_checkpoint, load, resolve
@@ -79,9 +77,10 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
     if trainer and len(specs) != 1:
         raise LrdiagError(f"--trainer replays one run, and {' '.join(paths)} holds {len(specs)}: name one of "
                           + ", ".join(spec.name for spec in specs[:5]))
-    entries = []
+    entries, tags = [], set()
     for spec in specs:
         run = read_run(spec, roles=role_map)
+        tags |= set(run.series)
         if unread := unread_error(run):
             if trainer:
                 raise LrdiagError(unread)
@@ -98,6 +97,7 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
                 errors.append(f"{run.name}: no verdict: {entry['replay']['failed']}")
         entry["candidates"] = [candidate.to_dict() for candidate in entry["candidates"]]
         entries.append(entry)
+    warn_unmatched_roles(roles, tags)
     doc = {"schema": SCHEMA, "lrdiag": __version__, "runs": entries, "errors": errors}
     if output_format == "json":
         click.echo(json.dumps(doc, indent=2, allow_nan=False))
@@ -108,13 +108,27 @@ def recommend(paths, output_format, roles, config_path, trainer, steps, seeds, d
 
 
 def _progress():
-    """A line on stderr as each replay ends, when a person is watching."""
-    if not sys.stderr.isatty():
-        return None
+    """A line on stderr as each replay ends, when a person is watching; in a CI log, a line every
+    pipeline.PROGRESS_EVERY seconds (a bar or a line per replay would flood it; silence looks hung)."""
+    import time
 
-    def done(result: dict) -> None:
+    from lrdiag import pipeline
+
+    tty = sys.stderr.isatty()
+    began = last = time.monotonic()
+    done = 0
+
+    def finished(result: dict) -> None:
+        nonlocal last, done
+        done += 1
+        now = time.monotonic()
         seconds = f" in {result['seconds']:.1f} s" if result.get("seconds") else ""
         reason = f": {result['reason']}" if result["reason"] else ""
-        click.echo(f"  replayed {result['label']} seed {result['seed']}: {result['status']}{seconds}{reason}", err=True)
+        line = f"replayed {result['label']} seed {result['seed']}: {result['status']}{seconds}{reason}"
+        if tty:
+            click.echo(f"  {line}", err=True)
+        elif now - last >= pipeline.PROGRESS_EVERY:
+            last = now
+            click.echo(f"lrdiag: replays: {done} done, {now - began:.0f} s; last {line}", err=True)
 
-    return done
+    return finished

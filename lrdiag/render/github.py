@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lrdiag.render.view import inert_doc, is_gate, suites
+from lrdiag.render.view import inert_doc, is_gate, plural, suites
 
 
 def _data(text: str) -> str:
@@ -31,5 +31,5 @@ def render(doc: dict, fail_on: str = "error") -> str:
                      f"failed, tolerance {doc['tolerance']})")
     else:
         findings = sum(len(run["findings"]) for run in doc["runs"])
-        lines.append(f"lrdiag analyze: {len(doc['runs'])} runs, {findings} findings")
+        lines.append(f"lrdiag analyze: {plural(len(doc['runs']), 'run')}, {plural(findings, 'finding')}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lrdiag.render.view import headline, inert_doc, is_gate, severity_counts, where
+from lrdiag.render.view import headline, inert_doc, is_gate, plural, severity_counts, where
 
 _MARK = {"passed": "✅", "failed": "❌", "skipped": "➖"}
 
@@ -58,8 +58,8 @@ def _analysis(doc: dict) -> list[str]:
                      val.get("last")])
         findings += [[run["run"], f["severity"], f"{f['rule']} {f['name']}", f["metric"], where(f), f["message"]]
                      for f in run["findings"]]
-    out = [f"## lrdiag analyze: {len(doc['runs'])} runs, {totals['error']} errors, {totals['warning']} warnings, "
-           f"{totals['info']} info", ""]
+    out = [f"## lrdiag analyze: {plural(len(doc['runs']), 'run')}, {plural(totals['error'], 'error')}, "
+           f"{plural(totals['warning'], 'warning')}, {totals['info']} info", ""]
     out += _table(["run", "format", "errors", "warnings", "info", "best val loss", "final val loss"], rows)
     if findings:
         out += ["", "### Findings", ""]

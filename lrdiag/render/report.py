@@ -21,6 +21,7 @@ import numpy as np
 
 from lrdiag import __version__
 from lrdiag.errors import LrdiagError
+from lrdiag.options import rule_options, warn_unmatched_roles
 from lrdiag.render.downsample import minmax
 
 CURVE_ROLES = ("train_loss", "val_loss", "lr")
@@ -68,7 +69,7 @@ def report_run(spec, engine, roles: dict, run_points: int) -> dict | str:
 def read_all(specs: list, engine, roles: dict, run_points: int, jobs: int | None = None) -> tuple[list, list]:
     from lrdiag.pipeline import map_runs
 
-    return map_runs(report_run, specs, engine, roles, run_points, jobs=jobs, progress=False)
+    return map_runs(report_run, specs, engine, roles, run_points, jobs=jobs)
 
 
 def rule_docs(rules) -> dict:
@@ -147,12 +148,9 @@ def inputs_of(model: dict, recommendations: Path | None) -> list[str]:
               help="Replay logs of `lrdiag recommend --trainer` (its --out folder): control and candidates overlaid.")
 @click.option("--recommendations", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The output of `lrdiag recommend --format json`: candidate schedules with code and LR curve.")
-@click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
-              help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
-@click.option("--config", "config_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-              help="Config file (default: lrdiag.toml, or pyproject.toml with [tool.lrdiag], here or above).")
+@rule_options
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
-def report(paths, output, replays, recommendations, roles, config_path, jobs) -> None:
+def report(paths, output, replays, recommendations, roles, config_path, select, ignore, rule_dirs, jobs) -> None:
     """Write one HTML file: every run's losses and LR with the findings drawn on them, an overview table,
     each finding's explanation, recommended schedules and replays."""
     from lrdiag.config import project_setup, rule_set
@@ -161,8 +159,9 @@ def report(paths, output, replays, recommendations, roles, config_path, jobs) ->
     from lrdiag.render.view import inert
 
     safeio.check_output(output, what="report")  # a link or a folder: refused before any reading
-    config, engine, role_map = project_setup(config_path, roles)
-    model = build(list(paths), engine, rule_set(config), role_map, recommendations, replays, jobs)
+    config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
+    model = build(list(paths), engine, rule_set(config, rule_dirs), role_map, recommendations, replays, jobs)
+    warn_unmatched_roles(roles, {tag for run in model["runs"] for tag in run["metrics"]})
     page = html.render(model)
     safeio.write_text(output, page, inputs_of(model, recommendations), what="report")
     findings = sum(len(run["findings"]) for run in model["runs"])

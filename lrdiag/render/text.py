@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import click
 
-from lrdiag.render.view import inert_doc
+from lrdiag.render.view import inert_doc, plural
+from lrdiag.series import roles
 
 _SEVERITY_STYLE = {"error": ("E", "red"), "warning": ("W", "yellow"), "info": ("i", "cyan")}
-_LOWER_IS_BETTER = {"train_loss", "val_loss", "grad_norm", None}
+# The direction of "best": the roles say it for losses and accuracies; a metric with no role by the words
+# of its tag (roles' quality words, and COCO's AP family that detectron2 logs as bbox/AP50, segm/APs);
+# anything else (an LR, a count, a time) has no best, and shows none.
+_LOWER_ROLES, _HIGHER_ROLES = {"train_loss", "val_loss", "grad_norm"}, {"train_acc", "val_acc"}
+_HIGHER_WORDS = roles._QUALITY_WORDS | {"ap", "ap50", "ap75", "aps", "apm", "apl", "ar", "ndcg", "psnr", "ssim"}
+_LOWER_WORDS = {"loss", "error", "err", "perplexity", "ppl", "wer", "cer", "mse", "mae", "rmse", "nll"}
+MAX_METRICS = 40  # rows of a run's table; the rest are counted (--format json lists every one)
 
 
 def _number(value) -> str:
@@ -20,20 +28,58 @@ def _number(value) -> str:
     return f"{value:.4g}"
 
 
-def _fit(text: str, width: int) -> str:
-    """Cut the middle of a long name: both ends of a tag say the most."""
+def _fit(text: str, width: int, common: tuple[str, str] = ("", "")) -> str:
+    """A long name cut to `width`, keeping what tells it apart: its tail (a tag's last words name the metric,
+    `…/val/box_loss`) and, when the names being cut share a prefix and a suffix, the part between them
+    (`…layers.11…/grad_norm`), which a plain cut at either end would lose."""
     if len(text) <= width:
         return text
-    keep = max(width - 1, 2)
-    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+    tail = "…" + text[len(text) - max(width - 1, 1):]
+    prefix, suffix = common
+    start = prefix.rfind("/") + 1  # from the start of the word the names part in, for context
+    core = text[start:len(text) - len(suffix)]
+    if not suffix or len(text) - (width - 1) <= len(prefix) or len(core) + 3 > width:
+        return tail  # the tail holds the part that differs (or nothing better fits)
+    return "…" + core + "…" + suffix[len(suffix) - (width - 2 - len(core)):]
 
 
-def _metric_rows(metrics: dict) -> list[list[str]]:
+def _shared(names: list[str]) -> tuple[str, str]:
+    """The prefix and suffix that all `names` share (none for fewer than two)."""
+    if len(names) < 2:
+        return "", ""
+    prefix = os.path.commonprefix(names)
+    suffix = os.path.commonprefix([name[len(prefix):][::-1] for name in names])[::-1]
+    return prefix, suffix
+
+
+def best(tag: str, metric: dict):
+    """The best value of a metric, or None where its direction is unknown."""
+    tag_words = set(roles.words(tag))
+    if metric["role"] in _LOWER_ROLES or (metric["role"] is None and tag_words & _LOWER_WORDS):
+        return metric["min"]
+    if metric["role"] in _HIGHER_ROLES or (metric["role"] is None and tag_words & _HIGHER_WORDS):
+        return metric["max"]
+    return None
+
+
+def _shown(run: dict) -> list[str]:
+    """The tags in the table: every one up to MAX_METRICS; past it, those with a role or a finding first."""
+    tags = list(run["metrics"])
+    if len(tags) <= MAX_METRICS:
+        return tags
+    flagged = {finding["metric"] for finding in run["findings"]}
+    first = [tag for tag in tags if run["metrics"][tag]["role"] or tag in flagged][:MAX_METRICS]
+    rest = [tag for tag in tags if tag not in set(first)][:MAX_METRICS - len(first)]
+    chosen = set(first + rest)
+    return [tag for tag in tags if tag in chosen]
+
+
+def _metric_rows(metrics: dict, tags: list[str]) -> list[list[str]]:
     rows = []
-    for tag, m in metrics.items():
-        best = m["min"] if m["role"] in _LOWER_IS_BETTER else m["max"]
+    for tag in tags:
+        m = metrics[tag]
         steps = "-" if m["first_step"] is None else f"{m['first_step']}–{m['last_step']}"
-        rows.append([tag, m["role"] or "", str(m["points"]), steps, _number(m["last"]), _number(best),
+        rows.append([tag, m["role"] or "", str(m["points"]), steps, _number(m["last"]), _number(best(tag, m)),
                      str(m["nonfinite"]) if m["nonfinite"] else ""])
     return rows
 
@@ -43,9 +89,10 @@ def _table(rows: list[list[str]], header: list[str], width: int) -> list[str]:
     # Only the first column (the tag) gives way when the terminal is narrow.
     spare = width - 2 - sum(widths[1:]) - 2 * (len(widths) - 1)
     widths[0] = max(12, min(widths[0], spare))
+    common = _shared([row[0] for row in rows if len(row[0]) > widths[0]])
     lines = []
     for row in [header] + rows:
-        cells = [_fit(row[0], widths[0]).ljust(widths[0])]
+        cells = [_fit(row[0], widths[0], common).ljust(widths[0])]
         cells += [cell.rjust(w) if i >= 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row[1:], widths[1:]), 1)]
         lines.append("  " + "  ".join(cells).rstrip())
     return lines
@@ -61,7 +108,11 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
         out.append(click.style(head, bold=True) if color else head)
         if run["metrics"]:
             header = ["metric", "role", "points", "steps", "last", "best", "nan/inf"]
-            out.extend(_table(_metric_rows(run["metrics"]), header, width))
+            tags = _shown(run)
+            out.extend(_table(_metric_rows(run["metrics"], tags), header, width))
+            if len(tags) < len(run["metrics"]):
+                out.append(f"  ... and {plural(len(run['metrics']) - len(tags), 'more metric')} "
+                           "(--format json lists every one)")
         for finding in run["findings"]:
             letter, hue = _SEVERITY_STYLE.get(finding["severity"], ("?", None))
             mark = click.style(letter, fg=hue, bold=True) if color else letter
@@ -89,7 +140,3 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
     out.append(tally)
     return "\n".join(out)
 
-
-def plural(count: int, noun: str) -> str:
-    """`1 run`, `2 runs`, `0 runs`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -20,6 +20,11 @@ def inert(text: str) -> str:
                                                          else f"\\u{ord(m[0]):04x}"), text)
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 run`, `2 runs`, `0 runs`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def inert_doc(value, keep: tuple[str, ...] = ()):
     """An output model with every string in it, keys too, made inert; the values of keys in `keep` (lrdiag's
     own multi-line text, such as a candidate's code) are left as they are."""
