@@ -28,7 +28,8 @@ EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it whe
               help="local: worker processes on this machine; ray: Ray tasks (pip install 'lrdiag[ray]').")
 @click.option("--ray-address", default=None, help="An existing Ray cluster (default: start a local one).")
 @click.option("--out", type=click.Path(file_okay=False), default="lrdiag-replays", show_default=True,
-              help="Replay logs go to OUT/<control|candidate>/seed<k>/ (TensorBoard).")
+              help="Replay logs go to OUT/<control|candidate>/seed<k>/ (TensorBoard). OUT must be new, empty, or "
+                   "one lrdiag wrote: its .lrdiag-manifest lists lrdiag's files, the only ones it removes.")
 @click.option("--timeout", type=click.FloatRange(0, None, min_open=True), default=900.0, show_default=True,
               help="Seconds a replay may take before it is killed and marked failed.")
 @click.option("--from-checkpoint", "start", type=click.IntRange(0, None), default=0, metavar="STEP",
