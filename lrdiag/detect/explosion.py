@@ -3,8 +3,8 @@
 The starting level is the median of the first three points, the climb is judged on a 5-point rolling
 median (one bad batch is a spike, not an explosion) and must hold for `min_points` points,
 unless it ends the series in NaN/Inf, the usual end of an explosion. A climb the loss comes back
-from and stays back from for ten times as long as it lasted is a transient, left to the spike
-rule (a x100 excursion that is over within tens of steps of a long run). The
+from for good, staying back to the end of the run for twice as long as it lasted, is a
+transient, left to the spike rule (a x100 excursion that is over within tens of steps). The
 starting level is the loss of the untrained model; the ordinary rises of a healthy run
 (warmup bumps, an LR restart, a harder curriculum stage) stay below it, so five times above it
 is a run that has lost everything it learned and more. The finding
@@ -37,12 +37,11 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
         above[-1] = True  # the last finite point, raw: a rolling median lags behind the blow-up
     stretches = [(a, b) for a, b in runs_of(above)
                  if b - a + 1 >= min_points or (ends_nonfinite and b == values.size - 1)]
-    # An excursion the loss comes back from, and stays back from for ten times as long as it
-    # lasted, is a transient in the run's history: a spike (LRD101), however tall; whatever
-    # follows it (a stall back at the starting level, say) is for the other rules to judge.
-    ends = [a for a, _ in stretches[1:]] + [values.size]
-    stretches = [(a, b) for (a, b), next_start in zip(stretches, ends)
-                 if next_start - 1 - b < 10 * (b - a + 1) or (ends_nonfinite and b == values.size - 1)]
+    # An excursion the loss comes back from, and stays back from to the end of the run for twice
+    # as long as it lasted, is a transient in the run's history: a spike (LRD101), however tall;
+    # whatever follows it (a stall back at the starting level, say) is for the other rules.
+    stretches = [(a, b) for i, (a, b) in enumerate(stretches)
+                 if i < len(stretches) - 1 or values.size - 1 - b < 2 * (b - a + 1) or ends_nonfinite]
     if not stretches:
         return []
     first, last = stretches[0][0], stretches[-1][1]

@@ -160,7 +160,8 @@ def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude:
 def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peaks: np.ndarray,
                 residual: np.ndarray) -> np.ndarray:
     """A swing repeats: in the band-passed signal and in the detrended one itself, the typical
-    cycle's height is at least half the tallest one's. One hump (a spike's slow recovery, the
+    cycle's height is at least half the tallest one's, and three cycles at least are that tall.
+    One hump (a spike's slow recovery, the
     overshoot of a heavy ball's first descent) is a single tall cycle among flat ones; a narrow
     band-pass alone rings on after it and spreads it over its neighbours, the signal does not.
     One row per window; the band-passing is done for all rows at once."""
@@ -172,8 +173,10 @@ def _persistent(coefficients: np.ndarray, band: np.ndarray, size: int, peaks: np
         for signal in (swings, residual):
             cycles = signal[rows, : size // period * period].reshape(int(rows.sum()), -1, period)
             heights = cycles.max(axis=2) - cycles.min(axis=2)
-            repeats[rows] = (heights.shape[1] >= 2) & (np.median(heights, axis=1) >= 0.5 * heights.max(axis=1)) & (
-                repeats[rows] if signal is residual else True)
+            tall = heights >= 0.5 * heights.max(axis=1, keepdims=True)
+            # Three tall cycles at least: one hump straddles two at most.
+            repeats[rows] = ((np.median(heights, axis=1) >= 0.5 * heights.max(axis=1)) & (tall.sum(axis=1) >= 3)
+                             & (repeats[rows] if signal is residual else True))
     return repeats
 
 
