@@ -43,19 +43,24 @@ class ReadWarning(UserWarning):
     (run, file, offset or line, message) is in the table's `attrs["problems"]`."""
 
 
-def read(paths: Paths, *, roles: Mapping[str, str] | None = None, verify: bool = True) -> pd.DataFrame:
+def read(paths: Paths, *, roles: Mapping[str, str] | None = None, verify: bool = True,
+         jobs: int | None = None) -> pd.DataFrame:
     """Every point of every run under `paths`, as one long table in the order each run logged it.
 
     Columns: `run`, `metric` and `role` (categoricals; `role` is NaN for a metric that plays none), `step`
     (int64), `value` (float64, NaN and Inf as logged) and `wall_time` (float64 seconds since the epoch,
     NaN where the format does not log it). `paths`: folders, log files or tracker stores (one or a list).
     `roles`: {tag: role} on top of the project's `[tool.lrdiag] roles` and the roles inferred from tag
-    names. `verify=False` skips TFRecord checksums. Damaged files warn with `ReadWarning`; their problems
-    are in `df.attrs["problems"]`. A path that holds no run raises `LrdiagError`.
+    names. `verify=False` skips TFRecord checksums. Many runs are read in parallel over `jobs` processes
+    (default: one per core). Damaged files warn with `ReadWarning`; their problems are in
+    `df.attrs["problems"]`. A path that holds no run raises `LrdiagError`.
     """
-    specs = _specs(paths)
-    role_map = _role_map(roles)
-    runs = [ingest.read_run(spec, verify=verify, roles=role_map) for spec in specs]
+    from lrdiag.pipeline import map_runs
+
+    entries, errors = map_runs(_read_run, _specs(paths), verify, _role_map(roles), jobs=jobs)
+    for error in errors:  # a reader's bug: the other runs go on
+        warnings.warn(ReadWarning(error), stacklevel=2)
+    runs = [entry["run"] for entry in entries]
     frame = tidy(runs)
     frame.attrs["problems"] = [{"run": run.name, **problem.to_dict()} for run in runs for problem in run.problems]
     _warn_problems(frame.attrs["problems"])
@@ -165,7 +170,8 @@ class Analysis:
                 + (f", {_plural(len(self.errors), 'error')} reading" if self.errors else "") + ">")
 
     def _repr_html_(self) -> str:
-        """The summary, the findings table and, in a sandboxed frame, the report of the runs with findings.
+        """The summary, the report of the runs with findings in a sandboxed frame, and the findings as a
+        folded table (shown where the frame's scripts cannot run: an untrusted notebook, a static viewer).
         Every name from a log is escaped here, and inside the frame the report escapes its own."""
         counts = self._counts()
         parts = [f"<div><p><b>lrdiag</b>: {_plural(len(self._entries), 'run')} · "
@@ -175,8 +181,9 @@ class Analysis:
             parts.append("<ul>" + "".join(f"<li>{html.escape(error)}</li>" for error in self.errors) + "</ul>")
         findings = self.findings
         if len(findings):
-            parts.append(_findings_table(findings))
             parts.append(self._report_frame())
+            parts.append(f"<details><summary>{_plural(len(findings), 'finding')}</summary>{_findings_table(findings)}"
+                         "</details>")
         parts.append("</div>")
         return "\n".join(parts)
 
@@ -235,6 +242,10 @@ def tidy(runs: list[Run]) -> pd.DataFrame:
         "wall_time": joined([one.wall_times if one.wall_times is not None else np.full(len(one), np.nan)
                              for _, one in series], np.float64),
     }, copy=False)
+
+
+def _read_run(spec: RunSpec, verify: bool, roles: dict[str, str]) -> dict:
+    return {"run": ingest.read_run(spec, verify=verify, roles=roles)}
 
 
 def _analyze_run(spec: RunSpec, engine, roles: dict[str, str], verify: bool, run_points: int) -> dict | str:
