@@ -2,12 +2,15 @@
 keeps falling (overfitting); the best step is where early stopping would have stopped.
 
 Validation is often logged once an epoch, and a fine-tuning run evaluates only 3 to 8 times, so
-the series may have a handful of points. Its best step is the minimum of a rolling median (3
-points on a short series), and a rise after it counts in either of two ways:
-- **a level rise**: the median of the last points sits above the best by `min_rise` (relative)
-  and by `z` noise sigmas, with at least `min_after` points after the best, all above it. The
-  noise comes from the second differences (MAD / sqrt 6): a steady rise has none, so it cannot
-  pass for noise, as it did when the noise was read off the first differences;
+the series may have a handful of points. A short one (under 30 points) is taken as logged: its
+best is its lowest evaluation, the checkpoint early stopping keeps; a longer one is smoothed by a
+rolling median first. A rise after the best counts in either of two ways:
+- **a level rise**: the end (the median of the last third of the points after the best; of at
+  least `min_after` points on a long series) sits above the best by `min_rise` (relative) and by
+  `z` noise sigmas, with at least `min_after` points after the best, and on a short series the
+  median of all the points after the best is half that far above it (one bad evaluation is not a
+  trend). The noise comes from the second differences (MAD / sqrt 6): a steady rise has none, so
+  it cannot pass for noise, as it did when the noise was read off the first differences;
 - **a steady trend**: over eight points or more after the best, a Mann-Kendall trend statistic
   of `z` or more (later points lie above earlier ones far more often than noise allows) and a
   Theil-Sen line rising by half of `min_rise` or more: a slow rise without a break (10 % over
@@ -25,6 +28,7 @@ from lrdiag.detect.robust import MAD_TO_SIGMA, block_medians, kendall_z, log_sca
 from lrdiag.series.model import Series
 
 _TREND_POINTS = 8  # a trend statistic over fewer points cannot reach z 3 however steady the rise
+_SHORT = 30  # fewer points: evaluations, taken as logged
 
 
 def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, min_after: int = 3) -> list[Hit]:
@@ -35,19 +39,28 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
     if values.size < min_after + 1:
         return []
     y, is_log = log_scale(values)
-    smooth = rolling_median(y, 3) if values.size < 30 else rolling_median(y, max(3, values.size // 20) | 1)
+    short = values.size < _SHORT
+    # A short series (evaluations) is taken as logged: its best is the best checkpoint, the one
+    # early stopping keeps; a long one is smoothed first, its minimum would be a lucky dip.
+    smooth = y if short else rolling_median(y, max(3, values.size // 20) | 1)
     best = int(np.argmin(smooth))
     after = values.size - 1 - best
     if after < min_after:
         return []
-    tail = max(min_after, after // 3)
+    tail = max(1, after // 3) if short else max(min_after, after // 3)
     end_level = float(np.median(y[-tail:]))
     noise = MAD_TO_SIGMA * float(np.median(np.abs(np.diff(y, 2)))) / np.sqrt(6) if values.size >= 3 else 0.0
     unit = 1.0 if is_log else max(abs(float(smooth[best])), 1e-12)
+    needed = np.log1p(min_rise) if is_log else min_rise
+
+    def risen(level: float, share: float = 1.0) -> bool:
+        return (level - smooth[best]) / unit >= share * needed
+
     rise = end_level - smooth[best]
-    level_rise = (rise / unit >= np.log1p(min_rise) if is_log else rise / unit >= min_rise) and rise >= z * noise
-    # On a short series each point after the best must stay above it: one bad epoch is not a trend.
-    level_rise &= values.size >= 30 or bool((y[best + 1:] > y[best]).all())
+    level_rise = risen(end_level) and rise >= z * noise
+    # On a short series the end may be a single evaluation: the points after the best must
+    # have risen too, by their median (half of min_rise): one bad epoch is not a trend.
+    level_rise &= not short or risen(float(np.median(y[best + 1:])), 0.5)
     trend_rise = 0.0
     if after >= _TREND_POINTS:
         x, v = block_medians(steps[best:], y[best:])
@@ -64,7 +77,8 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
     best_value, end_value = float(values[best]), float(np.exp(end_level)) if is_log else end_level
     if level_rise:
         rise_pct = 100 * (end_value / best_value - 1) if best_value > 0 else 100 * rise / unit
-        how = f"to a median of {end_value:.4g} over its last {tail} points"
+        how = (f"to {values[-1]:.4g} at step {steps[-1]}" if tail == 1
+               else f"to a median of {end_value:.4g} over its last {tail} points")
     else:
         rise_pct = 100 * (float(np.expm1(trend_rise)) if is_log else trend_rise)
         how = f"along a steady trend (Theil-Sen line, Mann-Kendall z {kendall_z(v):.1f}) to {values[-1]:.4g} at step {steps[-1]}"
