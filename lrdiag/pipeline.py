@@ -40,15 +40,22 @@ def analyze_spec(spec: RunSpec, options: Options) -> dict | str:
 
 
 def unread_error(run: Run) -> str | None:
-    """Why not one file of `run` could be read, or None: a run with no series whose every file has a
-    problem is an input error (exit 2), never a run with "no findings"."""
-    if run.series or not run.problems or not set(run.files) <= {problem.file for problem in run.problems}:
+    """Why `run` gave no point of any metric, or None: a run that yields nothing to diagnose (files that
+    could not be read, a header without rows, an event file without scalars) is an input error, exit 2,
+    never a run with "no findings" that a CI gate would pass."""
+    if any(len(series) for series in run.series.values()):
         return None
+    if not run.problems:
+        files = len(run.files)
+        return (f"{run.name}: no metric was logged in {'its file' if files == 1 else f'any of its {files} files'} "
+                "(no scalar point): nothing to diagnose")
+    unread = set(run.files) <= {problem.file for problem in run.problems}
     first = run.problems[0]
     where = f"{first.where}: " if first.where else ""
     more = len(run.problems) - 1
-    return (f"{run.name}: no file of this run could be read: {first.file}: {where}{first.message}"
-            + (f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""))
+    return (f"{run.name}: {'no file of this run could be read' if unread else 'no metric could be read'}: "
+            f"{first.file}: {where}{first.message}" + (f" (and {more} more problem{'s' if more != 1 else ''})"
+                                                       if more else ""))
 
 
 def find_specs(paths: list[str]) -> tuple[list[RunSpec], list[str]]:

@@ -35,6 +35,11 @@ def inputs(tmp_path) -> Path:
     (tmp_path / "garbage" / "metrics.csv").write_bytes(GARBAGE)
     (tmp_path / "unread").mkdir()  # a header that claims the file, then nothing readable
     (tmp_path / "unread" / "metrics.csv").write_bytes(b"step,loss\n\x00\x01garbage\n")
+    (tmp_path / "header_only").mkdir()  # a job that died before its first log line
+    (tmp_path / "header_only" / "metrics.csv").write_text("step,loss\n")
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    EventFileWriter(str(tmp_path / "no_scalars")).close()  # an event file with its version record only
     (tmp_path / "good.csv").write_text("step,loss\n" + "".join(f"{s},{1 / (s + 1)}\n" for s in range(50)))
     (tmp_path / "damaged.csv").write_text("step,loss\n0,1.0\n1,0.9\nnot a row\n2,0.8\n3,0.7\n")
     return tmp_path
@@ -46,9 +51,12 @@ def inputs(tmp_path) -> Path:
     ("garbage", "no training logs found there"),
     ("garbage/metrics.csv", "no file of this run could be read"),
     ("unread", "no file of this run could be read: unread/metrics.csv: line 2"),
+    ("header_only", "header_only: no file of this run could be read: header_only/metrics.csv: no data rows"),
+    ("no_scalars", "no_scalars: no metric was logged in its file (no scalar point): nothing to diagnose"),
 ])
 def test_a_path_that_yields_no_readable_run_exits_2_naming_why(inputs, path, says):
-    for output_format in ("text", "json", "junit", "github", "markdown"):
+    formats = ("text", "json", "junit", "github", "markdown") if path == "unread" else ("text",)
+    for output_format in formats:
         done = lrdiag("analyze", path, "--format", output_format, cwd=inputs)
         assert done.returncode == 2, (output_format, done.stdout, done.stderr)
         assert says in done.stdout, (output_format, done.stdout)
