@@ -29,6 +29,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
 from google.protobuf.message import DecodeError
@@ -83,9 +84,8 @@ def read(where: str, run: str = "") -> ReadResult:
     if data[:4] != _IDENT:
         result.problems.append(Problem(where, "offset 0", "not a W&B run file (no ':W&B' header)"))
         return result
-    points: dict[str, tuple[list[int], list[str], list[float]]] = {}
+    items = _Items()
     config: dict[str, object] = {}
-    step = -1
     for body, offset in records(data, path, result.problems):
         try:
             record = _Record.FromString(body)
@@ -93,12 +93,12 @@ def read(where: str, run: str = "") -> ReadResult:
             result.problems.append(Problem(where, f"offset {offset}", f"record skipped: not a W&B record ({error})"))
             continue
         if record.HasField("history"):
-            step = _add_history(record.history, step, points)
+            items.add(record.history)
         elif record.HasField("run"):
             config.update(_config(record.run.config))
         elif record.HasField("config"):
             config.update(_config(record.config))
-    for key, (steps, texts, times) in points.items():
+    for key, (steps, texts, times) in items.by_key():
         for name, (named_steps, values, named_times) in _numbers(key, steps, texts, times).items():
             result.series[name] = Series(name, named_steps, values, named_times)
     result.series = dict(sorted(result.series.items()))
@@ -154,40 +154,67 @@ def _cut(path: Path, start: int, size: int) -> Problem:
                                                  "record before it was read")
 
 
-def _add_history(history, step: int, points: dict) -> int:
-    """Add one history record's items (as JSON text) to `points`; the record's step."""
-    items = {(item.key or "/".join(item.nested_key)): _text(item) for item in history.item}
+class _Items:
+    """Every history item of a run, kept flat (key, JSON text, record) and split by key at the end
+    with numpy: a run holds millions of items, and per-item work in Python is the reader's cost."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.texts: list[str] = []
+        self.records: list[int] = []
+        self.steps: list[int] = []
+        self.times: list[float] = []
+
+    def add(self, history) -> None:
+        """One history record: its items, and its step (the `_step` item, else its step field, else
+        one past the previous record's, as wandb's own counter numbers records logged without a step)."""
+        keys, texts = [], []
+        for item in history.item:  # attribute access on protobuf objects is this reader's main cost
+            nested = item.nested_key
+            keys.append(item.key or (nested[0] if len(nested) == 1 else "/".join(nested)))
+            texts.append(item.value_json or _text(item))
+        step = _number(keys, texts, "_step")
+        if step is None or not np.isfinite(step):
+            step = history.step.num if history.HasField("step") else (self.steps[-1] + 1 if self.steps else 0)
+        time = _number(keys, texts, "_timestamp")
+        self.records.extend([len(self.steps)] * len(keys))
+        self.steps.append(int(step))
+        self.times.append(np.nan if time is None else time)
+        self.keys.extend(keys)
+        self.texts.extend(texts)
+
+    def by_key(self):
+        """(key, steps, JSON texts, wall times) of every key that is not wandb's bookkeeping (`_...`)."""
+        codes, names = pd.factorize(pd.Series(self.keys, dtype=object))
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        records, steps, times = np.array(self.records, np.int64), np.array(self.steps, np.int64), np.array(self.times)
+        texts = np.array(self.texts)
+        for code, key in enumerate(names):
+            if key and not key.startswith("_"):
+                mine = order[bounds[code]:bounds[code + 1]]
+                yield key, (steps[records[mine]], texts[mine], times[records[mine]])
+
+
+def _number(keys: list[str], texts: list[str], key: str) -> float | None:
     try:
-        step = int(float(items["_step"]))
-    except (KeyError, ValueError, OverflowError):  # no _step item: the step field, else wandb's counter
-        step = history.step.num if history.HasField("step") else step + 1
-    try:
-        wall_time = float(items.get("_timestamp", "nan"))
-    except ValueError:
-        wall_time = float("nan")
-    for key, text in items.items():
-        if key and not key.startswith("_"):
-            steps, texts, times = points.setdefault(key, ([], [], []))
-            steps.append(step)
-            texts.append(text)
-            times.append(wall_time)
-    return step
+        return float(texts[keys.index(key)])
+    except (ValueError, OverflowError):
+        return None
 
 
 def _text(item) -> str:
-    """An item's value as JSON text: value_json, or the typed number wandb-core may write instead."""
-    if item.HasField("value_json"):
-        return item.value_json
+    """An item's value as JSON text when it has no value_json: the typed number wandb-core may write."""
     if item.HasField("number"):
         return repr(item.number)
     return str(item.integer) if item.HasField("integer") else "null"
 
 
-def _numbers(key: str, steps: list[int], texts: list[str], times: list[float]) -> dict:
+def _numbers(key: str, steps: np.ndarray, texts: np.ndarray, times: np.ndarray) -> dict:
     """{name: (steps, values, wall times)} of a key's numeric values: the key itself, or `key/sub`
     for each number inside logged dicts; text, media (`_type` dicts) and nulls are no points."""
     try:  # the common case, every value a number (NaN and Infinity included), at numpy speed
-        return {key: (steps, np.array(texts).astype(np.float64), times)}
+        return {key: (steps, texts.astype(np.float64), times)}
     except ValueError:
         pass
     found: dict[str, tuple[list, list, list]] = {}
