@@ -156,34 +156,40 @@ def _is_keras_history(document: object) -> bool:
 
 @dataclass
 class Keyed:
-    """Points of many keys as one table, key by key and in line order within a key: no Python
-    object per point, and none per key until the series are made, so that a line with 100,000
-    keys costs what 100,000 lines with one key cost."""
+    """Points of many keys as one table, in no particular order: no Python object per point, and
+    none per key until the series are made, so that a line with 100,000 keys costs what 100,000
+    lines with one key cost."""
 
     names: list[str]
     lines: np.ndarray  # int64, 1-based line of each point
     keys: np.ndarray  # int64, index into names
     values: np.ndarray  # float64 (numbers) or object (texts)
 
-    @classmethod
-    def grouped(cls, names: list[str], lines: np.ndarray, keys: np.ndarray, values: np.ndarray) -> "Keyed":
-        # Chunks arrive line-sorted, so the composite key is made of sorted runs: timsort merges them.
-        order = np.argsort(keys * (int(lines.max(initial=0)) + 1) + lines, kind="stable")
-        return cls(names, lines[order], keys[order], values[order])
-
-    def bounds(self) -> np.ndarray:
-        return np.searchsorted(self.keys, np.arange(len(self.names) + 1))
-
     def get(self, name: str) -> Points | None:
         """(lines, values) of one key, or None when it has no point."""
         if name not in self.names:
             return None
-        index = self.names.index(name)
-        first, last = np.searchsorted(self.keys, [index, index + 1])
-        return (self.lines[first:last], self.values[first:last]) if last > first else None
+        rows = self.keys == self.names.index(name)
+        return (self.lines[rows], self.values[rows]) if rows.any() else None
 
     def where(self, keep: np.ndarray) -> "Keyed":
-        return Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
+        return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
+
+    def by_key(self) -> tuple["Keyed", np.ndarray]:
+        """The points key by key, in line order within a key, and where each key's points begin and end."""
+        order = np.argsort(self.keys.astype(np.uint16) if len(self.names) < 1 << 16 else self.keys, kind="stable")
+        keys, lines = self.keys[order], self.lines[order]
+        # Chunks come line-sorted, so a key is out of line order only where its points came from
+        # several chunks (a key in several parser columns, or in fast and slow lines).
+        backwards = np.flatnonzero((lines[1:] < lines[:-1]) & (keys[1:] == keys[:-1]))
+        bounds = np.searchsorted(keys, np.arange(len(self.names) + 1))
+        unordered = np.unique(keys[backwards])
+        if unordered.size > 64:
+            order = np.argsort(self.keys * (int(self.lines.max()) + 1) + self.lines, kind="stable")
+        for key in unordered.tolist() if unordered.size <= 64 else ():
+            segment = order[bounds[key]:bounds[key + 1]]
+            order[bounds[key]:bounds[key + 1]] = segment[np.argsort(self.lines[segment], kind="stable")]
+        return Keyed(self.names, self.lines[order], self.keys[order], self.values[order]), bounds
 
 
 class _Chunks:
@@ -223,22 +229,24 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     names = list(chunks.ids)
     numeric = [part for part in chunks.parts if part[2].dtype.kind == "f"]
     textual = [part for part in chunks.parts if part[2].dtype.kind != "f"]
-
-    def joined(parts, column, dtype):
-        return np.concatenate([part[column] for part in parts]) if parts else np.zeros(0, dtype)
-    raw = joined(textual, 2, object)
+    raw = np.concatenate([part[2] for part in textual]) if textual else np.zeros(0, object)
     present_raw = pd.notna(raw) & (raw != "null")
     converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64) if raw.size else np.zeros(0)
     failed = present_raw & np.isnan(converted)
     if failed.any():
         words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
         failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
-    values = np.concatenate([joined(numeric, 2, np.float64), converted])
-    lines = np.concatenate([joined(numeric, 0, np.int64), joined(textual, 0, np.int64)])
-    keys = np.concatenate([joined(numeric, 1, np.int64), joined(textual, 1, np.int64)])
-    is_number = np.concatenate([~np.isnan(values[:values.size - raw.size]), present_raw & ~failed])
-    is_text_key = np.bincount(keys[is_number], minlength=len(names)) == 0
+    # numeric parts first, then the text parts: the last raw.size points are the text cells
+    parts = numeric + textual
+    lines = np.concatenate([part[0] for part in parts]) if parts else np.zeros(0, np.int64)
+    keys = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
+    values = np.concatenate([part[2] for part in numeric] + [converted])
     offset = values.size - raw.size
+    is_number = ~np.isnan(values)
+    is_number[offset:] = present_raw & ~failed
+    numbers = Keyed(names, lines, keys, values).where(is_number)
+    is_text_key = (np.bincount(numbers.keys, minlength=len(names)) == 0 if raw.size
+                   else np.zeros(len(names), bool))  # only cells that are not numbers can make text keys
     bad = np.flatnonzero(failed & ~is_text_key[keys[offset:]])
     bad = bad[np.argsort(lines[offset + bad], kind="stable")]
     report(problems, path, bad, lambda index: (
@@ -246,8 +254,7 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
         f"value {str(raw[index])[:40]!r} of {names[keys[offset + index]]!r} is not a number; point skipped"),
         "non-numeric values skipped")
     text_points = present_raw & is_text_key[keys[offset:]]
-    numbers = Keyed.grouped(names, lines[is_number], keys[is_number], values[is_number])
-    texts = Keyed.grouped(names, lines[offset:][text_points], keys[offset:][text_points], raw[text_points])
+    texts = Keyed(names, lines[offset:][text_points], keys[offset:][text_points], raw[text_points])
     return numbers, texts
 
 
@@ -330,7 +337,9 @@ def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: n
             cells = value.to_numpy(dtype=np.float64)
         else:
             cells = value.to_numpy(dtype=object)
-        chunks.parts.append((lines[rows], ids[codes[rows]], cells[rows]))
+        every = rows.all()  # the usual case: no copies before the one concatenation
+        chunks.parts.append((lines if every else lines[rows], ids[codes] if every else ids[codes[rows]],
+                             cells if every else cells[rows]))
     return np.concatenate([leading, flat[wider], taken[~valid]])
 
 
@@ -421,10 +430,17 @@ def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
     # validation records repeat the training LR
     keep = (point_modes >= 0) & ~(is_lr[metrics.keys] & (point_modes != train))
     width = max(len(mode_names), 1)
-    combos, keys = np.unique(metrics.keys[keep] * width + point_modes[keep], return_inverse=True)
+    combos = metrics.keys[keep] * width + point_modes[keep]
+    if len(metrics.names) * width <= 4 * combos.size + 1024:  # a lookup table, not a sort
+        used = np.flatnonzero(np.bincount(combos, minlength=len(metrics.names) * width))
+        table = np.zeros(len(metrics.names) * width, np.int64)
+        table[used] = np.arange(used.size)
+        keys = table[combos]
+    else:
+        used, keys = np.unique(combos, return_inverse=True)
     names = [metrics.names[key] if mode == train else f"{mode_names[mode]}/{metrics.names[key]}"
-             for key, mode in zip((combos // width).tolist(), (combos % width).tolist())]
-    return Keyed.grouped(names, metrics.lines[keep], keys.reshape(-1).astype(np.int64), metrics.values[keep])
+             for key, mode in zip((used // width).tolist(), (used % width).tolist())]
+    return Keyed(names, metrics.lines[keep], keys.reshape(-1).astype(np.int64), metrics.values[keep])
 
 
 def _mmdet(numbers: Keyed, texts: Keyed, line_count: int):
@@ -499,7 +515,14 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     kept_line = np.zeros(len(steps_by_line), bool)
     kept_line[record_lines[kept_record]] = True
     kept = metrics.where(kept_line[point_lines])
-    steps, values, bounds = np.rint(steps_by_line[kept.lines]).astype(np.int64), kept.values, kept.bounds()
+    if tag_count <= 64:  # a mask per tag beats sorting when tags are few
+        steps = np.rint(steps_by_line[kept.lines]).astype(np.int64)
+        pieces = ((tag, np.flatnonzero(kept.keys == tag)) for tag in range(tag_count))
+        pieces = ((tag, rows if (np.diff(kept.lines[rows]) > 0).all() else rows[np.argsort(kept.lines[rows])])
+                  for tag, rows in pieces if rows.size)
+        return {kept.names[tag]: Series(kept.names[tag], steps[rows], kept.values[rows]) for tag, rows in pieces}
+    kept, bounds = kept.by_key()
+    steps, values = np.rint(steps_by_line[kept.lines]).astype(np.int64), kept.values
     return {kept.names[tag]: Series(kept.names[tag], steps[first:last], values[first:last])
             for tag, first, last in zip(range(tag_count), bounds[:-1].tolist(), bounds[1:].tolist()) if last > first}
 
