@@ -253,3 +253,16 @@ def test_warnings_name_the_file_and_say_where_the_rest_are(tmp_path):
     assert str(tmp_path / "a" / "events.out.tfevents.1.x") in str(warning.message)
     assert "and 1 more problem" in str(warning.message)
     assert warning.filename == __file__  # points at the caller's line, not lrdiag's
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"## Python API\n.*?```python\n(.*?)```", readme, flags=re.S)
+    (tmp_path / "sample_logs").symlink_to(ROOT / "sample_logs", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(example, "README.md", "exec"), names)
+    assert "mlp_sgd_bad_batch_spike" in capsys.readouterr().out
+    rules = set(names["result"].findings["rule"])
+    assert "LRD101" in rules and not [rule for rule in rules if rule.startswith("LRD2")]
+    assert (tmp_path / "report.html").stat().st_size > 100_000
