@@ -15,7 +15,8 @@ loaded only when the API is.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers take it as true
 
 __version__ = "0.1.0"
 
@@ -33,13 +34,14 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from lrdiag.series.model import Problem, Run, Series
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'lrdiag' has no attribute {name!r}")
-    value = getattr(import_module(_HOMES[name]), name)
-    globals()[name] = value  # found once, then an ordinary attribute
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers, so that they flag a misspelt name
 
+    def __getattr__(name: str):
+        if name not in _HOMES:
+            raise AttributeError(f"module 'lrdiag' has no attribute {name!r}")
+        value = getattr(import_module(_HOMES[name]), name)
+        globals()[name] = value  # found once, then an ordinary attribute
+        return value
 
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    def __dir__() -> list[str]:
+        return sorted([*globals(), *__all__])
