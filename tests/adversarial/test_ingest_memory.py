@@ -24,7 +24,7 @@ before = vm("VmRSS:")
 result = {"csv": csvlog, "json": jsonlog}[sys.argv[1]].read(pathlib.Path(sys.argv[2]))
 print(vm("VmHWM:") - before, sum(len(series) for series in result.series.values()), len(result.problems))
 """
-ROWS = 1_000_000  # CSV rows (~30 MB); half as many JSON lines (~40 MB)
+ROWS = 1_000_000  # CSV rows (~30 MB); a quarter as many JSON lines (~40 MB)
 
 
 def can_measure() -> bool:
@@ -49,10 +49,10 @@ def write_csv(path: Path) -> int:
 def write_json(path: Path) -> int:
     rng = np.random.default_rng(0)
     with path.open("w") as out:
-        for iteration, (box, cls) in enumerate(rng.random((ROWS // 2, 2)).tolist()):
+        for iteration, (box, cls) in enumerate(rng.random((ROWS // 4, 2)).tolist()):
             out.write(json.dumps({"data_time": 0.004, "iteration": iteration, "loss_box_reg": box, "loss_cls": cls,
                                   "lr": 0.02, "time": 0.31, "total_loss": box + cls}) + "\n")
-    return ROWS // 2 * 4
+    return ROWS // 4 * 4
 
 
 @pytest.mark.skipif(not can_measure(), reason="needs Linux /proc/self/clear_refs to reset the peak resident size")
