@@ -28,12 +28,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Iterable[PathLike]]
 Codes = Union[str, Iterable[str], None]
 
-COLUMNS = ("run", "metric", "role", "step", "value", "wall_time")
 FINDING_COLUMNS = ("run", "rule", "name", "category", "severity", "metric", "step_start", "step_end", "message",
                    "evidence")
 RUN_COLUMNS = ("run", "source", "files", "metrics", "points", "error", "warning", "info", "problems")
 # Jupyter keeps an output in the notebook file: the inline report shows the runs with the most severe findings,
-# up to this many (about 20 kB of curves each); `Analysis.report(path)` writes them all.
+# up to this many (each up to 4,000 points a curve), to keep the notebook small; `Analysis.report(path)` has all.
 INLINE_RUNS = 20
 INLINE_FINDINGS = 50  # rows of the inline findings table; `Analysis.findings` has them all
 
@@ -57,13 +56,13 @@ def read(paths: Paths, *, roles: Mapping[str, str] | None = None, verify: bool =
     """
     from lrdiag.pipeline import map_runs
 
-    entries, errors = map_runs(_read_run, _specs(paths), verify, _role_map(roles), jobs=jobs)
+    entries, errors = map_runs(_read_one, _specs(paths), verify, _role_map(roles), jobs=jobs)
     for error in errors:  # a reader's bug: the other runs go on
         warnings.warn(ReadWarning(error), stacklevel=2)
     runs = [entry["run"] for entry in entries]
     frame = tidy(runs)
     frame.attrs["problems"] = [{"run": run.name, **problem.to_dict()} for run in runs for problem in run.problems]
-    _warn_problems(frame.attrs["problems"])
+    _warn_problems(frame.attrs["problems"], "the table's attrs['problems']")
     return frame
 
 
@@ -77,7 +76,7 @@ def read_run(path: PathLike, *, roles: Mapping[str, str] | None = None, verify: 
         raise LrdiagError(f"{os.fspath(path)}: holds {len(specs)} runs ({names}), and read_run reads one: "
                           "name one of them, or read them all with lrdiag.read")
     run = ingest.read_run(specs[0], verify=verify, roles=_role_map(roles))
-    _warn_problems([{"run": run.name, **problem.to_dict()} for problem in run.problems])
+    _warn_problems([{"run": run.name, **problem.to_dict()} for problem in run.problems], "the run's problems")
     return run
 
 
@@ -90,8 +89,9 @@ def analyze(paths: Paths, *, config: PathLike | None = None, select: Codes = Non
     command line does). `select` / `ignore`: rule codes, names or code prefixes (a list, or one string
     separated by commas), over the config's. `roles` ({tag: role}) and `rule_dirs` add to the config's.
     Runs are read in parallel over `jobs` processes (default: one per core) when there are many. A path
-    holding no run, and a bad config or rule code, raise `LrdiagError`; a run none of whose files could be
-    read is an entry of `errors` and a `ReadWarning`.
+    holding no run, and a bad config or rule code, raise `LrdiagError`. Damaged files warn with
+    `ReadWarning` (their problems are in `problems`), and so does a run none of whose files could be read
+    (an entry of `errors`).
     """
     from lrdiag.config import project_setup, rule_set
     from lrdiag.pipeline import map_runs
@@ -106,12 +106,14 @@ def analyze(paths: Paths, *, config: PathLike | None = None, select: Codes = Non
     analysis = Analysis(_arguments(paths), entries, errors, rule_docs(rule_set(config_file, dirs)))
     for error in errors:
         warnings.warn(ReadWarning(error), stacklevel=2)
+    _warn_problems(analysis.problems, "the analysis' problems")
     return analysis
 
 
 class Analysis:
-    """What `lrdiag analyze` found: `findings` and `runs` as DataFrames, `to_dict()` (the JSON output),
-    `report(path)` (the HTML report), and a summary with the findings' charts when shown in Jupyter."""
+    """What `lrdiag analyze` found: `findings` and `runs` as DataFrames, `problems` (damaged logs), `errors`
+    (runs that could not be read), `to_dict()` (the JSON output), `report(path)` (the HTML report), and a
+    summary with the findings' charts when shown in Jupyter."""
 
     def __init__(self, paths: list[str], entries: list[dict], errors: list[str], rules: dict) -> None:
         self.paths = paths
@@ -244,7 +246,7 @@ def tidy(runs: list[Run]) -> pd.DataFrame:
     }, copy=False)
 
 
-def _read_run(spec: RunSpec, verify: bool, roles: dict[str, str]) -> dict:
+def _read_one(spec: RunSpec, verify: bool, roles: dict[str, str]) -> dict:
     return {"run": ingest.read_run(spec, verify=verify, roles=roles)}
 
 
@@ -296,12 +298,13 @@ def _codes(codes: Codes) -> list[str] | None:
     return [item.strip() for item in items if item.strip()]
 
 
-def _warn_problems(problems: list[dict]) -> None:
+def _warn_problems(problems: list[dict], kept_in: str) -> None:
+    """One ReadWarning for the caller's line: the first problem, and how many more `kept_in` holds."""
     if not problems:
         return
     first = problems[0]
     where = f"{first['where']}: " if first["where"] else ""
-    more = f" (and {_plural(len(problems) - 1, 'more problem')}; all in attrs['problems'])" if len(problems) > 1 else ""
+    more = f" (and {_plural(len(problems) - 1, 'more problem')}, all in {kept_in})" if len(problems) > 1 else ""
     warnings.warn(ReadWarning(f"{first['run']}: {first['file']}: {where}{first['message']}{more}"), stacklevel=3)
 
 

@@ -132,6 +132,10 @@ def test_a_damaged_file_keeps_its_good_points_and_warns_with_its_problem(tmp_pat
     assert problem["run"] == "run" and problem["file"] == str(path) and problem["where"].startswith("offset ")
     assert len(table) == 49
     np.testing.assert_array_equal(table["value"], read_files([path]).series["train/loss"].values)
+    with pytest.warns(lrdiag.ReadWarning, match=r"truncated"):
+        analysis = lrdiag.analyze(tmp_path)
+    assert analysis.problems == [problem] and analysis.runs["problems"].tolist() == [1]
+    assert analysis.to_dict()["runs"][0]["problems"] == [{key: problem[key] for key in ("file", "where", "message")}]
 
 
 def test_read_run_returns_one_runs_series_and_refuses_a_folder_of_several():
