@@ -1,7 +1,7 @@
 """Read Weights & Biases runs kept on disk: `wandb/run-*/` and `wandb/offline-run-*/` folders, each
 read from its binary `run-<id>.wandb` file.
 
-The file is read here byte by byte, without the `wandb` package: the core install stays small,
+The file is read here without the `wandb` package: the core install stays small,
 and wandb no longer ships a Python reader for its own files (0.2x's `wandb-core` reads and
 writes them in Go). The framing is LevelDB's log format: after a 7-byte header (`:W&B`, magic
 0xBEE1, version), 32 KiB blocks of records, each a 7-byte header (CRC32 as zlib computes it,
@@ -278,7 +278,10 @@ def _record_class():
                                 type_name=f".lrdiag_wandb.{type_name}" if type_name else None)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("lrdiag_wandb.Record"))
+    described = pool.FindMessageTypeByName("lrdiag_wandb.Record")
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.22
+        return message_factory.GetMessageClass(described)
+    return message_factory.MessageFactory(pool).GetPrototype(described)
 
 
 _Record = _record_class()
