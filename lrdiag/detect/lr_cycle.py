@@ -30,7 +30,7 @@ from lrdiag.detect.robust import log_scale, rolling_median
 from lrdiag.series.model import Series
 
 
-def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float = 0.3,
+def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float = 0.2,
            min_points_per_cycle: int = 4) -> list[Hit]:
     if ctx.lr is None:
         return []
