@@ -81,6 +81,25 @@ def test_read_gives_every_point_of_the_real_tensorboard_logs_exactly_as_tbparse_
     pd.testing.assert_frame_equal(by_point(got, columns), by_point(expected, columns), check_exact=True)
 
 
+def test_read_and_analyze_agree_on_every_run_metric_role_and_problem_of_the_real_logs_in_every_format():
+    real_logs = REAL_TFEVENTS.parent
+    if not real_logs.is_dir():
+        pytest.skip(f"{real_logs} is absent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lrdiag.ReadWarning)
+        table = lrdiag.read(real_logs)
+        doc = lrdiag.analyze(real_logs).to_dict()
+    assert doc["errors"] == []
+    expected = {(run["run"], tag): (metric["points"], metric["role"]) for run in doc["runs"]
+                for tag, metric in run["metrics"].items()}
+    roles = table["role"].astype(object).where(table["role"].notna(), None)
+    got = table.assign(role=roles).groupby(["run", "metric"], observed=True)["role"].agg(["size", "first"])
+    assert {key: (int(size), role) for key, (size, role) in zip(got.index, got.itertuples(index=False))} == expected
+    assert len({source for source in (run["source"] for run in doc["runs"])}) >= 5  # many formats, not one
+    assert table.attrs["problems"] == [{"run": run["run"], **problem} for run in doc["runs"]
+                                       for problem in run["problems"]]
+
+
 def test_read_is_a_categorical_long_table_in_logged_order_with_nan_wall_times_where_none_is_logged():
     folder = SAMPLES / "keras_csv"
     table = lrdiag.read(folder)
