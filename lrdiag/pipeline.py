@@ -1,7 +1,8 @@
 """The analyze pipeline end to end: discover runs, read each, detect, build the output model.
 
 Runs are independent, so many runs are spread over a process pool (one worker per core); a run
-that fails in a way no reader caught becomes an error entry, and the other runs go on.
+that fails in a way no reader caught becomes an error entry, and the other runs go on. So do a path
+that holds no run and a run that yields no point: input errors (exit 2), never "no findings".
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def no_run_reason(path: str) -> str:
             return f"{path}: cannot read this folder: {error.strerror or error}"
         if not entries:
             return f"{path}: the folder is empty: no training logs found there"
-    return (f"{path}: no training logs found there (expected TensorBoard event files, a CSV log with a step "
-            "column, or a JSON log)")
+    return (f"{path}: no training logs found there (expected TensorBoard event files, CSV or JSON logs, or an "
+            "MLflow or W&B store)")
 
 
 def specs_or_raise(paths: list[str]) -> list[RunSpec]:

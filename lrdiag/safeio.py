@@ -76,21 +76,41 @@ def _umask() -> int:
 MANIFEST = ".lrdiag-manifest"  # no log suffix: discovery never takes it for a log
 
 
-def claim_folder(folder: str | os.PathLike, what: str) -> Path:
-    """Make `folder` lrdiag's to write into: create it, or take back one that lrdiag made (it holds a
-    manifest), removing only the files that manifest lists. A link, or a folder with files lrdiag did
-    not write, is refused: nothing of the user's is deleted or written through."""
+def check_folder(folder: str | os.PathLike, what: str) -> list[str]:
+    """What lrdiag may remove from `folder` before writing into it again (the files its manifest lists), or a
+    user error when the folder is not lrdiag's to write into: a link, a file, a folder holding files lrdiag did
+    not write, a manifest naming anything outside the folder. Nothing is touched: commands call this first."""
     folder = Path(folder)
     if folder.is_symlink():
         raise LrdiagError(f"{what} {folder}: is a symbolic link, and lrdiag does not write through links")
     if folder.exists() and not folder.is_dir():
         raise LrdiagError(f"{what} {folder}: exists and is not a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return []
     manifest = folder / MANIFEST
-    if folder.is_dir() and any(folder.iterdir()):
-        if manifest.is_symlink() or not manifest.is_file():
-            raise LrdiagError(f"{what} {folder}: the folder holds files that lrdiag did not write (it has no "
-                              f"{MANIFEST}); name a new or empty folder")
-        _remove_listed(folder, manifest, what)
+    if manifest.is_symlink() or not manifest.is_file():
+        raise LrdiagError(f"{what} {folder}: the folder holds files that lrdiag did not write (it has no "
+                          f"{MANIFEST}); name a new or empty folder")
+    return _listed(folder, manifest, what)
+
+
+def claim_folder(folder: str | os.PathLike, what: str) -> Path:
+    """Make `folder` lrdiag's to write into: create it, or take back one that lrdiag made (it holds a
+    manifest), removing only the files that manifest lists. A link, or a folder with files lrdiag did
+    not write, is refused: nothing of the user's is deleted or written through."""
+    folder = Path(folder)
+    targets = check_folder(folder, what)
+    for target in targets:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+    real = os.path.realpath(folder)
+    for target in sorted({os.path.dirname(t) for t in targets}, key=len, reverse=True):
+        while target != real:  # the folders that the removal emptied
+            try:
+                os.rmdir(target)
+            except OSError:
+                break
+            target = os.path.dirname(target)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -106,7 +126,8 @@ def record_folder(folder: Path, files: list, what: str) -> None:
                what=f"manifest of {what}")
 
 
-def _remove_listed(folder: Path, manifest: Path, what: str) -> None:
+def _listed(folder: Path, manifest: Path, what: str) -> list[str]:
+    """The real paths of the files a manifest lists, each checked to lie in `folder` with no link on the way."""
     try:
         listed = json.loads(manifest.read_text(encoding="utf-8"))["files"]
         assert isinstance(listed, list) and all(isinstance(name, str) for name in listed)
@@ -114,7 +135,7 @@ def _remove_listed(folder: Path, manifest: Path, what: str) -> None:
         raise LrdiagError(f"{what} {folder}: its {MANIFEST} is damaged, so lrdiag cannot tell its files from "
                           "yours; name a new or empty folder") from None
     real = os.path.realpath(folder)
-    targets = []
+    targets = [os.path.realpath(manifest)]
     for name in listed:
         target = os.path.normpath(os.path.join(real, name))
         # A name that climbs out, or a link on the way (a folder swapped for a link since): never followed.
@@ -122,14 +143,4 @@ def _remove_listed(folder: Path, manifest: Path, what: str) -> None:
             raise LrdiagError(f"{what} {folder}: {MANIFEST} lists {name!r}, which is not a file lrdiag wrote "
                               "there; nothing was removed")
         targets.append(target)
-    for target in targets:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(target)
-    for target in sorted({os.path.dirname(t) for t in targets}, key=len, reverse=True):
-        while target != real:  # the folders that the removal emptied
-            try:
-                os.rmdir(target)
-            except OSError:
-                break
-            target = os.path.dirname(target)
-    os.unlink(manifest)
+    return targets

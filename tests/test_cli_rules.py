@@ -250,7 +250,8 @@ def test_an_empty_select_is_a_usage_error(logs):
 
 
 @pytest.mark.parametrize("command", [["gate", "nan.csv", "--baseline", "clean.csv"], ["baseline", "save", "nan.csv"],
-                                     ["report", "nan.csv", "-o", "r.html"], ["recommend", "nan.csv", "--format", "json"]])
+                                     ["report", "nan.csv", "-o", "r.html"],
+                                     ["recommend", "nan.csv", "--format", "json"]])
 def test_select_and_ignore_work_on_every_command_that_reads_runs(logs, command):
     def found(*flags) -> bool:  # does the command see nan.csv's LRD105?
         done = lrdiag(*command, *flags, cwd=logs)

@@ -40,8 +40,8 @@ EXECUTORS = ("local", "ray")  # as executors.EXECUTORS, without importing it whe
               help="Log the trainer's held-out loss every N steps.  [default: 12 times a replay]")
 @click.option("--gpu-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Ray: the GPU share each replay asks for.  [default: 1/8]")
-def recommend(paths, output_format, roles, config_path, select, ignore, rule_dirs, trainer, steps, seeds, device, executor, ray_address, out,
-              timeout, start, jobs, eval_every, gpu_fraction) -> None:
+def recommend(paths, output_format, roles, config_path, select, ignore, rule_dirs, trainer, steps, seeds, device,
+              executor, ray_address, out, timeout, start, jobs, eval_every, gpu_fraction) -> None:
     """Propose learning-rate schedules for the findings in PATHS, as runnable PyTorch code.
 
     With --trainer, replay the logged schedule (the control) and each candidate for a few
@@ -52,7 +52,7 @@ def recommend(paths, output_format, roles, config_path, select, ignore, rule_dir
     that cannot load a checkpoint for --from-checkpoint), or replays that give no verdict because
     the control, or every candidate, crashed or timed out.
     """
-    from lrdiag import __version__
+    from lrdiag import __version__, safeio
     from lrdiag.config import project_setup
     from lrdiag.errors import LrdiagError
     from lrdiag.ingest.runs import read_run
@@ -64,6 +64,7 @@ def recommend(paths, output_format, roles, config_path, select, ignore, rule_dir
     # The engine, rule options and roles that `lrdiag analyze` uses here: the same findings.
     _, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     if trainer:
+        safeio.check_folder(out, "--out")  # a folder lrdiag may not write into: refused before any work
         from lrdiag.recommend.candidates import REPLAY_EXTRA, torch_available
         from lrdiag.recommend.trainer import check_checkpoint, load, resolve
 

@@ -156,7 +156,7 @@ def report(paths, output, replays, recommendations, roles, config_path, select, 
     from lrdiag.config import project_setup, rule_set
     from lrdiag import safeio
     from lrdiag.render import html
-    from lrdiag.render.view import inert
+    from lrdiag.render.view import inert, plural
 
     safeio.check_output(output, what="report")  # a link or a folder: refused before any reading
     config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
@@ -166,8 +166,8 @@ def report(paths, output, replays, recommendations, roles, config_path, select, 
     safeio.write_text(output, page, inputs_of(model, recommendations), what="report")
     findings = sum(len(run["findings"]) for run in model["runs"])
     runs = len(model["runs"])
-    click.echo(f"wrote {output}: {runs} run{'s' if runs != 1 else ''}, {findings} finding{'s' if findings != 1 else ''}, "
-               f"{len(page) / 1e6:.2f} MB", err=True)
+    click.echo(f"wrote {output}: {plural(runs, 'run')}, {plural(findings, 'finding')}, {len(page) / 1e6:.2f} MB",
+               err=True)
     for error in model["errors"]:
         click.echo(f"lrdiag: error: {inert(error)}", err=True)
     if model["errors"]:

@@ -76,7 +76,8 @@ def test_a_report_that_fails_while_writing_leaves_the_old_file_whole(logs, monke
     with pytest.raises(SystemExit) as exited:
         main(["report", "run", "-o", "report.html", "--jobs", "1"])
     assert exited.value.code == 2
-    assert capsys.readouterr().err.strip() == "lrdiag: error: report.html: cannot write the report: No space left on device"
+    error = capsys.readouterr().err.strip()
+    assert error == "lrdiag: error: report.html: cannot write the report: No space left on device"
     assert (logs / "report.html").read_text() == old
     assert sorted(path.name for path in logs.iterdir()) == ["report.html", "run"]  # no temporary file left
 
@@ -178,7 +179,8 @@ def hostile(tmp_path) -> Path:
 def _commands(run: str) -> list[list[str]]:
     analyze = [["analyze", run, "--format", f] for f in ("text", "junit", "github", "markdown", "json")]
     gate = [["gate", run, "--baseline", "base", "--format", f] for f in ("text", "junit", "github", "markdown")]
-    return analyze + gate + [["recommend", run], ["report", run, "-o", "r.html"], ["analyze", run, "nowhere\n::error ::x"]]
+    others = [["recommend", run], ["report", run, "-o", "r.html"], ["analyze", run, "nowhere\n::error ::x"]]
+    return analyze + gate + others
 
 
 def test_no_name_from_a_log_can_start_a_line_with_a_workflow_command(hostile):
@@ -204,3 +206,14 @@ def test_json_output_keeps_the_names_exact(hostile):
     assert run["run"] == f"run{INJECTED}"
     assert f"val_loss{MASK}" in run["metrics"]
     assert not any(line.startswith("::") for line in done.stdout.splitlines())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_out_is_refused_before_any_replay(tmp_path):
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked").chmod(0o555)
+    try:
+        done = _recommend(tmp_path, "locked/replays")
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert done.returncode == 2 and "cannot create the folder: Permission denied" in done.stderr
