@@ -128,7 +128,10 @@ def baseline() -> None:
 @rule_options
 def save(paths, output, roles, config_path, select, ignore, rule_dirs) -> None:
     """Summarize the runs under PATHS: values at checkpoints, best and final losses, steps to 50/80/90/95 % of
-    the loss drop, findings. Several runs (seeds) in one file let the gate use their spread."""
+    the loss drop, findings. Several runs (seeds) in one file let the gate use their spread.
+
+    Exit status: 0 saved; 2 usage or input error (a path without a readable run, a run without a loss), or an
+    output refused (a link, one of the inputs). The file is written whole or not at all."""
     from lrdiag import safeio
     from lrdiag.config import project_setup
     from lrdiag.errors import LrdiagError

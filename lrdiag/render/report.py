@@ -152,9 +152,13 @@ def inputs_of(model: dict, recommendations: Path | None) -> list[str]:
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
 def report(paths, output, replays, recommendations, roles, config_path, select, ignore, rule_dirs, jobs) -> None:
     """Write one HTML file: every run's losses and LR with the findings drawn on them, an overview table,
-    each finding's explanation, recommended schedules and replays."""
-    from lrdiag.config import project_setup, rule_set
+    each finding's explanation, recommended schedules and replays.
+
+    Exit status: 0 written; 2 usage or input error: a path that holds no run (nothing is written), a run that
+    yields no point (the report shows the others), an output refused (a link, one of the inputs). The file is
+    written whole or not at all."""
     from lrdiag import safeio
+    from lrdiag.config import project_setup, rule_set
     from lrdiag.render import html
     from lrdiag.render.view import inert, plural
 
