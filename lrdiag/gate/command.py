@@ -32,6 +32,11 @@ def summaries(path: str, engine, roles: dict) -> list[dict]:
     from lrdiag.errors import LrdiagError
     from lrdiag.gate import baseline
 
+    if Path(path).is_file():
+        try:  # a file that cannot be opened: its own error, not a guess at its format
+            open(path, "rb").close()
+        except OSError as error:
+            raise LrdiagError(f"{path}: cannot read the baseline: {error.strerror or error}") from None
     if baseline.is_baseline_file(Path(path)):
         return baseline.load(Path(path))
     entries = [baseline.summarize(run, findings) for run, findings in read_runs(path, engine, roles)]

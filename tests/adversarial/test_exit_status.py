@@ -140,6 +140,15 @@ def test_gate_with_an_unreadable_baseline_exits_2_with_the_read_error(inputs, ba
     assert says in done.stderr and "not an lrdiag baseline file" not in done.stderr
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_gate_with_a_baseline_file_it_may_not_open_shows_the_os_error(inputs):
+    saved = inputs / "baseline.json"
+    assert lrdiag("baseline", "save", BASELINE, "-o", saved, cwd=inputs).returncode == 0
+    saved.chmod(0)
+    done = lrdiag("gate", BASELINE, "--baseline", saved, cwd=inputs)
+    assert done.returncode == 2 and "cannot read the baseline: Permission denied" in done.stderr
+
+
 def test_recommend_on_garbage_exits_2_and_never_says_keep_the_schedule(inputs):
     for path in ("garbage/metrics.csv", "unread", "empty"):
         done = lrdiag("recommend", path, cwd=inputs)
