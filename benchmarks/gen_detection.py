@@ -78,6 +78,12 @@ def generate(plan, out: Path) -> dict:
     return record
 
 
+def stale(record: dict, plan) -> bool:
+    """Whether a run on disk was trained from another plan than its seed draws now."""
+    drawn = json.loads(json.dumps(plan.to_dict()))
+    return any(record.get(key) != value for key, value in drawn.items() if key != "name")
+
+
 def relabel(out: Path, split: str) -> None:
     """Labels again from the logs already written, without training."""
     from detection import labels
@@ -146,7 +152,8 @@ def main(argv=None) -> int:
     todo, skipped = [], {}
     for seed, split in seeds(args.split)[:args.limit]:
         plan = draw(seed, split)
-        if (args.out / "labels" / f"{plan.name}.json").exists():
+        done = args.out / "labels" / f"{plan.name}.json"
+        if done.exists() and not stale(json.loads(done.read_text()), plan):
             continue
         if not available(plan.writer):
             skipped[plan.writer] = skipped.get(plan.writer, 0) + 1

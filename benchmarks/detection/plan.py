@@ -120,6 +120,9 @@ def draw(seed: int, split: str, writer: str | None = None) -> Plan:
                 steps=rng.randrange(200, 401, 10), batch=rng.choice((16, 32, 64)), n_train=0,
                 cadence=rng.choice(("step", "step", "every", "epoch")), clip=rng.choice((None, 1.0)))
     plan.log_every = rng.choice((5, 10, 20))
+    if writer == "hf" and family == "transformer" and optimizer in ("sgd", "momentum"):
+        # GPT-2's small init learns next to nothing in a few hundred SGD steps; HF users fine-tune with AdamW
+        plan.optimizer, plan.lr = "adamw", ORDINARY_LR["adamw"][family] * _loguniform(rng, 0.5, 2.0)
     _shape(plan, rng)
     if writer == "keras":  # CSVLogger writes one row per epoch: few batches per epoch, many epochs
         plan.cadence = "epoch"
@@ -131,7 +134,7 @@ def draw(seed: int, split: str, writer: str | None = None) -> Plan:
             plan.sched_params["period"] = plan.steps_per_epoch * rng.choice((4, 6, 8))
     if writer == "hf" and scenario == "nan_data":
         plan.events = {}  # the NaN is one record of the data set; the Trainer's sampler picks the step
-    plan.n_train = plan.n_train or plan.batch * rng.choice((10, 20, 30))
+    plan.n_train = plan.n_train or plan.batch * rng.choice((20, 30, 40))
     if plan.cadence == "epoch":
         plan.steps = plan.steps_per_epoch * max(3 if plan.per_epoch else 12, round(plan.steps / plan.steps_per_epoch))
     if plan.schedule in ("cyclic", "sgdr") and "period" not in plan.sched_params:
@@ -164,7 +167,7 @@ def _shape(plan: Plan, rng: random.Random) -> None:
         plan.cadence = rng.choice(("step", "every"))
     elif s == "healthy_slow":  # loss falls a little at every checkpoint: small LR, linear decay
         plan.optimizer = rng.choice(("adam", "adamw"))
-        plan.lr = ORDINARY_LR["adam"][plan.family] * rng.uniform(0.03, 0.08)
+        plan.lr = ORDINARY_LR["adam"][plan.family] * rng.uniform(0.05, 0.15)
         plan.schedule, plan.cadence = "linear", "every"
         plan.log_every = steps // rng.randrange(8, 13)
         plan.eval_every = steps // rng.randrange(3, 9)

@@ -1,4 +1,4 @@
-"""Hugging Face Trainer: a tiny GPT-2 built from a config (vocabulary 50, 2 layers, never
+"""Hugging Face Trainer: a tiny GPT-2 built from a config (vocabulary 16, 2 layers, never
 downloaded) on an order-2 Markov language, or a small regression network, trained by
 transformers.Trainer with its own logging: trainer_state.json (trainer.save_state(), the
 `log_history` of logging_steps means, eval_loss, learning_rate, grad_norm) and its TensorBoard
@@ -18,7 +18,7 @@ import torch
 
 from detection import tasks
 
-VOCAB, LENGTH = 50, 16
+VOCAB, LENGTH = 16, 16
 
 
 class Records(torch.utils.data.Dataset):
