@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from lrdiag.ingest import files
-from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                   join_lines, line_bounds, normalized, per_line_count, report,
-                                   whole_steps)
+from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS,
+                                   cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, normalized,
+                                   per_line_count, report, whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "json"
@@ -33,6 +33,7 @@ _DEPTH_WINDOW = 1 << 22  # characters searched for the deepest point of a too-de
 _FEW_LINES = 10_000
 # Lines with more keys than this go through json.loads: a parser column per key costs more.
 _WIDEST = 256
+_READ_BOOKKEEPING = frozenset(STEP_COLUMNS) | {"mode"}  # bookkeeping keys the formats below read
 _PLAIN = frozenset({int, float, str})  # JSON values kept as they are; others become text
 _KNOWN_NAMES = ("trainer_state.json", "metrics.json", "scalars.json")
 
@@ -175,21 +176,24 @@ class Keyed:
     def where(self, keep: np.ndarray) -> "Keyed":
         return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
 
-    def by_key(self) -> tuple["Keyed", np.ndarray]:
-        """The points key by key, in line order within a key, and where each key's points begin and end."""
-        order = np.argsort(self.keys.astype(np.uint16) if len(self.names) < 1 << 16 else self.keys, kind="stable")
-        keys, lines = self.keys[order], self.lines[order]
+    def by_key(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(order, lines[order], bounds): `order` puts the points key by key, in line order within a
+        key; key k's points are order[bounds[k]:bounds[k + 1]]."""
+        counts = np.bincount(self.keys, minlength=len(self.names))
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        narrow = np.uint8 if len(self.names) <= 1 << 8 else np.uint16 if len(self.names) <= 1 << 16 else None
+        order = np.argsort(self.keys.astype(narrow) if narrow else self.keys, kind="stable")  # a radix sort
+        lines = self.lines[order]
         # Chunks come line-sorted, so a key is out of line order only where its points came from
         # several chunks (a key in several parser columns, or in fast and slow lines).
-        backwards = np.flatnonzero((lines[1:] < lines[:-1]) & (keys[1:] == keys[:-1]))
-        bounds = np.searchsorted(keys, np.arange(len(self.names) + 1))
-        unordered = np.unique(keys[backwards])
+        sorted_keys = np.repeat(np.arange(len(self.names)), counts)
+        unordered = np.unique(sorted_keys[1:][(lines[1:] < lines[:-1]) & (sorted_keys[1:] == sorted_keys[:-1])])
         if unordered.size > 64:
             order = np.argsort(self.keys * (int(self.lines.max()) + 1) + self.lines, kind="stable")
         for key in unordered.tolist() if unordered.size <= 64 else ():
             segment = order[bounds[key]:bounds[key + 1]]
             order[bounds[key]:bounds[key + 1]] = segment[np.argsort(self.lines[segment], kind="stable")]
-        return Keyed(self.names, self.lines[order], self.keys[order], self.values[order]), bounds
+        return order, (self.lines[order] if unordered.size else lines), bounds
 
 
 class _Chunks:
@@ -227,8 +231,16 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     Empty cells and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point. A key with no
     numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
     names = list(chunks.ids)
-    numeric = [part for part in chunks.parts if part[2].dtype.kind == "f"]
-    textual = [part for part in chunks.parts if part[2].dtype.kind != "f"]
+    # Bookkeeping keys (time, eta_seconds, ...) are never metrics and no format reads them: their
+    # points go now, before they are copied; step counters and mmdetection's `mode` stay.
+    unused = _bookkeeping(names) & ~np.isin(np.array(names, dtype=object), list(_READ_BOOKKEEPING))
+    parts = []
+    for part in chunks.parts:
+        dropped = unused[part[1]]
+        if not dropped.all():
+            parts.append(tuple(column[~dropped] for column in part) if dropped.any() else part)
+    numeric = [part for part in parts if part[2].dtype.kind == "f"]
+    textual = [part for part in parts if part[2].dtype.kind != "f"]
     raw = np.concatenate([part[2] for part in textual]) if textual else np.zeros(0, object)
     present_raw = pd.notna(raw) & (raw != "null")
     converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64) if raw.size else np.zeros(0)
@@ -410,8 +422,14 @@ def _by_line(points: Points | None, line_count: int, fill: object = np.nan) -> n
 
 def _metrics(numbers: Keyed) -> Keyed:
     """The points of metric keys: step counters and bookkeeping left out."""
-    bookkeeping = np.array([is_bookkeeping(name) for name in numbers.names], dtype=bool)
+    bookkeeping = _bookkeeping(numbers.names)
     return numbers.where(~bookkeeping[numbers.keys]) if bookkeeping.any() else numbers
+
+
+def _bookkeeping(names: list[str]) -> np.ndarray:
+    """is_bookkeeping for every name at once (a file may hold 100,000 keys)."""
+    lowered = pd.Series(names, dtype=object).str.lower()
+    return (lowered.isin(list(STEP_COLUMNS + tuple(BOOKKEEPING))) | lowered.str.endswith(BOOKKEEPING_SUFFIXES)).to_numpy(bool)
 
 
 def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
@@ -515,14 +533,8 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     kept_line = np.zeros(len(steps_by_line), bool)
     kept_line[record_lines[kept_record]] = True
     kept = metrics.where(kept_line[point_lines])
-    if tag_count <= 64:  # a mask per tag beats sorting when tags are few
-        steps = np.rint(steps_by_line[kept.lines]).astype(np.int64)
-        pieces = ((tag, np.flatnonzero(kept.keys == tag)) for tag in range(tag_count))
-        pieces = ((tag, rows if (np.diff(kept.lines[rows]) > 0).all() else rows[np.argsort(kept.lines[rows])])
-                  for tag, rows in pieces if rows.size)
-        return {kept.names[tag]: Series(kept.names[tag], steps[rows], kept.values[rows]) for tag, rows in pieces}
-    kept, bounds = kept.by_key()
-    steps, values = np.rint(steps_by_line[kept.lines]).astype(np.int64), kept.values
+    order, lines, bounds = kept.by_key()
+    steps, values = np.rint(steps_by_line[lines]).astype(np.int64), kept.values[order]
     return {kept.names[tag]: Series(kept.names[tag], steps[first:last], values[first:last])
             for tag, first, last in zip(range(tag_count), bounds[:-1].tolist(), bounds[1:].tolist()) if last > first}
 
