@@ -20,7 +20,11 @@ loss could have gone further:
   the starting level, after the loss had been well below it: a blow-up reset the model (a
   regression loss there predicts the mean); the excursion itself is a spike;
 - **stuck at a trivial level**: within 1 % of a cross-entropy level ln(k) for k = 2..20 classes,
-  i.e. the model predicts a uniform class prior.
+  i.e. the model predicts a uniform class prior, and its accuracy (logged beside it) at chance,
+  within 25 % of 1/k (for 2 classes 0.375 to 0.625: a model at 0.74 has learned something). The level alone is no evidence: the ln(k) levels lie
+  so close together (ln 11 - ln 10 = 0.095) that a loss converging anywhere between 1.5 and 3
+  sits within 1 % of one a third of the time or more (a healthy language model's floor at
+  2.307, ln 10 = 2.303; a regression MSE at ln 17).
 A plateau far below the start, with the LR still alive, is a converged run: no finding.
 """
 
@@ -88,9 +92,12 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
             return []  # still improving, converging at the end, or rising (divergence, explosion)
         level_value = float(np.median(values[onset:]))
         lr_now, lr_peak = _plateau_lr(ctx, int(steps[onset]))
-        if is_log and np.min(np.abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS))) < 0.01:
-            classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
-            kind, why = "trivial_level", f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class prior"
+        classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
+        accuracy = _accuracy_on(ctx, series, int(steps[onset]))
+        if (is_log and abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS[classes - 2])) < 0.01
+                and accuracy is not None and 0.75 / classes <= accuracy <= 1.25 / classes):
+            kind, why = "trivial_level", (f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class "
+                                          f"prior, with a median accuracy of {accuracy:.3g} (chance: {1 / classes:.3g})")
         else:
             return []
     # The numbers quoted are logged ones: the value at the onset step, and the plain median
@@ -100,6 +107,20 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         "step": int(steps[onset]), "value": float(values[onset]), "kind": kind, "why": why,
         "level": float(np.median(values[onset:])), "initial": _units(start, is_log), "plateau_fraction": fraction,
         "lr_on_plateau": lr_now, "lr_peak": lr_peak})]
+
+
+def _accuracy_on(ctx: Context, series: Series, onset: int) -> float | None:
+    """Median accuracy (as a fraction) over the plateau, of the loss's own split when logged."""
+    role = "val_acc" if series.role == "val_loss" else "train_acc"
+    accuracy = ctx.run.primary(role) or ctx.run.primary("val_acc" if role == "train_acc" else "train_acc")
+    if accuracy is None:
+        return None
+    steps, values = clean(accuracy)
+    on = values[steps >= onset]
+    if on.size == 0:
+        return None
+    median = float(np.median(on))
+    return median / 100 if median > 1 else median  # some loggers write percent
 
 
 def _units(level: float, is_log: bool) -> float:
@@ -117,8 +138,8 @@ def _back_at_start(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial:
     below it before: it learned, then lost most of it (a blow-up that reset the model). The tail
     (`min_points` points or more) is flat when its smoothed values all stay within half of
     `near_initial`, or three noise sigmas of a smoothed value, of its end level; near the start
-    when not above it (median of the first 3 points) by `near_initial`, nor closer to its best
-    than to its start. A validation or component loss is believed only when the main training
+    when within `near_initial` of it (median of the first 3 points), and closer to it than to its
+    best. A validation or component loss is believed only when the main training
     loss shows it too (a validation log starts after an epoch of training)."""
     width = max(5, y.size // 20) | 1
     smooth = rolling_median(y, width)
@@ -133,7 +154,7 @@ def _back_at_start(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial:
         return None
     best = float(smooth[:onset].min())
     lost = end_level - best
-    return onset if end_level < start + enough and lost >= 2 * enough and lost >= 0.5 * (start - best) else None
+    return onset if abs(end_level - start) < enough and lost >= 2 * enough and lost >= 0.5 * (start - best) else None
 
 
 def _never_improved(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial: float) -> bool:
@@ -151,6 +172,11 @@ def _never_improved(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial
     # On a noisy curve a few points place the start only roughly: a drop must beat that too.
     noise = MAD_TO_SIGMA * float(np.median(np.abs(y - rolling_median(y, 5))))
     enough = max(near_initial * unit, 3 * noise / np.sqrt(head))
+    if enough > 3 * near_initial * unit:
+        # So noisy that only a drop of 3x near_initial would show (8 single-batch losses a
+        # run, +-30 %): such a series cannot tell that the loss is stuck; its run's other
+        # losses may (the real stalls measured need at most 1.9x).
+        return False
     best = float(smooth.min())
     # Still falling steadily over its second half (a quarter of the allowance or more) is a
     # run improving slowly, not a stuck one.
