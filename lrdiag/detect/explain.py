@@ -6,7 +6,9 @@ that says what happened. A spike is explained when it lies inside an oscillation
 of the same metric, or in the last tenth of the steps before that metric's first NaN/Inf.
 A loss locked to a cyclic LR (LRD107) explains more: the spikes at the LR's peaks, the stall
 of a loss that every cycle sets back, and the plain oscillation (LRD102) it names the cause of,
-when they overlap it on the same metric.
+when they overlap it on the same metric. Any oscillation explains a stall of the same metric
+that it covers half of or more: a loss swinging through a stretch is not stalled there; and a
+non-finite finding explains a stall that lies mostly after its first NaN.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ def _explains(big, small) -> bool:
     if big.name == CYCLE_LOCKED:
         return (small.category in ("spike", "stall", "oscillation") and small.name != CYCLE_LOCKED
                 and small.step_start <= big.step_end and big.step_start <= small.step_end)
+    if big.category == "nonfinite" and small.category == "stall":
+        # After its first NaN a loss is garbage (or logged as 0, as Transformers does): a
+        # "plateau" that lies mostly after it is no stall.
+        return small.step_end - big.step_start >= 0.5 * max(small.step_end - small.step_start, 1)
+    if big.category == "oscillation" and small.category == "stall":
+        # A loss swinging through most of a stretch is oscillating there, not stalled.
+        overlap = min(big.step_end, small.step_end) - max(big.step_start, small.step_start)
+        return overlap >= 0.5 * max(small.step_end - small.step_start, 1)
     if big.category not in _EXPLAINERS or small.category != "spike":
         return False
     step = small.evidence.get("step", small.step_start)
