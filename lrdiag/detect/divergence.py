@@ -13,7 +13,9 @@ rolling median first. A rise after the best counts in either of two ways:
   it cannot pass for noise, as it did when the noise was read off the first differences;
 - **a steady trend**: over eight points or more after the best, a Mann-Kendall trend statistic
   of `z` or more (later points lie above earlier ones far more often than noise allows) and a
-  Theil-Sen line rising by half of `min_rise` or more: a slow rise without a break (10 % over
+  Theil-Sen line rising by three quarters of `min_rise` or more (a line through every point is
+  surer than a median of the last few, not twice as sure: a healthy run may drift up 5 % at its
+  end): a slow rise without a break (10 % over
   two thirds of a long Keras run) whose end median has not yet cleared `min_rise`.
 Training loss over the same stretch must have fallen, or the run is not overfitting but getting
 worse everywhere (left to the other rules).
@@ -66,7 +68,7 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
         x, v = block_medians(steps[best:], y[best:])
         if kendall_z(v) >= z:
             trend_rise = theil_sen_slope(x, v) * float(steps[-1] - steps[best]) / unit
-    steady = trend_rise >= (np.log1p(min_rise / 2) if is_log else min_rise / 2)
+    steady = trend_rise >= (np.log1p(0.75 * min_rise) if is_log else 0.75 * min_rise)
     if not (level_rise or steady):
         return []
     train_steps, train_values = clean(train)
