@@ -11,7 +11,9 @@ of its range minus the median where it is in the lower half; detrended by a roll
 cycle wide, which follows the run's progress but not the swing that repeats every cycle.
 
 The loss is locked when, over `min_cycles` cycles or more, the median swing is `min_swing` or
-more and all but a quarter of the cycles swing the same way by half of that. The finding names
+more and all but a quarter of the cycles swing the same way (up with the LR). The size is the
+median's to judge: a cycle logged at a handful of points swings by a noisy amount, its sign is
+surer. The finding names
 the cycle (its period, the LR's lowest and highest logged values at their steps) and the
 correlation between the detrended loss and the LR. It is an oscillation (category), and the
 spikes at the LR's peaks, the stall and the spectral oscillation it explains are dropped
@@ -74,7 +76,7 @@ def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float =
     if swings.size < min_cycles:
         return []
     swing = float(np.median(swings))
-    agree = float(np.mean(swings >= 0.5 * min_swing))
+    agree = float(np.mean(swings > 0))
     if swing < min_swing or agree < 0.75:
         return []
     period_steps = float(np.median(np.diff(bounds)))
