@@ -324,6 +324,21 @@ def test_sqlite_unknown_schema_is_a_problem_naming_its_version(tmp_path):
     assert "alembic version abc123" in problem.message and "metrics.is_nan" in problem.message
 
 
+def test_a_folder_holding_stores_and_logs_finds_each_once(file_store, sqlite_store, tmp_path):
+    root, _, _ = file_store
+    database, _, _ = sqlite_store
+    shutil.copytree(root, tmp_path / "project" / "mlruns")
+    shutil.copy(database, tmp_path / "project" / "mlflow.db")
+    (tmp_path / "project" / "lightning").mkdir()
+    (tmp_path / "project" / "lightning" / "metrics.csv").write_text("step,train_loss\n0,1.0\n1,0.5\n")
+    artifacts = next((tmp_path / "project" / "mlruns").glob("*/*/artifacts"))
+    (artifacts / "metrics.csv").write_text("step,loss\n0,1.0\n")  # inside the store: the store's, not a run
+    specs = find_runs([str(tmp_path / "project")])
+    assert [(spec.name, spec.store) for spec in specs] == [
+        ("exp one/r1", "mlflow_sqlite"), ("exp one/r2", "mlflow_sqlite"), ("lightning", ""),
+        ("mlruns/exp one/r1", "mlflow"), ("mlruns/exp one/r2", "mlflow")]
+
+
 def test_other_sqlite_databases_are_not_claimed(tmp_path):
     database = tmp_path / "cache.db"
     with sqlite3.connect(database) as connection:
