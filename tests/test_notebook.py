@@ -3,6 +3,7 @@ the tidy table, matplotlib plots, the findings and the inline report."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,6 @@ def test_the_notebook_runs_every_cell_on_a_real_kernel_and_shows_plots_findings_
     html = [output["data"]["text/html"] for output in outputs if "text/html" in output.get("data", {})]
     assert any("LRD101" in page and "<iframe sandbox=" in page for page in html)  # the inline report
     text = "\n".join(output.get("text", "") for output in outputs if output.output_type == "stream")
-    assert "lrdiag-report.html 1 26 runs" in text
+    assert re.search(r"lrdiag-report.html 1 \d+ runs", text)  # report(path) wrote, to_dict() is schema 1
     assert (tmp_path / "docs" / "lrdiag-report.html").stat().st_size > 100_000
     shutil.rmtree(tmp_path / "docs")
