@@ -85,7 +85,7 @@ def test_a_replay_confirms_a_fix_on_the_example_on_the_cpu(tmp_path, engine):
                                       "--seeds", "2", "--device", "cpu", "--out", str(out), "--format", "json"])
     assert result.exit_code == 0, result.output
     assert time.monotonic() - began < 60
-    [entry] = json.loads(result.output)["runs"]
+    [entry] = json.loads(result.stdout)["runs"]
     replay = entry["replay"]
     assert replay["control"]["findings"].get("LRD101") == 2  # the control reproduces the spikes in both seeds
     confirmed = [c for c in entry["candidates"] if c["confirmed"]]
