@@ -2,6 +2,7 @@
 labels recorded at generation time.
 
     python benchmarks/gen_detection.py [--split dev|test|all] [--out DIR] [--jobs 2] [--limit N]
+    python benchmarks/gen_detection.py --relabel     # labels again from the logs, no training
 
 Each run's plan (writer, model family, optimizer, LR, schedule, logging cadence, pathology and its
 onset and strength) is drawn from its seed alone (detection/plan.py), so a run is the same on
@@ -13,8 +14,8 @@ TensorBoardLogger, LearningRateMonitor), Keras 3 CSVLogger (torch backend), Hugg
 skipped (pip install -e ".[bench]").
 
 Output: DIR/<split>/<run>/ (the logs), DIR/labels/<run>.json (each run's plan and labels, written
-when the run is done: an interrupted generation resumes where it stopped), DIR/manifest.json (all
-of them). Progress on stderr, one line per run. Runs are trained on one thread each, `--jobs`
+when the run is done: an interrupted generation resumes where it stopped, and a run whose plan
+no longer matches what its seed draws is trained again), DIR/manifest.json (all of them). Progress on stderr, one line per run. Runs are trained on one thread each, `--jobs`
 processes (default 2), under nice.
 """
 
