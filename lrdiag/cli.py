@@ -91,6 +91,9 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
         click.echo(render(doc, output_format, fail_on))
         if output_format == "github":
             append_step_summary(doc, fail_on)
+    if doc["errors"] and output_format != "text":
+        for error in doc["errors"]:  # stdout is often a file for these formats: say it where a person looks
+            _error(error)
     if doc["errors"]:
         sys.exit(2)
     fail_on_problems = config.fail_on_problems if fail_on_problems is None else fail_on_problems

@@ -60,6 +60,8 @@ def test_a_path_that_yields_no_readable_run_exits_2_naming_why(inputs, path, say
         done = lrdiag("analyze", path, "--format", output_format, cwd=inputs)
         assert done.returncode == 2, (output_format, done.stdout, done.stderr)
         assert says in done.stdout, (output_format, done.stdout)
+        if output_format != "text":  # stdout may be a file: the error is on stderr too
+            assert done.stderr.startswith("lrdiag: error: ") and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
 
