@@ -78,6 +78,20 @@ def anchor_outcomes(record: dict, run_dir: Path) -> dict[str, str | None]:
     return outcome
 
 
+def _commit() -> str:
+    """The checkout lrdiag ran from, '+dirty' when it has uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lrdiag", "rules"], cwd=root, capture_output=True,
+                               text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -92,8 +106,8 @@ def report(result: dict) -> str:
                      *((_fmt(theirs["precision"]), _fmt(theirs["recall"]), _fmt(theirs["f1"])) if theirs else ("-",) * 3)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
-    lines += [f"macro-F1 {_fmt(result['lrdiag']['macro_f1'])} (anchors, over their 4 categories: "
-              f"{_fmt(result['anchors']['macro_f1'])}); healthy runs with any warning or error: "
+    lines += [f"macro-F1 {_fmt(result['lrdiag']['macro_f1'])} (over the anchors' 4 categories: lrdiag "
+              f"{_fmt(result['lrdiag_on_anchor_categories'])}, anchors {_fmt(result['anchors']['macro_f1'])}); healthy runs with any warning or error: "
               f"{result['healthy_loud']}/{result['healthy']} ({100 * result['healthy_loud_share']:.1f} %); "
               f"detection {result['seconds_per_run'] * 1000:.0f} ms per run",
               f"{result['runs']} runs of the {result['split']} split scored ({result['excluded']} excluded at generation: "
@@ -145,8 +159,9 @@ def main(argv=None) -> int:
     anchors = {r["run"]: anchor_outcomes(r, args.runs / r["path"]) for r in scored}
     healthy = [r["run"] for r in scored if not r["labels"]]
     healthy_loud = [name for name in healthy if any_loud(entries[name])]
-    result = {"split": args.split, "runs": len(scored), "excluded": len(records) - len(scored),
+    result = {"split": args.split, "runs": len(scored), "excluded": len(records) - len(scored), "lrdiag_commit": _commit(),
               "lrdiag": tally(list(outcomes.values())), "anchors": tally(list(anchors.values()), tuple(ANCHORS)),
+              "lrdiag_on_anchor_categories": tally(list(outcomes.values()), tuple(ANCHORS))["macro_f1"],
               "healthy": len(healthy), "healthy_loud": len(healthy_loud),
               "healthy_loud_share": len(healthy_loud) / len(healthy) if healthy else 0.0,
               "seconds_per_run": seconds / len(scored)}
