@@ -33,7 +33,7 @@ _TREND_POINTS = 8  # a trend statistic over fewer points cannot reach z 3 howeve
 _SHORT = 30  # fewer points: evaluations, taken as logged
 
 
-def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, min_after: int = 3) -> list[Hit]:
+def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, min_after: int = 2) -> list[Hit]:
     train = ctx.train_loss
     if train is None:
         return []
@@ -51,7 +51,9 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
         return []
     tail = max(1, after // 3) if short else max(min_after, after // 3)
     end_level = float(np.median(y[-tail:]))
-    noise = MAD_TO_SIGMA * float(np.median(np.abs(np.diff(y, 2)))) / np.sqrt(6) if values.size >= 3 else 0.0
+    # Fewer than five second differences are no noise estimate (of 3 points, the one there is
+    # the curvature of the rise): the relative criteria alone judge such a series.
+    noise = MAD_TO_SIGMA * float(np.median(np.abs(np.diff(y, 2)))) / np.sqrt(6) if values.size >= 7 else 0.0
     unit = 1.0 if is_log else max(abs(float(smooth[best])), 1e-12)
     needed = np.log1p(min_rise) if is_log else min_rise
 
