@@ -203,3 +203,22 @@ def test_instability_findings_carry_their_cause_and_lr_rules_see_it():
     assert [(f.rule, f.evidence["cause"]) for f in findings] == [("LRD101", "data")]
     facts = findings[0].evidence["cause_evidence"]
     assert {fact["says"] for fact in facts} == {"data"} and all(fact["points"] for fact in facts)
+
+
+def test_lr_rules_count_only_the_findings_left_once_larger_ones_explain_the_rest():
+    # SGDR restarting at its top every 80 steps, the loss jumping with each restart (LRD107), and
+    # an early one-step jump inside the first cycle: the cycle explains the spikes, so the
+    # no-warmup rule must not count them among the early instability it blames on the schedule.
+    steps = np.arange(480)
+    lr = np.tile(0.1 * 0.95 ** np.arange(80), 6)
+    scaled = (lr - lr.min()) / (lr.max() - lr.min())
+    noise = np.exp(0.05 * np.random.default_rng(1).standard_normal(480))
+    loss = 0.998 ** steps * np.exp(1.4 * scaled ** 4) * noise
+    loss[12] *= 4.0
+    run = Run("run", "test", [], {"train/loss": Series("train/loss", steps, loss, role="train_loss"),
+                                  "lr": Series("lr", steps, lr, role="lr")})
+    findings = Engine(load_rules([builtin_rules_dir()])).run(run)
+    rules = [f.rule for f in findings]
+    assert "LRD107" in rules and "LRD101" not in rules
+    [no_warmup] = [f for f in findings if f.rule == "LRD201"]
+    assert "LRD101" not in no_warmup.message and "1 instability finding" in no_warmup.message

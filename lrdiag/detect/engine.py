@@ -33,8 +33,9 @@ class Engine:
         ctx = Context.of(run)
         for rule in self.rules:
             if rule.category == "lr_schedule":
-                # LR rules judge the instability before them by its cause: a bad batch is not the schedule's.
-                ctx.findings = assign_causes(ctx.findings, run)
+                # LR rules judge the instability before them by its cause (a bad batch is not the
+                # schedule's), and only what is left once a larger finding explains the rest.
+                ctx.findings = assign_causes(drop_explained(ctx.findings), run)
             for series in run.series.values():
                 if series.role not in rule.roles:
                     continue
