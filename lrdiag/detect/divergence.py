@@ -28,13 +28,21 @@ import numpy as np
 from lrdiag.detect.base import Context, Hit, clean
 from lrdiag.detect.robust import MAD_TO_SIGMA, block_medians, kendall_z, log_scale, rolling_median, theil_sen_slope
 from lrdiag.series.model import Series
+from lrdiag.series.roles import component
 
 _TREND_POINTS = 8  # a trend statistic over fewer points cannot reach z 3 however steady the rise
 _SHORT = 30  # fewer points: evaluations, taken as logged
 
 
+def _training_loss(series: Series, ctx: Context) -> Series | None:
+    """The training loss a validation loss is judged against: the same component (YOLO's
+    `val/obj_loss` against `train/obj_loss`, not against the main `train/box_loss`), else the main one."""
+    same = [s for s in ctx.run.by_role("train_loss") if component(s.tag) == component(series.tag)]
+    return same[0] if same else ctx.train_loss
+
+
 def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, min_after: int = 2) -> list[Hit]:
-    train = ctx.train_loss
+    train = _training_loss(series, ctx)
     if train is None:
         return []
     steps, values = clean(series)
