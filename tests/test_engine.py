@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 import sys
 import textwrap
 
@@ -222,3 +223,14 @@ def test_lr_rules_count_only_the_findings_left_once_larger_ones_explain_the_rest
     assert "LRD107" in rules and "LRD101" not in rules
     [no_warmup] = [f for f in findings if f.rule == "LRD201"]
     assert "LRD101" not in no_warmup.message and "1 instability finding" in no_warmup.message
+
+
+def test_a_stall_near_its_start_says_how_near_with_digits_that_are_not_zero():
+    # A loss flat from its first point moves by a fraction of a percent: "within 0%" reads as no
+    # change at all, which the medians it quotes contradict.
+    steps = np.arange(200)
+    loss = 1e-5 * (1 + 0.002 * np.sin(steps)) * (1 - 0.0000005 * steps)
+    run = Run("run", "test", [], {"train_loss": Series("train_loss", steps, loss, role="train_loss")})
+    [stall] = [f for f in Engine(load_rules([builtin_rules_dir()])).run(run) if f.rule == "LRD103"]
+    assert "within 0% " not in stall.message
+    assert re.search(r"within 0\.\d+% of where it started", stall.message), stall.message

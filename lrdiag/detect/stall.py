@@ -41,6 +41,13 @@ from lrdiag.series.model import Series
 _TRIVIAL_LEVELS = np.log(np.arange(2, 21))
 
 
+
+def _percent(fraction: float) -> str:
+    """A change as a percentage with the digits that tell it apart from none: 0.26%, 6.1%, 35%."""
+    percent = 100 * fraction
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
+
+
 def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: float = 0.05,
            near_initial: float = 0.1, lr_floor: float = 0.01, min_points: int = 8) -> list[Hit]:
     steps, values = clean(series)
@@ -68,7 +75,7 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         # Never got anywhere: stuck from the first point, however slowly it may creep.
         onset, kind = 0, "near_initial"
         drop = abs(start - end_level)
-        why = (f"still within {100 * np.expm1(drop) if is_log else 100 * drop / unit:.0f}% of where it started "
+        why = (f"still within {_percent(np.expm1(drop) if is_log else drop / unit)} of where it started "
                f"(median {_units(start, is_log):.4g} over its first {head} points, "
                f"{_units(end_level, is_log):.4g} over its last {tail})")
         lr_now, lr_peak = _plateau_lr(ctx, int(steps[0]))
