@@ -30,10 +30,11 @@ def claims(path: pathlib.Path, head: bytes) -> bool:
     return _detect(path.name, head) is not None
 
 
-def read(path: pathlib.Path) -> ReadResult:
+def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
+    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far)."""
     problems: list[Problem] = []
     try:
-        data = files.read_bytes(path)
+        data = files.read_bytes(path) if data is None else data
     except OSError as error:
         return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
     found = _detect(path.name, data[:HEAD_BYTES])

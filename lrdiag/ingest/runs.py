@@ -11,8 +11,10 @@ from lrdiag.series.roles import assign_roles
 
 
 
-def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = None) -> Run:
-    """Read every file of a run and merge their series; never raises for bad data."""
+def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = None,
+             contents: dict[Path, bytes] | None = None) -> Run:
+    """Read every file of a run and merge their series; never raises for bad data. `contents`: the bytes
+    of some files already in hand (what lrdiag.live.tail has of a live run), read instead of the files."""
     run = Run(spec.name, "", [str(path) for path in spec.files])
     if spec.store:  # a run in a tracker's store: the store reads it whole
         result = _guarded(store_reader(spec.store).read, spec.where, Path(spec.where), run=spec.run)
@@ -27,14 +29,16 @@ def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = 
         event_files = [path for path in files if reader_for(path) is tfevents]
         results: list[tuple[Path | None, ReadResult]] = []
         if event_files:
-            results.append((None, _guarded(tfevents.read_files, event_files, event_files[0], verify=verify)))
+            results.append((None, _guarded(tfevents.read_files, event_files, event_files[0], verify=verify,
+                                            contents=contents)))
         for path in files:
             reader = reader_for(path)
             if reader is None:
                 run.problems.append(Problem(str(path), "", "not a training log lrdiag can read (expected TensorBoard "
                                                            "event files, a CSV log or a JSON log)"))
             elif reader is not tfevents:
-                results.append((path, _guarded(reader.read, path, path)))
+                data = contents.get(path) if contents else None
+                results.append((path, _guarded(reader.read, path, path, **({"data": data} if data is not None else {}))))
         for path, result in results:
             if result.source not in sources:
                 sources.append(result.source)

@@ -275,8 +275,9 @@ def _out_of_order_keep(columns, controls, fast_records, notes, tag_names):
     return keep
 
 
-def read_files(paths: list[Path], verify: bool = True) -> ReadResult:
-    """One run's event files, merged in file-name order (TensorBoard's order)."""
+def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, bytes] | None = None) -> ReadResult:
+    """One run's event files, merged in file-name order (TensorBoard's order). `contents`: the bytes
+    of some of them already in hand (a live run's whole records so far), read instead of the file."""
     tags = _Tags()
     points = _Points()
     controls: list[_Control] = []
@@ -286,7 +287,7 @@ def read_files(paths: list[Path], verify: bool = True) -> ReadResult:
     buf = records = None
     for path in sorted(paths, key=lambda p: p.name):
         try:
-            buf = Buffer.from_file(path)
+            buf = Buffer.from_bytes(contents[path]) if contents and path in contents else Buffer.from_file(path)
         except OSError as error:
             problems.append(Problem(str(path), "", f"cannot read: {error.strerror or error}"))
             continue

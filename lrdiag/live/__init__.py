@@ -1,0 +1,1 @@
+"""Live runs: logs followed while they are written (`lrdiag watch`) and metrics fed in process (callbacks)."""
