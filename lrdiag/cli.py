@@ -197,3 +197,4 @@ cli.add_command(__import__("lrdiag.recommend.command", fromlist=["recommend"]).r
 cli.add_command(__import__("lrdiag.gate.command", fromlist=["gate"]).gate)
 cli.add_command(__import__("lrdiag.gate.command", fromlist=["baseline"]).baseline)
 cli.add_command(__import__("lrdiag.render.report", fromlist=["report"]).report)
+cli.add_command(__import__("lrdiag.live.command", fromlist=["watch"]).watch)
