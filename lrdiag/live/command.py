@@ -59,6 +59,10 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
                     announced.add(name)
                     click.echo(_inert(f"lrdiag: warning: {name} is a run in a tracker's store, which watch does "
                                       "not follow (analyze it when it ends)"), err=True)
+            for name, problem in watcher.problems:
+                where = f"{problem.where}: " if problem.where else ""
+                click.echo(_inert(f"lrdiag: warning: {name}: {problem.file}: {where}{problem.message}"), err=True)
+            watcher.problems.clear()
             for event in events:
                 click.echo(_event_line(event, output_format))
             sys.stdout.flush()

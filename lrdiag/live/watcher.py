@@ -19,7 +19,7 @@ from lrdiag.errors import LrdiagError
 from lrdiag.ingest.discover import RunSpec, find_runs, reader_for
 from lrdiag.ingest.runs import read_run
 from lrdiag.live.tail import Tail
-from lrdiag.series.model import Run
+from lrdiag.series.model import Problem, Run
 
 
 @dataclass
@@ -67,6 +67,7 @@ class _RunState:
     findings: Findings = field(default_factory=Findings)
     run: Run | None = None
     latest: list[Finding] = field(default_factory=list)
+    problems: set = field(default_factory=set)
 
 
 class Watcher:
@@ -79,6 +80,7 @@ class Watcher:
         self.verify = verify
         self.runs: dict[str, _RunState] = {}
         self.skipped: list[str] = []  # runs in trackers' stores, which are not followed live
+        self.problems: list[tuple[str, Problem]] = []  # damage met in whole records, each once; the caller drains it
 
     def poll(self) -> list[Event]:
         """Read what is new under the paths; the findings that appeared or grew, in run order."""
@@ -120,6 +122,10 @@ class Watcher:
         tails = {path: tail for path, tail in state.tails.items() if tail.data}
         spec = RunSpec(state.spec.name, {path: state.spec.files[path] for path in tails})
         run = read_run(spec, verify=self.verify, roles=self.roles, contents={p: t.data for p, t in tails.items()})
+        for problem in run.problems:
+            if problem not in state.problems:
+                state.problems.add(problem)
+                self.problems.append((run.name, problem))
         if not any(len(series) for series in run.series.values()):
             return []
         state.run = run

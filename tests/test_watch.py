@@ -1,0 +1,286 @@
+"""lrdiag watch: logs read while they are written give the findings of `lrdiag analyze` on the same data,
+each finding printed once, a half-written record is "not yet", and the command follows a live writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lrdiag.config import project_setup
+from lrdiag.ingest import csvlog, jsonlog, tfevents
+from lrdiag.live.tail import Tail
+from lrdiag.live.watcher import Watcher
+from lrdiag.pipeline import Options, analyze
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs"
+ROOT = SAMPLES.parent
+
+
+@pytest.fixture(scope="module")
+def setup():
+    _, engine, roles = project_setup(None)
+    return engine, roles
+
+
+def _analyzed(folder: Path, engine, roles) -> dict:
+    doc = analyze([str(folder)], Options(engine=engine, roles=roles), jobs=1, progress=False)
+    return {run["run"]: run["findings"] for run in doc["runs"]}
+
+
+def _watched(watcher: Watcher) -> dict:
+    return {name: [finding.to_dict() for finding in found] for name, found in watcher.findings().items()}
+
+
+def _whole_records(watcher: Watcher, into: Path, live: Path) -> None:
+    """What the watcher's tails hold, written out as files: the data it has judged."""
+    shutil.rmtree(into, ignore_errors=True)
+    for state in watcher.runs.values():
+        for path, tail in state.tails.items():
+            if tail.data:
+                target = into / path.relative_to(live)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tail.data)
+
+
+@pytest.mark.parametrize("sample", ["tensorboard", "keras_csv", "lightning_csv", "trainer_state", "detectron2"])
+def test_logs_written_piece_by_piece_give_the_findings_of_analyze_at_every_poll(tmp_path, setup, sample):
+    engine, roles = setup
+    source = SAMPLES / sample
+    live = tmp_path / "live"
+    files = {path: path.read_bytes() for path in sorted(source.rglob("*")) if path.is_file()}
+    watcher = Watcher([str(live)], engine, roles)
+    pieces = 5
+    for piece in range(1, pieces + 1):
+        for path, data in files.items():
+            target = live / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data[: len(data) * piece // pieces])  # cuts fall inside records and lines
+        watcher.poll()
+        _whole_records(watcher, tmp_path / "judged", live)
+        judged = tmp_path / "judged"
+        expected = _analyzed(judged, engine, roles) if judged.exists() else {}  # a half-saved JSON: nothing yet
+        assert _watched(watcher) == expected, f"piece {piece}"
+        assert not watcher.problems, "a cut-short record must be 'not yet', never a problem"
+    assert _watched(watcher) == _analyzed(source, engine, roles)
+
+
+def test_a_csv_replayed_line_by_line_reports_each_finding_once_and_ends_as_analyze(tmp_path, setup):
+    engine, roles = setup
+    source = SAMPLES / "keras_csv" / "mlp_sgd_lr_growth_nan"
+    log = source / "training.log"
+    lines = log.read_bytes().splitlines(keepends=True)
+    live = tmp_path / "run"
+    live.mkdir()
+    watcher = Watcher([str(live)], engine, roles)
+    events = []
+    for count in range(1, len(lines) + 1):
+        (live / log.name).write_bytes(b"".join(lines[:count]))
+        events += watcher.poll()
+        copy = tmp_path / "copy" / "run"
+        copy.mkdir(parents=True, exist_ok=True)
+        (copy / log.name).write_bytes(b"".join(lines[:count]))
+        if count > 1:
+            assert _watched(watcher) == _analyzed(copy, engine, roles), f"after line {count}"
+    new = [(e.finding.rule, e.finding.metric, e.finding.step_start) for e in events if e.status == "new"]
+    assert len(new) == len(set(new)), "a finding is reported once, then only updated"
+    assert ("LRD105", "loss", 12) in new
+    final = {(f.rule, f.metric, f.step_start, f.step_end) for f in watcher.findings()["run"]}
+    assert ("LRD105", "loss", 12, 19) in final
+
+
+def _event_file(tmp_path: Path, steps: int) -> bytes:
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = tmp_path / "writer"
+    writer = SummaryWriter(str(folder))
+    for step in range(steps):
+        writer.add_scalar("loss", 1.0 / (step + 1), step)
+    writer.close()
+    return next(folder.glob("events.out.tfevents.*")).read_bytes()
+
+
+def test_an_event_file_cut_inside_a_record_keeps_the_whole_records_and_takes_the_rest_when_it_is_written(tmp_path):
+    data = _event_file(tmp_path, 50)
+    path = tmp_path / "events.out.tfevents.1.host"
+    path.write_bytes(data[: len(data) - 7])
+    tail = Tail(path, tfevents)
+    assert tail.advance()
+    first = tfevents.read_files([path], contents={path: tail.data})
+    assert not first.problems
+    assert first.series["loss"].steps.tolist() == list(range(49))
+    assert not tail.advance()  # nothing written since
+    path.write_bytes(data)
+    assert tail.advance()
+    assert tail.data == data
+    assert tfevents.read_files([path], contents={path: tail.data}).series["loss"].steps.tolist() == list(range(50))
+
+
+def test_a_csv_rewritten_with_a_new_header_is_read_again_from_its_start(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(b"step,loss\n0,1.0\n1,0.9\n2,0.")
+    tail = Tail(path, csvlog)
+    assert tail.advance() and tail.data == b"step,loss\n0,1.0\n1,0.9\n"
+    # Lightning's CSVLogger rewrites the whole file when a new metric appears.
+    path.write_bytes(b"step,loss,val_loss\n0,1.0,\n1,0.9,\n2,0.8,\n2,,0.85\n")
+    assert tail.advance()
+    assert csvlog.read(path, data=tail.data).series["val_loss"].values.tolist() == [0.85]
+    assert csvlog.read(path, data=tail.data).series["loss"].steps.tolist() == [0, 1, 2]
+
+
+def test_trainer_state_is_taken_when_it_parses_and_its_log_history_grew(tmp_path):
+    path = tmp_path / "trainer_state.json"
+    state = {"global_step": 2, "log_history": [{"loss": 1.0, "step": 1}, {"loss": 0.9, "step": 2}]}
+    path.write_text(json.dumps(state))
+    tail = Tail(path, jsonlog)
+    assert tail.advance()
+    half = json.dumps({**state, "log_history": state["log_history"] + [{"loss": 0.8, "step": 3}]})
+    path.write_text(half[: len(half) // 2])  # the Trainer caught rewriting it
+    assert not tail.advance()
+    assert jsonlog.read(path, data=tail.data).series["loss"].steps.tolist() == [1, 2]
+    path.write_text(half)
+    assert tail.advance()
+    assert jsonlog.read(path, data=tail.data).series["loss"].steps.tolist() == [1, 2, 3]
+    path.write_text(json.dumps({**json.loads(half), "best_metric": 0.5}))  # saved again, no new log entry
+    assert not tail.advance()
+
+
+def test_a_new_event_file_of_a_run_and_a_new_run_are_picked_up(tmp_path, setup):
+    engine, roles = setup
+    data = _event_file(tmp_path, 40)
+    root = tmp_path / "runs"
+    watcher = Watcher([str(root)], engine, roles)
+    assert watcher.poll() == [] and not watcher.runs  # nothing there yet
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "events.out.tfevents.1.host").write_bytes(data)
+    watcher.poll()
+    assert set(watcher.runs) == {"a"}
+    (root / "a" / "events.out.tfevents.2.host").write_bytes(data)  # a restart writes a new file
+    (root / "b").mkdir()
+    (root / "b" / "events.out.tfevents.1.host").write_bytes(data)
+    watcher.poll()
+    assert set(watcher.runs) == {"a", "b"}
+    assert len(watcher.runs["a"].tails) == 2
+
+
+# --- the command, as a subprocess, against a live writer -----------------------------------------------
+
+def _reader(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _watch(*args) -> tuple[subprocess.Popen, queue.Queue]:
+    process = subprocess.Popen([sys.executable, "-m", "lrdiag", "watch", *args], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
+    return process, lines
+
+
+def _next_line(lines: queue.Queue, deadline: float) -> str | None:
+    try:
+        return lines.get(timeout=max(0.01, deadline - time.monotonic()))
+    except queue.Empty:
+        return None
+
+
+def _write_live(folder: Path, nan_at: int, steps: int, written: dict) -> None:
+    """A SummaryWriter log and a CSV log written point by point; NaN from `nan_at` on; a half record at the end."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    time.sleep(1.0)  # the folder does not exist when watch starts
+    writer = SummaryWriter(str(folder / "tb"))
+    (folder / "csv").mkdir(parents=True)
+    csv = open(folder / "csv" / "metrics.csv", "w")
+    csv.write("step,loss\n")
+    for step in range(steps):
+        loss = float("nan") if step >= nan_at else 2.0 * 0.99 ** step + 0.01 * ((step * 7919) % 13) / 13
+        writer.add_scalar("loss", loss, step)
+        writer.flush()
+        csv.write(f"{step},{loss}\n")
+        csv.flush()
+        if step == nan_at:
+            written["nan"] = time.time()
+        time.sleep(0.01)
+    csv.write("9999,0.12")  # a row still being written
+    csv.flush()
+    writer.close()
+    event_file = next((folder / "tb").glob("events.out.tfevents.*"))
+    with open(event_file, "ab") as handle:
+        handle.write(b"\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02")  # a record still being written
+
+
+def test_watch_follows_a_run_that_starts_later_and_exits_at_the_first_error(tmp_path):
+    live = tmp_path / "live"
+    process, lines = _watch(str(live), "--interval", "0.2", "--format", "json", "--exit-on-finding")
+    written: dict = {}
+    writer = threading.Thread(target=_write_live, args=(live, 150, 170, written), daemon=True)
+    writer.start()
+    deadline = time.monotonic() + 60
+    found = []
+    try:
+        while (line := _next_line(lines, deadline)) is not None:
+            found.append(json.loads(line))
+        process.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        process.kill()
+    stderr = process.stderr.read()
+    assert process.returncode == 1, stderr
+    errors = [event for event in found if event["finding"]["severity"] == "error"]
+    assert errors, (found, stderr)
+    first = errors[0]
+    assert first["finding"]["rule"] == "LRD105" and first["finding"]["step_start"] == 150
+    assert first["run"] in {"tb", "csv"}
+    assert set(first) >= {"run", "finding", "seen_at"} and first["seen_at"].endswith("Z")
+    assert "problem" not in stderr and "Traceback" not in stderr
+
+
+def test_watch_prints_each_finding_once_and_a_summary_on_sigterm(tmp_path):
+    live = tmp_path / "live"
+    written: dict = {}
+    _write_live(live, 150, 170, written)
+    process, lines = _watch(str(live), "--interval", "0.2")
+    deadline = time.monotonic() + 30
+    seen = []
+    while len(seen) < 2 and (line := _next_line(lines, deadline)) is not None:
+        seen.append(line)
+    time.sleep(1.0)  # a few more polls of unchanged files: nothing printed again
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    finally:
+        process.kill()
+    while (line := _next_line(lines, time.monotonic() + 1)) is not None:
+        seen.append(line)
+    assert process.returncode == 1  # the NaN is an error, at or above the default --fail-on
+    events = [line for line in seen if line.startswith("20")]
+    assert len(events) == 2, seen  # one LRD105 per run, once each
+    assert all("error LRD105 loss.nonfinite  loss steps 150–169" in line for line in events), events
+    assert seen[-1].startswith("watched 2 runs: 2 errors"), seen
+
+
+def test_watch_escapes_control_characters_in_run_names(tmp_path):
+    live = tmp_path / "live"
+    _write_live(live, 150, 170, {})
+    (live / "csv").rename(live / "bad\x1b[31mname")
+    process, lines = _watch(str(live), "--interval", "0.2", "--exit-on-finding")
+    try:
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    out = []
+    while (line := _next_line(lines, time.monotonic() + 1)) is not None:
+        out.append(line)
+    assert process.returncode == 1
+    assert "\x1b" not in "".join(out) + process.stderr.read()
