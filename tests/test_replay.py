@@ -214,3 +214,19 @@ def test_function_trainer_goes_round_its_batches_again_and_names_an_exhausted_ge
     once.step(0), once.step(1)
     with pytest.raises(ValueError, match="a generator can be iterated once only"):
         once.step(2)
+
+
+def test_loop_changes_are_proposed_but_never_replayed_as_schedules(tmp_path):
+    # A one-step bad batch under a calm LR is the data's: recommend proposes clipping and the batch
+    # to inspect, changes to the training loop that the replay cannot apply. They must not be
+    # replayed as schedules (each would fail, and with no schedule left the run had no verdict).
+    bad_batch = Path(__file__).parents[1] / "sample_logs" / "tensorboard" / "mlp_sgd_bad_batch_spike"
+    result = CliRunner().invoke(cli, ["recommend", str(bad_batch), "--trainer", EXAMPLE_TRAINER, "--steps", "20",
+                                      "--seeds", "1", "--device", "cpu", "--out", str(tmp_path / "r"),
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["runs"]
+    kinds = {c["kind"] for c in entry["candidates"]}
+    assert kinds and "schedule" not in kinds
+    assert "replay" not in entry and all("replay" not in c and c["confirmed"] is None for c in entry["candidates"])
+    assert json.loads(result.stdout)["errors"] == []

@@ -59,7 +59,7 @@ def recommend(paths, output_format, roles, config_path, select, ignore, rule_dir
     from lrdiag.output import SCHEMA
     from lrdiag.pipeline import find_specs, unread_error
     from lrdiag.recommend import harness, report
-    from lrdiag.recommend.candidates import horizon_of, propose
+    from lrdiag.recommend.candidates import SCHEDULE, horizon_of, propose
 
     # The engine, rule options and roles that `lrdiag analyze` uses here: the same findings.
     _, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
@@ -91,10 +91,13 @@ def recommend(paths, output_format, roles, config_path, select, ignore, rule_dir
         findings = sorted(engine.run(run))
         candidates = propose(run, findings)
         entry = {"run": run.name, "findings": [f.to_dict() for f in findings], "candidates": candidates}
-        if trainer and candidates:
+        # Only schedules replay: clipping, batch inspection and a range test change the training loop,
+        # which the trainer protocol does not reach; they stay proposals (confirmed None, no replay).
+        schedules = [candidate for candidate in candidates if candidate.kind == SCHEDULE]
+        if trainer and schedules:
             plan = harness.Plan(trainer, steps, seeds, device, executor, ray_address, out, timeout, start, jobs,
                                 eval_every, gpu_fraction)
-            entry["replay"] = harness.replay(run, horizon_of(run), candidates, engine, plan, progress=_progress())
+            entry["replay"] = harness.replay(run, horizon_of(run), schedules, engine, plan, progress=_progress())
             if entry["replay"]["failed"]:
                 errors.append(f"{run.name}: no verdict: {entry['replay']['failed']}")
         entry["candidates"] = [candidate.to_dict() for candidate in entry["candidates"]]

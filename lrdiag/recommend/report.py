@@ -39,7 +39,8 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
             out.append("  no schedule change proposed for these findings: they do not point at the learning rate")
         replay = run.get("replay")
         for rank, candidate in enumerate(run["candidates"], 1):
-            head = f"  {rank}. {candidate['name']}  (addresses {', '.join(candidate['addresses'])})"
+            loop = "" if candidate.get("kind", "schedule") == "schedule" else "a change to the training loop; "
+            head = f"  {rank}. {candidate['name']}  ({loop}addresses {', '.join(candidate['addresses'])})"
             if candidate.get("replay"):
                 mark, hue = _MARKS[candidate["replay"]["status"]]
                 head += "  " + style(mark, fg=hue, bold=True)
@@ -65,7 +66,8 @@ def _replay_lines(replay: dict, candidates: list, wrap) -> list[str]:
     seeds = len(control["seeds"])
     one = replay["replay_seconds_median"]
     at_once = f", {replay['concurrency']} at a time" if replay["concurrency"] else ""
-    lines = [wrap(f"replays: the control and {len(candidates)} candidate{'s' if len(candidates) != 1 else ''} x "
+    replayed = len(replay["ranking"])
+    lines = [wrap(f"replays: the control and {replayed} candidate{'s' if replayed != 1 else ''} x "
                   f"{seeds} seed{'s' if seeds != 1 else ''}, {replay['steps']} steps from step {replay['start']}, "
                   f"on {replay['device']} ({replay['executor']}{at_once}): {replay['replays']} replays in "
                   f"{replay['wall_seconds']:.1f} s" + (f" (median replay: {one:.1f} s)" if one else "")
