@@ -81,7 +81,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
         recovery_steps = int(steps[peak + 1 + back[0]] - steps[peak]) if recovered else None
         points_after = values.size - 1 - peak
         if recovered:
-            recovery = f"back to its level after {recovery_steps} steps"
+            recovery = f"back to its level after {recovery_steps} step{'s' if recovery_steps != 1 else ''}"
         elif points_after < 3:
             recovery = "no later points to tell whether it recovered"
         else:
