@@ -194,6 +194,21 @@ def test_the_spread_of_several_baselines_sets_the_tolerance(tmp_path, engine):
     assert "final train_loss" in failed(run_gate(tmp_path / "within", bases[1:2], engine, metrics=["train_loss"]))
 
 
+def test_each_of_several_baselines_passes_against_them_all_even_where_they_show_no_spread(tmp_path, engine):
+    # Two runs logged every 10 steps reach each milestone at the same logged step: their spread is
+    # 0. Judged against their mean level, one of them reaches it a logged point later; that is the
+    # logging interval, not a slower run (it failed 'convergence', with no allowance shown).
+    steps = np.arange(0, 400, 10)
+    for name, scale in (("a", 2.0), ("b", 2.6)):
+        (tmp_path / name).mkdir()
+        loss = scale * np.exp(-steps / 40) + 0.3
+        (tmp_path / name / "metrics.csv").write_text("step,train_loss\n" + "".join(
+            f"{step},{value:.8g}\n" for step, value in zip(steps, loss)))
+    for name in ("a", "b"):
+        doc = run_gate(tmp_path / name, [tmp_path / "a", tmp_path / "b"], engine)
+        assert doc["passed"], [c["message"] for c in doc["gates"][0]["checks"] if c["status"] == "failed"]
+
+
 def test_findings_match_by_role_when_the_candidate_names_its_loss_differently(tmp_path, engine):
     write_run(tmp_path / "base", seed=1, edit=spike)
     renamed = write_run(tmp_path / "cand", seed=2, edit=spike) / "metrics.csv"
