@@ -1,0 +1,101 @@
+"""The training callbacks, on real tiny trainings on CPU: a healthy run is never stopped, a run that goes
+NaN is stopped within a few logging steps, and a finding names the step the framework logged it at."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lrdiag.errors import LrdiagError
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+
+def _data(n: int = 256, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 1)) + 0.1 * rng.normal(size=(n, 1))).astype("float32")
+    return x, y
+
+
+def _first_nonfinite(steps, values):
+    bad = [step for step, value in zip(steps, values) if not math.isfinite(value)]
+    return bad[0] if bad else None
+
+
+# --- Lightning ---------------------------------------------------------------------------------------
+
+def _lightning_run(tmp_path, blow_up_at: int | None, max_steps: int = 300):
+    pl = pytest.importorskip("pytorch_lightning")
+    torch = pytest.importorskip("torch")
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lrdiag.callbacks.lightning import LrdiagCallback
+
+    class Regression(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.layer(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.05)
+            # From `blow_up_at` on the LR doubles each step: the weights explode, then the loss is inf, then NaN.
+            grow = (lambda step: 1.0 if blow_up_at is None or step < blow_up_at else 2.0 ** (step - blow_up_at))
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, grow), "interval": "step"}}
+
+    torch.manual_seed(0)
+    x, y = _data()
+    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y)), batch_size=16,
+                                        shuffle=True)
+    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x[:64]), torch.tensor(y[:64])),
+                                      batch_size=64)
+    callback = LrdiagCallback(stop_on="error", every_n_steps=50)
+    trainer = pl.Trainer(max_steps=max_steps, log_every_n_steps=5, val_check_interval=40, check_val_every_n_epoch=None,
+                         logger=CSVLogger(str(tmp_path)), callbacks=[callback], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer.fit(Regression(), train, val)
+    return trainer, callback
+
+
+def test_lightning_healthy_run_is_never_stopped_and_its_findings_are_analyzes_on_the_csv_log(tmp_path):
+    trainer, callback = _lightning_run(tmp_path, blow_up_at=None)
+    assert trainer.global_step == 300
+    assert not [f for f in callback.findings if f.severity == "error"]
+    written = json.loads((tmp_path / "lightning_logs" / "version_0" / "lrdiag_findings.json").read_text())
+    assert written["runs"][0]["metrics"]["train_loss"]["points"] == 60  # every 5th of 300 steps
+    from lrdiag.config import project_setup
+    from lrdiag.pipeline import Options, analyze
+
+    _, engine, roles = project_setup(None)
+    doc = analyze([str(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")], Options(engine=engine, roles=roles),
+                  jobs=1, progress=False)
+    assert [f.to_dict() for f in callback.findings] == doc["runs"][0]["findings"]
+
+
+def test_lightning_run_that_goes_nan_is_stopped_at_the_logged_step(tmp_path):
+    import pandas as pd
+
+    trainer, callback = _lightning_run(tmp_path, blow_up_at=100)
+    log = pd.read_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv", keep_default_na=False, dtype=str)
+    logged = [(int(step), float(value)) for step, value in zip(log["step"], log["train_loss"]) if value != ""]
+    first_bad = _first_nonfinite(*zip(*logged))
+    assert first_bad is not None and callback.monitor.stop_finding is not None
+    nonfinite = [f for f in callback.findings if f.rule == "LRD105" and f.metric == "train_loss"]
+    assert nonfinite and nonfinite[0].step_start == first_bad  # the step Lightning logged the first inf/NaN at
+    assert trainer.global_step < 300
+    assert trainer.global_step - first_bad <= 3 * 5  # stopped within a few logging steps
