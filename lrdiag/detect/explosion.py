@@ -9,6 +9,25 @@ starting level is the loss of the untrained model; the ordinary rises of a healt
 (warmup bumps, an LR restart, a harder curriculum stage) stay below it, so five times above it
 is a run that has lost everything it learned and more. The finding
 starts where the climb began: the last point at most twice the lowest level before it.
+
+A loss logged fewer than 2 x `min_points` times (an eval loss of a run evaluated 3 to 5 times)
+has no 5-point median to hold: its starting level is its first point and it has exploded when
+its last two points both stand at the factor or more (two evaluations in a row, as the
+divergence rule asks of a few evaluations: one alone is a spike). The training loss of the same
+run, logged often, may climb less and stay under the factor: clipping holds the gradient's size,
+not the loss's, and an evaluation sees the model's state without the batch noise.
+
+A training loss that starts low (a regression whose targets the untrained model already nearly
+predicts) can lose all it learned without reaching five times its start: it has exploded too
+when, from some point to the end of the run, its 5-point median never comes back under `factor`
+times the lowest 5-point median it had reached before, for a quarter of the run at least (and
+`min_points`): longer than the climb to one top of a cyclic LR (half a cycle, a sixth of a run
+of three cycles), whose loss comes back down with the LR. And above its starting level all that
+time: it lost all it had learned and more. A loss back at about its start after a x100 blow-up
+(a regression predicting the mean) is a stall at a trivial level, not an explosion (LRD103). The
+training loss only: a validation loss may rise so by overfitting (the divergence rule's). In the
+detection benchmark's dev split the healthy and overfitting runs stay under 2.2 times their best
+by this measure, and clipped runs whose LR ramps too high reach 6 to 1800.
 """
 
 from __future__ import annotations
@@ -26,22 +45,42 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     steps, values = clean(series)
     # A climb cut short by NaN/Inf (the usual end of one) counts however few points it has.
     ends_nonfinite = bool(series.values.size and not np.isfinite(series.values[-1]))
-    if values.size < (2 if ends_nonfinite else 2 * min_points) or (values <= 0).any():
+    few = not ends_nonfinite and values.size < 2 * min_points  # a few evaluations: no rolling median
+    if values.size < (2 if ends_nonfinite else 3 if few else 2 * min_points) or (values <= 0).any():
         return []  # a ratio to the start means nothing for a loss that can be zero or negative
-    head = min(3, values.size - 1)  # the untrained model's loss: the first logged points
+    head = 1 if few else min(3, values.size - 1)  # the untrained model's loss: the first logged points
     start = float(np.median(values[:head]))
-    smooth = rolling_median(values, 5)
+    smooth = values if few else rolling_median(values, 5)
     above = smooth >= factor * start
     above[:head] = False  # the start itself cannot be above the start
     if ends_nonfinite and values[-1] >= factor * start:
         above[-1] = True  # the last finite point, raw: a rolling median lags behind the blow-up
     stretches = [(a, b) for a, b in runs_of(above)
-                 if b - a + 1 >= min_points or (ends_nonfinite and b == values.size - 1)]
+                 if (b == values.size - 1 and b - a >= 1 if few else b - a + 1 >= min_points)
+                 or (ends_nonfinite and b == values.size - 1)]
     # An excursion the loss comes back from, and stays back from to the end of the run for twice
     # as long as it lasted, is a transient in the run's history: a spike (LRD101), however tall;
     # whatever follows it (a stall back at the starting level, say) is for the other rules.
     stretches = [(a, b) for i, (a, b) in enumerate(stretches)
                  if i < len(stretches) - 1 or values.size - 1 - b < 2 * (b - a + 1) or ends_nonfinite]
+    start_how = f"the median of its first {head} points" if head > 1 else "its first logged value"
+    reference, level = f"its starting level {start:.4g}, {start_how}", start
+    evidence = {"start_level": start, "start_points": head, "start_how": start_how}
+    if not stretches and not few and series is ctx.train_loss:
+        # Five times the lowest level it had reached, for the rest of the run: the lowest 5-point
+        # median from each point on stands at the factor over the lowest one before it.
+        best = np.minimum.accumulate(smooth)
+        rest = np.minimum.accumulate(smooth[::-1])[::-1]
+        held = np.flatnonzero((rest >= factor * best) & (rest > start)
+                              & (np.arange(values.size) <= values.size - max(min_points, values.size // 4)))
+        if held.size:
+            stretches = [(int(held[0]), values.size - 1)]
+            low_at = int(np.argmin(smooth[: held[0] + 1]))
+            around = slice(max(0, low_at - 2), min(values.size, low_at + 3))  # the points of that median
+            level = float(np.median(values[around]))
+            evidence.update(level=level, level_steps=[int(steps[around][0]), int(steps[around][-1])])
+            reference = (f"the lowest level it had reached, the median {level:.4g} of its points at steps "
+                         f"{steps[around][0]}-{steps[around][-1]}")
     if not stretches:
         return []
     first, last = stretches[0][0], stretches[-1][1]
@@ -50,7 +89,5 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     low = float(smooth[: first + 1].min())
     climb = int(np.flatnonzero(smooth[: first + 1] <= 2 * low)[-1])
     return [Hit(int(steps[climb]), int(steps[last]),
-                {"step": int(steps[climb]), "crossed_step": int(steps[first]), "start_level": start, "start_points": head,
-                 "start_how": f"the median of its first {head} points" if head > 1 else "its first logged value",
-                 "peak": float(values[peak]),
-                 "peak_step": int(steps[peak]), "ratio": float(values[peak] / start)})]
+                {"step": int(steps[climb]), "crossed_step": int(steps[first]), **evidence, "reference": reference,
+                 "peak": float(values[peak]), "peak_step": int(steps[peak]), "ratio": float(values[peak] / level)})]
