@@ -99,3 +99,65 @@ def test_lightning_run_that_goes_nan_is_stopped_at_the_logged_step(tmp_path):
     assert nonfinite and nonfinite[0].step_start == first_bad  # the step Lightning logged the first inf/NaN at
     assert trainer.global_step < 300
     assert trainer.global_step - first_bad <= 3 * 5  # stopped within a few logging steps
+
+
+# --- Hugging Face Trainer ----------------------------------------------------------------------------
+
+def _hf_run(tmp_path, blow_up_at: int | None, max_steps: int = 120):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    torch = pytest.importorskip("torch")
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    from lrdiag.callbacks.hf import LrdiagCallback
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    rng = np.random.default_rng(0)
+    # A learnable language: each sequence counts up from a random start, modulo the vocabulary.
+    starts = rng.integers(0, 16, size=256)
+    ids = [[int(s + i) % 16 for i in range(12)] for s in starts]
+    train = [{"input_ids": torch.tensor(seq), "labels": torch.tensor(seq)} for seq in ids]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    # From `blow_up_at` on the LR doubles each step (no clipping): the weights explode, the logits overflow.
+    grow = (lambda step: 1.0 if blow_up_at is None or step < blow_up_at else 4.0 ** (step - blow_up_at))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, grow)
+    callback = LrdiagCallback(stop_on="error", every_n_steps=50)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=max_steps, per_device_train_batch_size=16,
+                             logging_steps=2, max_grad_norm=0.0, report_to=[], save_strategy="no", use_cpu=True,
+                             disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=train, optimizers=(optimizer, scheduler),
+                      callbacks=[callback])
+    trainer.train()
+    return trainer, callback
+
+
+def test_hf_healthy_run_is_never_stopped_and_its_findings_are_analyzes_on_its_trainer_state(tmp_path):
+    trainer, callback = _hf_run(tmp_path, blow_up_at=None)
+    assert trainer.state.global_step == 120
+    assert not [f for f in callback.findings if f.severity == "error"]
+    assert (tmp_path / "out" / "lrdiag_findings.json").exists()
+    (tmp_path / "state").mkdir()
+    trainer.state.save_to_json(str(tmp_path / "state" / "trainer_state.json"))
+    from lrdiag.config import project_setup
+    from lrdiag.pipeline import Options, analyze
+
+    _, engine, roles = project_setup(None)
+    doc = analyze([str(tmp_path / "state" / "trainer_state.json")], Options(engine=engine, roles=roles), jobs=1,
+                  progress=False)
+    assert [f.to_dict() for f in callback.findings] == doc["runs"][0]["findings"]
+
+
+def test_hf_run_that_goes_nan_is_stopped_though_its_logged_loss_is_filtered(tmp_path):
+    trainer, callback = _hf_run(tmp_path, blow_up_at=60)
+    history = [entry for entry in trainer.state.log_history if "grad_norm" in entry]
+    first_bad = _first_nonfinite([e["step"] for e in history], [e["grad_norm"] for e in history])
+    assert first_bad is not None
+    at_first_bad = next(e for e in history if e["step"] == first_bad)
+    assert math.isfinite(at_first_bad["loss"])  # logging_nan_inf_filter hid the NaN loss: grad_norm shows it
+    stop = callback.monitor.stop_finding
+    assert stop is not None and stop.severity == "error"
+    assert trainer.state.global_step < 120
+    assert trainer.state.global_step - first_bad <= 3 * 2  # within a few logging steps
+    grad = [f for f in callback.findings if f.rule == "LRD105" and f.metric == "grad_norm"]
+    assert grad and grad[0].step_start == first_bad

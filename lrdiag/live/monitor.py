@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from lrdiag.detect.finding import SEVERITY_RANK, Finding
+from lrdiag.ingest.textlog import is_bookkeeping
 from lrdiag.live.watcher import Findings
 from lrdiag.output import document, run_entry
 from lrdiag.series.model import Run, Series
@@ -50,8 +51,10 @@ class Monitor:
         self._nonfinite = False
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
-        """Values logged at `step` (floats; anything else is skipped)."""
+        """Values logged at `step` (numbers, 0-d tensors; anything else is skipped)."""
         for tag, value in metrics.items():
+            if is_bookkeeping(tag):  # epoch, runtimes, throughput: never metrics, as in the log readers
+                continue
             try:
                 value = float(value)
             except (TypeError, ValueError):
