@@ -161,3 +161,52 @@ def test_hf_run_that_goes_nan_is_stopped_though_its_logged_loss_is_filtered(tmp_
     assert trainer.state.global_step - first_bad <= 3 * 2  # within a few logging steps
     grad = [f for f in callback.findings if f.rule == "LRD105" and f.metric == "grad_norm"]
     assert grad and grad[0].step_start == first_bad
+
+
+# --- Keras 3 (torch backend) -------------------------------------------------------------------------
+
+def _keras_run(tmp_path, blow_up_at: int | None, epochs: int = 40):
+    pytest.importorskip("torch")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip("Keras runs on another backend in this session")
+    from lrdiag.callbacks.keras import LrdiagCallback
+
+    keras.utils.set_random_seed(0)
+    x, y = _data()
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    # From `blow_up_at` on, the LR grows 100x an epoch: the weights explode within an epoch or two.
+    schedule = keras.callbacks.LearningRateScheduler(
+        lambda epoch: 0.01 if blow_up_at is None or epoch < blow_up_at else 0.01 * 100.0 ** (epoch - blow_up_at + 1))
+    callback = LrdiagCallback(stop_on="error", findings_file=tmp_path / "lrdiag_findings.json")
+    csv = keras.callbacks.CSVLogger(str(tmp_path / "log" / "training.log"))
+    (tmp_path / "log").mkdir()
+    history = model.fit(x, y, validation_split=0.25, epochs=epochs, batch_size=16, verbose=0,
+                        callbacks=[schedule, callback, csv])
+    return history, callback
+
+
+def test_keras_healthy_run_is_never_stopped_and_its_findings_are_analyzes_on_its_csv_log(tmp_path):
+    history, callback = _keras_run(tmp_path, blow_up_at=None)
+    assert len(history.history["loss"]) == 40
+    assert not [f for f in callback.findings if f.severity == "error"]
+    assert (tmp_path / "lrdiag_findings.json").exists()
+    from lrdiag.config import project_setup
+    from lrdiag.pipeline import Options, analyze
+
+    _, engine, roles = project_setup(None)
+    doc = analyze([str(tmp_path / "log" / "training.log")], Options(engine=engine, roles=roles), jobs=1, progress=False)
+    assert [f.to_dict() for f in callback.findings] == doc["runs"][0]["findings"]
+
+
+def test_keras_run_that_goes_nan_is_stopped_in_the_epoch_it_went_nan(tmp_path):
+    history, callback = _keras_run(tmp_path, blow_up_at=10)
+    losses = history.history["loss"]
+    first_bad = _first_nonfinite(range(len(losses)), losses)
+    assert first_bad is not None
+    assert len(losses) == first_bad + 1  # stopped in that epoch
+    stop = callback.monitor.stop_finding
+    assert stop is not None and stop.severity == "error"
+    nonfinite = [f for f in callback.findings if f.rule == "LRD105" and f.metric == "loss"]
+    assert nonfinite and nonfinite[0].step_start == first_bad
