@@ -41,9 +41,13 @@ class Context:
         return cls(run, run.primary("lr"), run.primary("train_loss"), run.primary("val_loss"))
 
 
-def clean(series: Series) -> tuple[np.ndarray, np.ndarray]:
-    """Steps ascending with one value per step (the last logged wins, as on a restart), finite only."""
+def clean(series: Series, ctx: Context | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Steps ascending with one value per step (the last logged wins, as on a restart), finite only.
+    With the run's `ctx`, a training loss's stand-ins for non-finite steps are left out too (see
+    stand_ins): Transformers' 0.0 after a NaN is no level for a spike, stall or trend to start from."""
     steps, values = series.steps, series.values
+    if ctx is not None:
+        values = np.where(stand_ins(series, ctx), np.nan, values)
     if steps.size > 1 and (np.diff(steps) <= 0).any():
         # Reverse, keep the first of each step (= the last logged), then order by step.
         _, last = np.unique(steps[::-1], return_index=True)
@@ -51,3 +55,13 @@ def clean(series: Series) -> tuple[np.ndarray, np.ndarray]:
         steps, values = steps[keep], values[keep]
     finite = np.isfinite(values)
     return steps[finite], values[finite]
+
+
+def stand_ins(series: Series, ctx: Context) -> np.ndarray:
+    """Points of a training loss logged at a step where the run's grad norm is NaN: Hugging Face's
+    Trainer (`logging_nan_inf_filter=True`, its default) logs a NaN step's loss as the mean of the
+    finite steps (0.0 when none was) while `grad_norm` beside it is NaN."""
+    grad = ctx.run.primary("grad_norm")
+    if series.role != "train_loss" or grad is None or series is grad:
+        return np.zeros(series.values.size, dtype=bool)
+    return np.isin(series.steps, grad.steps[np.isnan(grad.values)])

@@ -81,7 +81,7 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
     steady = trend_rise >= (np.log1p(0.75 * min_rise) if is_log else 0.75 * min_rise)
     if not (level_rise or steady):
         return []
-    train_steps, train_values = clean(train)
+    train_steps, train_values = clean(train, ctx)
     train_before = _level_near(train_steps, train_values, steps[best])
     train_end = _level_near(train_steps, train_values, steps[-1])
     if train_before is None or train_end is None or not train_end < train_before:

@@ -42,7 +42,7 @@ from lrdiag.series.model import Series
 def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 3) -> list[Hit]:
     if series is not ctx.train_loss and series is not ctx.val_loss:
         return []  # a component (a PINN's boundary term, a detector's box loss) may rise by design
-    steps, values = clean(series)
+    steps, values = clean(series, ctx)
     # A climb cut short by NaN/Inf (the usual end of one) counts however few points it has.
     ends_nonfinite = bool(series.values.size and not np.isfinite(series.values[-1]))
     few = not ends_nonfinite and values.size < 2 * min_points  # a few evaluations: no rolling median

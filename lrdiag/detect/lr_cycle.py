@@ -36,7 +36,7 @@ def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float =
            min_points_per_cycle: int = 4) -> list[Hit]:
     if ctx.lr is None:
         return []
-    steps, values = clean(series)
+    steps, values = clean(series, ctx)
     lr_steps, lr_values = clean(ctx.lr)
     if values.size < min_cycles * min_points_per_cycle or lr_values.size < 2 * min_cycles:
         return []

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrdiag.detect.base import Context, Hit
+from lrdiag.detect.base import Context, Hit, stand_ins
 from lrdiag.series.model import Series
 
 
 def detect(series: Series, ctx: Context) -> list[Hit]:
     bad = ~np.isfinite(series.values)
-    filtered = _filtered(series, ctx) & ~bad
+    filtered = stand_ins(series, ctx) & ~bad
     bad |= filtered
     if not bad.any():
         return []
@@ -40,12 +40,3 @@ def detect(series: Series, ctx: Context) -> list[Hit]:
                               f"{grad.tag} was {grad_value} (Transformers' logging_nan_inf_filter logs a NaN "
                               f"step's loss as the mean of the finite ones)")
     return [Hit(int(series.steps[first]), int(series.steps[bad][-1]), evidence)]
-
-
-def _filtered(series: Series, ctx: Context) -> np.ndarray:
-    """Points of a training loss logged at a step where the grad norm is NaN."""
-    grad = ctx.run.primary("grad_norm")
-    if series.role != "train_loss" or grad is None or series is grad:
-        return np.zeros(series.values.size, dtype=bool)
-    broken = grad.steps[np.isnan(grad.values)]
-    return np.isin(series.steps, broken)

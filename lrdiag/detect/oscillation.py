@@ -44,7 +44,7 @@ _FAMILY_ALPHA = 1e-3  # chance that a run of pure noise shows any oscillating wi
 def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float = 12.0,
            min_fraction: float = 0.3, min_amplitude: float = 0.25, min_ring_amplitude: float = 0.15,
            min_points: int = 64) -> list[Hit]:
-    steps, values = clean(series)
+    steps, values = clean(series, ctx)
     if values.size < min_points:
         return []
     y, is_log = log_scale(values)

@@ -35,7 +35,7 @@ _Z_CAP = 50.0  # a run whose dips reach z 25+ still reports spikes beyond z 50
 
 def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_ratio: float = 1.5,
            recover_fraction: float = 0.25, min_points: int = 10) -> list[Hit]:
-    steps, values = clean(series)
+    steps, values = clean(series, ctx)
     if values.size < min_points:
         return []
     y, is_log = log_scale(values)

@@ -50,7 +50,7 @@ def _percent(fraction: float) -> str:
 
 def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: float = 0.05,
            near_initial: float = 0.1, lr_floor: float = 0.01, min_points: int = 8) -> list[Hit]:
-    steps, values = clean(series)
+    steps, values = clean(series, ctx)
     if values.size < min_points or steps[-1] == steps[0]:
         return []
     y, is_log = log_scale(values)
