@@ -284,3 +284,19 @@ def test_watch_escapes_control_characters_in_run_names(tmp_path):
         out.append(line)
     assert process.returncode == 1
     assert "\x1b" not in "".join(out) + process.stderr.read()
+
+
+def test_a_growing_finding_is_reported_again_only_when_its_step_range_doubled(tmp_path, setup):
+    engine, roles = setup
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = ["step,loss"] + [f"{step},{2.0 * 0.99 ** step + 0.01 * ((step * 7919) % 13) / 13}" for step in range(100)]
+    watcher = Watcher([str(run)], engine, roles)
+    events = []
+    for step in range(100, 164):  # NaN from step 100 on, one point a poll
+        rows.append(f"{step},nan")
+        (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+        events += [(e.status, e.finding.step_start, e.finding.step_end) for e in watcher.poll()
+                   if e.finding.rule == "LRD105"]
+    assert events == [("new", 100, 100), ("updated", 100, 101), ("updated", 100, 103), ("updated", 100, 107),
+                      ("updated", 100, 115), ("updated", 100, 131), ("updated", 100, 163)]

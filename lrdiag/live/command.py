@@ -30,8 +30,8 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
     """Follow the training logs under PATHS while they are written; print each finding when it appears.
 
     A path may not exist yet (a run about to start); new runs and new files of a run (a restart) are
-    picked up at each look. A finding is printed once; when its step range grows it is printed again,
-    marked `updated`. Runs until interrupted (Ctrl-C, SIGTERM), then prints each run's findings.
+    picked up at each look. A finding is printed once, and again (marked
+    `updated`) each time its step range has doubled. Runs until interrupted (Ctrl-C, SIGTERM), then prints each run's findings.
 
     \b
     Exit status:

@@ -33,10 +33,12 @@ class Event:
 
 
 class Findings:
-    """The findings of one run as they were reported: one per rule, metric and start, updated in place.
+    """The findings of one run as they were reported: each reported once, then again as it grows.
 
     A finding found again is the same finding when it is of the same rule and metric and its step range
-    meets the reported one (a spike whose end moves, a stall that goes on); anything else is new."""
+    meets the reported one (a spike whose end moves, a stall that goes on); anything else is new. A grown
+    finding is reported again once its step range is at least twice as long as when last reported: a NaN
+    run or a stall that goes on for N steps says so about log2(N) times, not at every poll."""
 
     def __init__(self) -> None:
         self.reported: list[Finding] = []
@@ -48,11 +50,14 @@ class Findings:
             if known is None:
                 self.reported.append(finding)
                 changes.append((finding, "new"))
-            elif (self.reported[known].step_start, self.reported[known].step_end) != (finding.step_start,
-                                                                                     finding.step_end):
+            elif _span(finding) >= 2 * _span(self.reported[known]):
                 self.reported[known] = finding
                 changes.append((finding, "updated"))
         return changes
+
+
+def _span(finding: Finding) -> int:
+    return finding.step_end - finding.step_start + 1
 
 
 def _same(old: Finding, new: Finding) -> bool:
