@@ -6,7 +6,8 @@ that says what happened. A spike is explained when it lies inside an oscillation
 of the same metric, or in the last tenth of the steps before that metric's first NaN/Inf.
 A loss locked to a cyclic LR (LRD107) explains more: the spikes at the LR's peaks, the stall
 of a loss that every cycle sets back, and the plain oscillation (LRD102) it names the cause of,
-when they overlap it on the same metric. Any oscillation explains a stall of the same metric
+when they overlap it on the same metric; and a spike of the run's other loss (an evaluation
+made while the LR stood at a top) that lies where the LR was in the top half of its range. Any oscillation explains a stall of the same metric
 that it covers half of or more: a loss swinging through a stretch is not stalled there; and a
 non-finite finding explains a stall that lies mostly after its first NaN.
 """
@@ -18,6 +19,9 @@ CYCLE_LOCKED = "loss.lr-cycle-locked"
 
 
 def _explains(big, small) -> bool:
+    if big.name == CYCLE_LOCKED and big.metric != small.metric and small.category == "spike":
+        step = small.evidence.get("step", small.step_start)
+        return any(low <= step <= high for low, high in big.evidence.get("lr_tops", []))
     if big.metric != small.metric or big is small:
         return False
     if big.name == CYCLE_LOCKED:

@@ -20,7 +20,9 @@ spikes at the LR's peaks, the stall and the spectral oscillation it explains are
 (explain.py): one finding that names the cause instead of five spikes or a stall. It covers
 the loss from a period before the LR's first upward crossing to a period after its last.
 A loss rule (LRD107), not an LR one, so that it runs before the LR rules (LRD2xx) that read
-the instability findings.
+the instability findings. The evidence lists the stretches where the LR stood in the top half
+of its range (lr_tops): a spike of the run's other loss (an evaluation made at an LR top)
+inside one of them is explained too.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from lrdiag.detect.base import Context, Hit, clean
-from lrdiag.detect.robust import log_scale, rolling_median
+from lrdiag.detect.robust import log_scale, rolling_median, runs_of
 from lrdiag.series.model import Series
 
 
@@ -91,9 +93,13 @@ def detect(series: Series, ctx: Context, min_cycles: int = 3, min_swing: float =
     # The lowest LR, and the highest after it: a trough and the top the LR climbs to from it.
     bottom = int(np.argmin(lr_in))
     top = bottom + int(np.argmax(lr_in[bottom:])) if bottom < lr_in.size - 1 else int(np.argmax(lr_in))
+    # The stretches where the LR stood in the top half of its range: another loss of the run
+    # (an evaluation) that jumps there is this finding's symptom too (explain.py).
+    tops = [[int(lr_steps[a]), int(lr_steps[b])] for a, b in runs_of(scaled >= 0.5)
+            if lr_steps[b] >= steps[first] and lr_steps[a] <= steps[last]]
     return [Hit(int(steps[first]), int(steps[last]), {
         "period_steps": period_steps, "cycles": int(swings.size),
         "lr_max": float(lr_in[top]), "lr_max_step": int(lr_steps_in[top]),
         "lr_min": float(lr_in[bottom]), "lr_min_step": int(lr_steps_in[bottom]),
         "swing_pct": float(100 * np.expm1(swing)) if is_log else float(100 * swing),
-        "cycles_agreeing": float(agree), "correlation": correlation, "lr_series": ctx.lr.tag})]
+        "cycles_agreeing": float(agree), "correlation": correlation, "lr_series": ctx.lr.tag, "lr_tops": tops})]
