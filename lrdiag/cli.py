@@ -41,8 +41,10 @@ def _exit_code(doc: dict, fail_on: str, fail_on_problems: bool = False) -> int:
         return 1
     if fail_on == "never":
         return 0
-    worst = SEVERITY_RANK[fail_on]
-    found = any(SEVERITY_RANK[f["severity"]] <= worst for run in doc["runs"] for f in run["findings"])
+    from lrdiag.render.view import incidents
+
+    worst = SEVERITY_RANK[fail_on]  # an incident is as severe as its headline, the most severe of its findings
+    found = sum(SEVERITY_RANK[i["severity"]] <= worst for run in doc["runs"] for i in incidents(run))
     return 1 if found else 0
 
 

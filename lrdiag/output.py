@@ -1,26 +1,33 @@
 """The one versioned output model (`schema` 1) that every formatter is built from.
 
     {"schema": 1, "lrdiag": "<version>",
-     "runs": [{"run", "source", "files", "metrics": {tag: {...}}, "notes", "findings", "problems"}],
+     "runs": [{"run", "source", "files", "metrics": {tag: {...}}, "notes", "findings", "incidents", "problems"}],
      "errors": []}
+
+`incidents` (added without a schema bump: the contract only grows) groups the findings that describe
+one event across metrics (detect/incident.py); each lists its findings by index into `findings`.
 """
 
 from __future__ import annotations
 
 from lrdiag import __version__
+from lrdiag.detect.incident import group, logging_interval
 from lrdiag.series.model import Run
 
 SCHEMA = 1
 
 
 def run_entry(run: Run, findings: list | None = None) -> dict:
+    found = [finding.to_dict() for finding in sorted(findings or [])]
+    intervals = {tag: logging_interval(series.steps) for tag, series in run.series.items()}
     return {
         "run": run.name,
         "source": run.source,
         "files": run.files,
         "metrics": {tag: series.summary() for tag, series in run.series.items()},
         "notes": run.notes,
-        "findings": [finding.to_dict() for finding in sorted(findings or [])],
+        "findings": found,
+        "incidents": group(found, intervals),
         "problems": [problem.to_dict() for problem in run.problems],
     }
 

@@ -1,8 +1,8 @@
-"""GitHub Actions workflow commands: `::error file=...,title=...::message` a finding or a failed check."""
+"""GitHub Actions workflow commands: `::error file=...,title=...::message` an incident or a failed check."""
 
 from __future__ import annotations
 
-from lrdiag.render.view import inert_doc, is_gate, plural, suites
+from lrdiag.render.view import incidents, inert_doc, is_gate, plural, suites
 
 
 def _data(text: str) -> str:
@@ -31,5 +31,8 @@ def render(doc: dict, fail_on: str = "error") -> str:
                      f"failed, tolerance {doc['tolerance']})")
     else:
         findings = sum(len(run["findings"]) for run in doc["runs"])
-        lines.append(f"lrdiag analyze: {plural(len(doc['runs']), 'run')}, {plural(findings, 'finding')}")
+        grouped = sum(len(incidents(run)) for run in doc["runs"])
+        counted = (plural(findings, "finding") if grouped == findings
+                   else f"{plural(grouped, 'incident')} ({plural(findings, 'finding')})")
+        lines.append(f"lrdiag analyze: {plural(len(doc['runs']), 'run')}, {counted}")
     return "\n".join(lines)

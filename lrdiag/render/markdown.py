@@ -1,8 +1,8 @@
-"""Markdown summary tables (GitHub's job summary): a gate's checks, or each run's findings by severity."""
+"""Markdown summary tables (GitHub's job summary): a gate's checks, or each run's incidents by severity."""
 
 from __future__ import annotations
 
-from lrdiag.render.view import headline, inert_doc, is_gate, plural, severity_counts, where
+from lrdiag.render.view import also_on, cause, headline, incidents, inert_doc, is_gate, plural, where
 
 _MARK = {"passed": "✅", "failed": "❌", "skipped": "➖"}
 
@@ -48,21 +48,29 @@ def _gate(doc: dict) -> list[str]:
 def _analysis(doc: dict) -> list[str]:
     rows, findings = [], []
     totals = {"error": 0, "warning": 0, "info": 0}
+    grouped = 0
     for run in doc["runs"]:
-        counts = severity_counts(run)
+        counts = {"error": 0, "warning": 0, "info": 0}  # of incidents: one event on several metrics counts once
+        for incident in incidents(run):
+            counts[incident["severity"]] += 1
         for severity, count in counts.items():
             totals[severity] += count
+        grouped += len(run["findings"])
         val = headline(run) or {}
         best = val.get("min")
         rows.append([run["run"], run["source"], counts["error"], counts["warning"], counts["info"], best,
                      val.get("last")])
-        findings += [[run["run"], f["severity"], f"{f['rule']} {f['name']}", f["metric"], where(f), f["message"]]
-                     for f in run["findings"]]
+        findings += [[run["run"], f["severity"], f"{f['rule']} {f['name']}", f["metric"], where(f), f["message"],
+                      also_on(run, incident).removeprefix("also on: "), cause(f).removeprefix("cause: ")]
+                     for incident in incidents(run) for f in [run["findings"][incident["headline"]]]]
     out = [f"## lrdiag analyze: {plural(len(doc['runs']), 'run')}, {plural(totals['error'], 'error')}, "
            f"{plural(totals['warning'], 'warning')}, {totals['info']} info", ""]
+    if grouped > len(findings):
+        out += [f"{plural(len(findings), 'incident')} of {plural(grouped, 'finding')}: findings of one run that share "
+                "a category and overlap in steps are one incident (`--format json` lists every finding).", ""]
     out += _table(["run", "format", "errors", "warnings", "info", "best val loss", "final val loss"], rows)
     if findings:
-        out += ["", "### Findings", ""]
-        out += _table(["run", "severity", "rule", "metric", "where", "message"], findings)
+        out += ["", "### Incidents", ""]
+        out += _table(["run", "severity", "rule", "metric", "where", "message", "also on", "likely cause"], findings)
     out += [f"error: {cell(error)}" for error in doc.get("errors", [])]
     return out

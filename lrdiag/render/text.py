@@ -1,4 +1,5 @@
-"""Terminal output: per run a compact table of its metrics, then its findings and problems."""
+"""Terminal output: per run a compact table of its metrics, then its incidents (the headline finding, the other
+metrics it touched, its likely cause) and problems."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 
 import click
 
-from lrdiag.render.view import inert_doc, plural
+from lrdiag.render.view import also_on, cause, incidents, inert_doc, plural
 from lrdiag.series import roles
 
 _SEVERITY_STYLE = {"error": ("E", "red"), "warning": ("W", "yellow"), "info": ("i", "cyan")}
@@ -113,12 +114,14 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
             if len(tags) < len(run["metrics"]):
                 out.append(f"  ... and {plural(len(run['metrics']) - len(tags), 'more metric')} "
                            "(--format json lists every one)")
-        for finding in run["findings"]:
+        for incident in incidents(run):  # the headline finding, then the other metrics it touched and its cause
+            finding = run["findings"][incident["headline"]]
             letter, hue = _SEVERITY_STYLE.get(finding["severity"], ("?", None))
             mark = click.style(letter, fg=hue, bold=True) if color else letter
             where = (f"step {finding['step_start']}" if finding["step_start"] == finding["step_end"]
                      else f"steps {finding['step_start']}–{finding['step_end']}")
             out.append(f"  {mark} {finding['rule']} {finding['name']}  {finding['metric']} {where}: {finding['message']}")
+            out += [f"      {line}" for line in (also_on(run, incident), cause(finding)) if line]
         for note in run["notes"]:
             out.append(f"  note: {note}")
         for problem in run["problems"]:
@@ -129,10 +132,13 @@ def render(doc: dict, color: bool = False, width: int | None = None) -> str:
         out.append(f"error: {error}")
     counts = {}
     for run in doc["runs"]:
-        for finding in run["findings"]:
-            counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
+        for incident in incidents(run):
+            counts[incident["severity"]] = counts.get(incident["severity"], 0) + 1
     summary = ", ".join(plural(counts[s], s) if s != "info" else f"{counts[s]} info"
                         for s in ("error", "warning", "info") if s in counts)
+    findings = sum(len(run["findings"]) for run in doc["runs"])
+    if findings > sum(counts.values()):  # the counts are of incidents: say how many findings they group
+        summary += f" ({plural(sum(counts.values()), 'incident')} of {plural(findings, 'finding')})"
     problems = sum(len(run["problems"]) for run in doc["runs"])
     tally = f"{plural(len(doc['runs']), 'run')}: {summary or 'no findings'}"
     tally += f"; {plural(problems, 'read problem')}" if problems else ""

@@ -42,6 +42,32 @@ def is_gate(doc: dict) -> bool:
     return doc.get("kind") == "lrdiag-gate"
 
 
+def cause(finding: dict) -> str:
+    """`cause: data (a single step: ...)`: the likely cause detect/cause.py gave, with its first fact; '' if none."""
+    said = finding.get("evidence", {}).get("cause")
+    if not said:
+        return ""
+    facts = finding["evidence"].get("cause_evidence") or []
+    fact = next((f["fact"] for f in facts if f.get("says") == said), facts[0]["fact"] if facts else "")
+    return f"cause: {said}" + (f" ({fact})" if fact else "")
+
+
+def incidents(run: dict) -> list[dict]:
+    """The run's incidents; one a finding for a document written before incidents existed."""
+    if "incidents" in run:
+        return run["incidents"]
+    return [{"id": i + 1, "category": f["category"], "severity": f["severity"], "step_start": f["step_start"],
+             "step_end": f["step_end"], "metrics": [f["metric"]], "headline": i, "findings": [i]}
+            for i, f in enumerate(run["findings"])]
+
+
+def also_on(run: dict, incident: dict) -> str:
+    """`also on: val_loss@150, loss_epoch@151–200`: the incident's findings other than its headline."""
+    spots = [f"{f['metric']}@{where(f).split(' ', 1)[1]}" for i in incident["findings"] if i != incident["headline"]
+             for f in [run["findings"][i]]]
+    return "also on: " + ", ".join(spots) if spots else ""
+
+
 def where(finding: dict) -> str:
     start, end = finding["step_start"], finding["step_end"]
     return f"step {start}" if start == end else f"steps {start}–{end}"
@@ -49,7 +75,8 @@ def where(finding: dict) -> str:
 
 def suites(doc: dict, fail_on: str = "error") -> list[dict]:
     """[{"name", "cases": [{"name", "classname", "status", "level", "title", "message", "file", "line"}]}]:
-    a gate's checks, or each run's findings (failed when at or above `fail_on`) and read problems."""
+    a gate's checks, or each run's incidents (failed when at or above `fail_on`; the headline finding, the
+    others as "also on", its likely cause) and read problems."""
     if is_gate(doc):
         return [{"name": f"lrdiag gate {gate['run']}",
                  "cases": [_case(check["name"], f"lrdiag.gate.{gate['run']}", check["status"],
@@ -62,8 +89,11 @@ def suites(doc: dict, fail_on: str = "error") -> list[dict]:
         file = run["files"][0] if run["files"] else run["run"]
         cases = [_case(f"{f['rule']} {f['name']} {f['metric']} {where(f)}", f"lrdiag.{run['run']}",
                        "failed" if SEVERITY_RANK[f["severity"]] <= worst else "passed", _LEVELS[f["severity"]],
-                       f"{f['rule']} {f['name']} ({f['metric']})", f"{where(f)}: {f['message']}", file)
-                 for f in run["findings"]]
+                       f"{f['rule']} {f['name']} ({f['metric']})" + (f" and {plural(len(inc['metrics']) - 1, 'more metric')}"
+                                                                     if len(inc["metrics"]) > 1 else ""),
+                       "\n".join(part for part in (f"{where(f)}: {f['message']}", also_on(run, inc), cause(f)) if part),
+                       file)
+                 for inc in incidents(run) for f in [run["findings"][inc["headline"]]]]
         cases += [_case(f"read problem {p['file']} {p['where']}".rstrip(), f"lrdiag.{run['run']}", "passed", "warning",
                         "lrdiag: damaged log", f"{p['where'] + ': ' if p['where'] else ''}{p['message']}", p["file"],
                         _line(p["where"])) for p in run["problems"]]
