@@ -22,8 +22,9 @@ predicts) can lose all it learned without reaching five times its start: it has 
 when, from some point to the end of the run, its 5-point median never comes back under `factor`
 times the lowest 5-point median it had reached before, for a quarter of the run at least (and
 `min_points`): longer than the climb to one top of a cyclic LR (half a cycle, a sixth of a run
-of three cycles), whose loss comes back down with the LR. And above its starting level all that
-time: it lost all it had learned and more. A loss back at about its start after a x100 blow-up
+of three cycles), whose loss comes back down with the LR. And more than 10 % above its starting level
+all that time (LRD103 takes a loss within 10 % of its start as back at it): it lost all it had
+learned and more. A loss back at about its start after a x100 blow-up
 (a regression predicting the mean) is a stall at a trivial level, not an explosion (LRD103). The
 training loss only: a validation loss may rise so by overfitting (the divergence rule's). In the
 detection benchmark's dev split the healthy and overfitting runs stay under 2.2 times their best
@@ -37,6 +38,10 @@ import numpy as np
 from lrdiag.detect.base import Context, Hit, clean
 from lrdiag.detect.robust import rolling_median, runs_of
 from lrdiag.series.model import Series
+
+
+# Within 10 % of its start a loss is back at it (LRD103's near_initial): a stall, not an explosion.
+_BACK_AT_START = 1.1
 
 
 def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 3) -> list[Hit]:
@@ -71,7 +76,7 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
         # median from each point on stands at the factor over the lowest one before it.
         best = np.minimum.accumulate(smooth)
         rest = np.minimum.accumulate(smooth[::-1])[::-1]
-        held = np.flatnonzero((rest >= factor * best) & (rest > start)
+        held = np.flatnonzero((rest >= factor * best) & (rest > _BACK_AT_START * start)
                               & (np.arange(values.size) <= values.size - max(min_points, values.size // 4)))
         if held.size:
             stretches = [(int(held[0]), values.size - 1)]
