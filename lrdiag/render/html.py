@@ -15,7 +15,7 @@ from importlib import resources
 
 import numpy as np
 
-from lrdiag.render.view import headline, severity_counts
+from lrdiag.render.view import headline, incidents
 
 _ASSETS = resources.files("lrdiag.render") / "assets"
 
@@ -66,8 +66,18 @@ def _without_curves(run: dict) -> dict:
 
 
 def _overview(run: dict) -> dict:
+    """The overview row: incidents by severity (one event on several metrics counts once), the validation loss,
+    and each curve role's main tag (the plain total loss before its components), which the overlay draws."""
     val = headline(run) or {}
-    return {"counts": severity_counts(run), "best_val": val.get("min"), "final_val": val.get("last"),
+    counts = {"error": 0, "warning": 0, "info": 0}
+    for incident in incidents(run):
+        counts[incident["severity"]] += 1
+    primary = {}
+    for role in ("train_loss", "val_loss", "lr"):
+        found = headline({"metrics": {tag: run["metrics"][tag] for tag in run["curves"] if tag in run["metrics"]}}, role)
+        if found:
+            primary[role] = found["tag"]
+    return {"counts": counts, "best_val": val.get("min"), "final_val": val.get("last"), "primary": primary,
             "downsampled": any(c["downsampled"] for c in run["curves"].values())}
 
 
@@ -76,7 +86,7 @@ def _hash(script: str) -> str:
 
 
 def render(model: dict) -> str:
-    runs = [{**_without_curves(run), "overview": _overview(run)} for run in model["runs"]]
+    runs = [{**_without_curves(run), "incidents": incidents(run), "overview": _overview(run)} for run in model["runs"]]
     replays = model.get("replays")
     data = {**{key: value for key, value in model.items() if key not in ("runs", "replays")}, "runs": runs,
             "replays": {**replays, "runs": [_without_curves(one) for one in replays["runs"]]} if replays else None}

@@ -3,7 +3,8 @@ replays) and the command that writes it as one self-contained HTML file.
 
     {"schema": 1, "kind": "lrdiag-report", "lrdiag": "<version>", "paths": [...],
      "runs": [<analyze run entry> + {"curves": {tag: {"role", "points", "downsampled", "steps": ndarray,
-                                                   "values": ndarray}}}],
+                                                   "values": ndarray}},
+                                     "clock": {"start", "steps", "seconds"} | None}],
      "errors": [], "rules": {code: {"name", "severity", "category", "what", "why", "example", "fix"}},
      "recommendations": {run: {"candidates": [...], "replay": {...} | None}},
      "replays": {"dir", "runs": [{"label", "seed", "run", "findings", "curves"}]} | None}
@@ -50,6 +51,29 @@ def curves(run, run_points: int) -> dict:
     return out
 
 
+CLOCK_POINTS = 64  # (step, wall time) pairs a run keeps for the report's time axes: a few KB for 100 runs
+
+
+def clock(run) -> dict | None:
+    """When the run's steps were logged, for the report's relative- and wall-time axes: from its series with the
+    most wall times, up to CLOCK_POINTS (step, seconds since its first point) pairs, the seconds never going back
+    (a resumed run's clock restarts), and the wall time of the first point (`start`, Unix seconds); None when no
+    series has wall times (CSV logs without a time column)."""
+    timed = [series for series in run.series.values() if series.wall_times is not None and len(series) > 1]
+    if not timed:
+        return None
+    series = max(timed, key=len)
+    order = np.argsort(series.steps, kind="stable")
+    steps, wall = series.steps[order], series.wall_times[order]
+    good = np.isfinite(wall) & (wall > 0)
+    steps, wall = steps[good], wall[good]
+    if steps.size < 2:
+        return None
+    pick = np.unique(np.linspace(0, steps.size - 1, min(CLOCK_POINTS, steps.size)).round().astype(int))
+    seconds = np.maximum.accumulate(wall[pick] - wall[pick[0]])
+    return {"start": float(wall[pick[0]]), "steps": steps[pick].tolist(), "seconds": np.round(seconds, 1).tolist()}
+
+
 def report_run(spec, engine, roles: dict, run_points: int) -> dict | str:
     """One run's report entry: what `lrdiag analyze` says of it, and its curves for display; or why
     none of its files could be read."""
@@ -63,6 +87,7 @@ def report_run(spec, engine, roles: dict, run_points: int) -> dict | str:
         return unread
     entry = run_entry(run, engine.run(run))
     entry["curves"] = curves(run, run_points)
+    entry["clock"] = clock(run)
     return entry
 
 
@@ -169,9 +194,10 @@ def report(paths, output, replays, recommendations, roles, config_path, select, 
     page = html.render(model)
     safeio.write_text(output, page, inputs_of(model, recommendations), what="report")
     findings = sum(len(run["findings"]) for run in model["runs"])
+    incidents = sum(len(run.get("incidents", [])) for run in model["runs"])
     runs = len(model["runs"])
-    click.echo(f"wrote {output}: {plural(runs, 'run')}, {plural(findings, 'finding')}, {len(page) / 1e6:.2f} MB",
-               err=True)
+    click.echo(f"wrote {output}: {plural(runs, 'run')}, {plural(incidents, 'incident')} ({plural(findings, 'finding')}), "
+               f"{len(page) / 1e6:.2f} MB", err=True)
     for error in model["errors"]:
         click.echo(f"lrdiag: error: {inert(error)}", err=True)
     if model["errors"]:
