@@ -208,6 +208,9 @@ def test_the_page_loads_without_console_errors_and_draws_its_charts(opened, brow
     assert events["errors"] == []
     assert [text for kind, text in events["console"] if kind in ("error", "warning")] == []
     assert all(url.startswith("file://") for url in events["requests"])
+    first = page.locator("section.run").first  # charts are drawn as they come near the viewport
+    first.scroll_into_view_if_needed()
+    first.locator("canvas").first.wait_for(timeout=10_000)
     canvases = page.query_selector_all("section.run canvas")
     assert canvases, "no chart drawn"
     assert page.evaluate(_INKED, canvases[0]) > 2000  # axes, grid and lines, not an empty canvas
@@ -285,3 +288,113 @@ def test_recommended_schedules_and_replays_are_drawn(opened):
                                                   ["warmup-cosine", "2", "none | none"]]
     replays.locator("canvas").first.wait_for()
     assert page.evaluate(_INKED, replays.locator("canvas").first.element_handle()) > 2000
+
+
+def test_a_runs_clock_pairs_steps_with_seconds_when_wall_times_are_logged():
+    steps = np.arange(1000)
+    timed = Run("timed", "tensorboard", [], series={"loss": Series("loss", steps, falling(1000), 1_700_000_000.0 + steps
+                                                                   * 0.5, role="train_loss")})
+    clock = report.clock(timed)
+    assert all(curve["clock"] == clock for curve in report.curves(timed, 1000).values())
+    assert clock["start"] == 1_700_000_000.0 and len(clock["steps"]) == report.CLOCK_POINTS
+    assert clock["steps"][-1] == 999 and clock["seconds"][-1] == 499.5
+    assert report.clock(Run("csv", "generic_csv", [], series={"loss": Series("loss", steps, falling(1000))})) is None
+
+
+def test_the_overview_counts_incidents_and_names_each_roles_main_curve(built):
+    data = embedded(built["page"], "lrdiag-data")
+    run = next(run for run in data["runs"] if run["run"] == "lightning_csv/mlp_sgd_lr_spikes/version_0")
+    assert len(run["findings"]) > len(run["incidents"]) == sum(run["overview"]["counts"].values())
+    assert run["overview"]["primary"]["train_loss"] in run["curves"]
+
+
+def _section(page, name: str):
+    section = page.locator("section.run", has_text=name).first
+    section.scroll_into_view_if_needed()
+    section.locator("canvas").first.wait_for()
+    return section
+
+
+@browser_test
+def test_the_smoothing_slider_moves_the_curve_and_is_remembered(opened):
+    page, events = opened
+    weights = [0.0, 0.6, 0.9]
+    values = [1.0, 2.0, None, 4.0, 3.0]
+    for weight in weights:  # TensorBoard's debiased EMA, gaps kept
+        expected, last, count = [], 0.0, 0
+        for value in values:
+            if value is None:
+                expected.append(None)
+                continue
+            last, count = last * weight + (1 - weight) * value, count + 1
+            expected.append(last / (1 - weight ** count) if weight else value)
+        got = page.evaluate("([v, w]) => window.__lrdiag.smooth(v, w)", [values, weight])
+        assert got == pytest.approx(expected)
+    assert page.locator("#smoothing").input_value() == "0.6"
+    section = _section(page, "tensorboard/mlp_sgd_bad_batch_spike")
+    assert "train/loss (raw)" in section.locator(".u-legend").inner_text()
+    before = page.evaluate("(c) => c.toDataURL()", section.locator("canvas").first.element_handle())
+    page.evaluate("() => { const s = document.getElementById('smoothing'); s.value = '0.95';"
+                  " s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }")
+    page.wait_for_timeout(100)
+    assert page.evaluate("(c) => c.toDataURL()", section.locator("canvas").first.element_handle()) != before
+    page.reload()
+    deadline = time.monotonic() + 30
+    while not page.evaluate("window.__lrdiagReady === true"):
+        assert time.monotonic() < deadline, "the report never set window.__lrdiagReady after a reload"
+        page.wait_for_timeout(50)
+    assert page.locator("#smoothing").input_value() == "0.95"  # file:// pages keep localStorage in chromium
+    page.evaluate("() => localStorage.removeItem('lrdiag.smoothing')")
+    assert events["errors"] == [] and [t for kind, t in events["console"] if kind == "error"] == []
+
+
+@browser_test
+def test_the_overlay_draws_the_chosen_runs_on_one_chart_with_time_axes(opened):
+    page, events = opened
+    for name in ("tensorboard/mlp_adam_moons", "tensorboard/mlp_sgd_bad_batch_spike"):
+        page.locator("table.overview tbody tr", has_text=name).locator("input.compare").check()
+    overlay = page.locator("section.overlay")
+    overlay.locator("canvas").first.wait_for()
+    labels = overlay.locator(".u-legend .u-label").all_inner_texts()
+    assert "tensorboard/mlp_adam_moons · train/loss" in labels and "tensorboard/mlp_sgd_bad_batch_spike · train/loss" in labels
+    assert page.evaluate(_INKED, overlay.locator("canvas").first.element_handle()) > 2000
+    overlay.locator("select.overlay-x").select_option("relative")
+    assert overlay.locator(".u-legend .u-label").first.inner_text().startswith("relative time")
+    overlay.locator("select.overlay-x").select_option("wall")
+    overlay.locator("select.overlay-role").select_option("val_loss")
+    assert "tensorboard/mlp_adam_moons · val/loss" in overlay.locator(".u-legend .u-label").all_inner_texts()
+    # A CSV run has no wall times: with it chosen, only the step axis is offered.
+    page.locator("table.overview tbody tr", has_text="keras_csv/mlp_adam_overfit").locator("input.compare").check()
+    assert overlay.locator("select.overlay-x").input_value() == "step"
+    assert overlay.locator("select.overlay-x option[value=wall]").is_disabled()
+    assert events["errors"] == [] and [t for kind, t in events["console"] if kind == "error"] == []
+
+
+@browser_test
+def test_log_toggle_and_readable_ticks(opened):
+    page, _ = opened
+    assert page.evaluate("[1e-4, 0.001, 1e4, 2.5e-5, 0.25, 1500000, -3e-7].map(v => window.__lrdiag.readable(v, 3))") == \
+        ["1e-4", "0.001", "10k", "2.5e-5", "0.25", "1.5M", "-3e-7"]
+    section = _section(page, "tensorboard/mlp_sgd_bad_batch_spike")
+    toggle = section.locator("input.log-toggle")
+    was = toggle.is_checked()
+    toggle.click()
+    page.wait_for_timeout(100)
+    axis = section.locator(".u-axis").nth(1).inner_text()
+    assert ("loss (log)" in axis) != was
+    ticks = " ".join(page.locator("section.run .u-axis").all_inner_texts())
+    assert not re.search(r"\d\.\d{3}e[-+]?\d", ticks), ticks
+
+
+@browser_test
+def test_an_incident_is_listed_once_with_its_metrics_and_linked_from_the_overview(opened):
+    page, _ = opened
+    row = page.locator("table.overview tbody tr", has_text="lightning_csv/mlp_sgd_lr_spikes")
+    link = row.locator("a[href$='-incidents']").first
+    target = link.get_attribute("href")
+    section = page.locator(f"section.run:has({target})")
+    items = section.locator(target + " > li")
+    assert items.count() < 9  # 9 findings on 3 metrics
+    grouped = section.locator("li:has(div.also)").first
+    assert grouped.locator("div.also").inner_text().startswith("also on: ")
+    assert grouped.locator("div.cause").inner_text().startswith("likely cause: ")

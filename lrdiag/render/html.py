@@ -86,7 +86,9 @@ def _hash(script: str) -> str:
 
 
 def render(model: dict) -> str:
-    runs = [{**_without_curves(run), "incidents": incidents(run), "overview": _overview(run)} for run in model["runs"]]
+    runs = [{**_without_curves(run), "incidents": incidents(run), "overview": _overview(run),
+             "clock": next((c.get("clock") for c in run["curves"].values() if c.get("clock")), None)}
+            for run in model["runs"]]
     replays = model.get("replays")
     data = {**{key: value for key, value in model.items() if key not in ("runs", "replays")}, "runs": runs,
             "replays": {**replays, "runs": [_without_curves(one) for one in replays["runs"]]} if replays else None}

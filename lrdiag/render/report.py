@@ -3,8 +3,7 @@ replays) and the command that writes it as one self-contained HTML file.
 
     {"schema": 1, "kind": "lrdiag-report", "lrdiag": "<version>", "paths": [...],
      "runs": [<analyze run entry> + {"curves": {tag: {"role", "points", "downsampled", "steps": ndarray,
-                                                   "values": ndarray}},
-                                     "clock": {"start", "steps", "seconds"} | None}],
+                                                   "values": ndarray, "clock": {"start", "steps", "seconds"} | None}}}],
      "errors": [], "rules": {code: {"name", "severity", "category", "what", "why", "example", "fix"}},
      "recommendations": {run: {"candidates": [...], "replay": {...} | None}},
      "replays": {"dir", "runs": [{"label", "seed", "run", "findings", "curves"}]} | None}
@@ -39,7 +38,8 @@ def points_per_run(runs: int) -> int:
 
 
 def curves(run, run_points: int) -> dict:
-    """Each loss and LR series in step order, downsampled to the run's share; NaN/Inf kept, to show as gaps."""
+    """Each loss and LR series in step order, downsampled to the run's share; NaN/Inf kept, to show as gaps.
+    Each carries the run's `clock` (the same for all: the report's time axes map steps to seconds with it)."""
     chosen = {tag: series for tag, series in run.series.items() if series.role in CURVE_ROLES}
     max_points = min(max(run_points // max(len(chosen), 1), MIN_POINTS), MAX_POINTS)
     out = {}
@@ -48,6 +48,9 @@ def curves(run, run_points: int) -> dict:
         steps, values = minmax(series.steps[order], series.values[order], max_points)
         out[tag] = {"role": series.role, "points": len(series), "downsampled": len(series) > max_points,
                     "steps": steps, "values": values}
+    timing = clock(run) if out else None
+    for curve in out.values():
+        curve["clock"] = timing
     return out
 
 
@@ -87,7 +90,6 @@ def report_run(spec, engine, roles: dict, run_points: int) -> dict | str:
         return unread
     entry = run_entry(run, engine.run(run))
     entry["curves"] = curves(run, run_points)
-    entry["clock"] = clock(run)
     return entry
 
 

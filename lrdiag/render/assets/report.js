@@ -570,10 +570,10 @@
     }));
     var note = el("span", { class: "muted" });
     var area = el("div", { class: "overlay-chart" });
+    var controls = el("div", { class: "controls hidden" }, [el("label", {}, ["metric role ", role]),
+                                                             el("label", {}, ["x axis ", axis])]);
     var section = el("section", { class: "overlay", id: "overlay" }, [
-      el("h2", { text: "Compare runs" }),
-      el("div", { class: "controls" }, [el("label", {}, ["metric role ", role]), el("label", {}, ["x axis ", axis]), note]),
-      area]);
+      el("h2", {}, ["Compare runs ", note]), controls, area]);
     function draw() {
       var chosen = rows.filter(function (row) { return row.pick.checked; }).map(function (row) { return row.index; });
       chosen.sort(function (a, b) { return a - b; });
@@ -597,7 +597,8 @@
                       color: PALETTE[k % PALETTE.length], steps: x, values: curves[i][tag][1] });
       });
       note.textContent = chosen.length ? tables.length + " of " + chosen.length + " chosen runs have a " + role.value + " curve"
-        : "tick runs in the table above to draw them here";
+        : "tick runs in the table above to draw them on one chart";
+      controls.classList.toggle("hidden", !chosen.length);
       if (!tables.length) return;
       var made = chartBox({ tables: tables, height: 320, smooth: true, log: null, x: axis.value });
       area.append(made.box);
@@ -658,4 +659,5 @@
   }
 
   build();
+  window.__lrdiag = { smooth: smooth, readable: readable };  // for the tests in a real browser
 })();
