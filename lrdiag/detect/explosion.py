@@ -20,9 +20,10 @@ not the loss's, and an evaluation sees the model's state without the batch noise
 A training loss that starts low (a regression whose targets the untrained model already nearly
 predicts) can lose all it learned without reaching five times its start: it has exploded too
 when, from some point to the end of the run, its 5-point median never comes back under `factor`
-times the lowest 5-point median it had reached before, for a quarter of the run at least (and
-`min_points`): longer than the climb to one top of a cyclic LR (half a cycle, a sixth of a run
-of three cycles), whose loss comes back down with the LR. And more than 10 % above its starting level
+times the lowest 5-point median it had reached before, for `min_points` points at least, and
+for a quarter of the run unless the logged LR is known not to cycle: longer than the climb to
+one top of a cyclic LR (half a cycle, a sixth of a run of three cycles), whose loss comes back
+down with the LR. And more than 10 % above its starting level
 all that time (LRD103 takes a loss within 10 % of its start as back at it): it lost all it had
 learned and more. A loss back at about its start after a x100 blow-up
 (a regression predicting the mean) is a stall at a trivial level, not an explosion (LRD103). The
@@ -77,7 +78,7 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
         best = np.minimum.accumulate(smooth)
         rest = np.minimum.accumulate(smooth[::-1])[::-1]
         held = np.flatnonzero((rest >= factor * best) & (rest > _BACK_AT_START * start)
-                              & (np.arange(values.size) <= values.size - max(min_points, values.size // 4)))
+                              & (np.arange(values.size) <= values.size - max(min_points, _hold(ctx, values.size))))
         if held.size:
             stretches = [(int(held[0]), values.size - 1)]
             low_at = int(np.argmin(smooth[: held[0] + 1]))
@@ -96,3 +97,17 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     return [Hit(int(steps[climb]), int(steps[last]),
                 {"step": int(steps[climb]), "crossed_step": int(steps[first]), **evidence, "reference": reference,
                  "peak": float(values[peak]), "peak_step": int(steps[peak]), "ratio": float(values[peak] / level)})]
+
+
+def _hold(ctx: Context, points: int) -> int:
+    """Points a climb above the lowest level must hold to the end: a quarter of the run, unless
+    the logged LR does not cycle (it rises past the middle of its range once at most, as LRD107
+    counts cycles): then no LR top is there for the loss to come back down from."""
+    if ctx.lr is None:
+        return points // 4
+    lr = ctx.lr.values[np.isfinite(ctx.lr.values)]
+    if lr.size < 2 or not lr.max() > lr.min():
+        return 0  # a constant LR
+    scaled = (lr - lr.min()) / (lr.max() - lr.min())
+    tops = int(((scaled[:-1] < 0.5) & (scaled[1:] >= 0.5)).sum()) + int(scaled[0] >= 0.5)
+    return points // 4 if tops >= 2 else 0
