@@ -7,7 +7,8 @@ of the same metric, or in the last tenth of the steps before that metric's first
 A loss locked to a cyclic LR (LRD107) explains more: the spikes at the LR's peaks, the stall
 of a loss that every cycle sets back, and the plain oscillation (LRD102) it names the cause of,
 when they overlap it on the same metric; and a spike of the run's other loss (an evaluation
-made while the LR stood at a top) that lies where the LR was in the top half of its range. Any oscillation explains a stall of the same metric
+made while the LR stood at a top) that lies where the LR was in the top half of its range, and a
+divergence whose rise rests on one last evaluation made there. Any oscillation explains a stall of the same metric
 that it covers half of or more: a loss swinging through a stretch is not stalled there; and a
 non-finite finding explains a stall that lies mostly after its first NaN.
 """
@@ -19,8 +20,13 @@ CYCLE_LOCKED = "loss.lr-cycle-locked"
 
 
 def _explains(big, small) -> bool:
-    if big.name == CYCLE_LOCKED and big.metric != small.metric and small.category == "spike":
-        step = small.evidence.get("step", small.step_start)
+    if big.name == CYCLE_LOCKED and big.metric != small.metric and small.category in ("spike", "train_val_divergence"):
+        if small.category == "spike":
+            step = small.evidence.get("step", small.step_start)
+        elif small.evidence.get("end_points") == 1:  # a rise that rests on the last evaluation alone
+            step = small.evidence.get("last_step", small.step_end)
+        else:
+            return False
         return any(low <= step <= high for low, high in big.evidence.get("lr_tops", []))
     if big.metric != small.metric or big is small:
         return False
