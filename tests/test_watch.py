@@ -300,3 +300,23 @@ def test_a_growing_finding_is_reported_again_only_when_its_step_range_doubled(tm
                    if e.finding.rule == "LRD105"]
     assert events == [("new", 100, 100), ("updated", 100, 101), ("updated", 100, 103), ("updated", 100, 107),
                       ("updated", 100, 115), ("updated", 100, 131), ("updated", 100, 163)]
+
+
+def test_an_event_file_damaged_mid_file_is_read_past_the_damage_as_analyze_reads_it(tmp_path, setup):
+    from lrdiag.ingest.tfrecord import Buffer, walk
+
+    engine, roles = setup
+    data = bytearray(_event_file(tmp_path, 60))
+    starts = walk(Buffer.from_bytes(bytes(data)), 0)[0]
+    data[int(starts[30]) + 3] ^= 0x40  # a length field gone bad: its checksum no longer matches
+    run = tmp_path / "runs" / "damaged"
+    run.mkdir(parents=True)
+    path = run / "events.out.tfevents.1.host"
+    path.write_bytes(bytes(data))
+    watcher = Watcher([str(tmp_path / "runs")], engine, roles)
+    watcher.poll()
+    read = tfevents.read_files([path])
+    watched = watcher.runs["damaged"].run
+    assert watched.series["loss"].steps.tolist() == read.series["loss"].steps.tolist()
+    assert len(read.series["loss"]) > 40  # the points after the damage are kept
+    assert [problem for _, problem in watcher.problems] == read.problems and read.problems

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from lrdiag.ingest import csvlog, files, jsonlog, tfevents
-from lrdiag.ingest.tfrecord import Buffer, walk
+from lrdiag.ingest.tfrecord import FOOTER, HEADER, Buffer, frame, masked_crc, walk
 
 _DOCUMENTS = {"hf_trainer_state", "keras_history_json"}
 
@@ -54,7 +54,7 @@ class Tail:
                 new = handle.read()
         except OSError:
             return False
-        whole = _whole(new, self.reader)
+        whole = _whole(new, self.reader, self.data)
         if not whole:
             return False
         self.data += new[:whole]
@@ -91,10 +91,20 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def _whole(new: bytes, reader) -> int:
-    """How many leading bytes of `new` end in a whole record."""
+def _whole(new: bytes, reader, held: bytes) -> int:
+    """How many leading bytes of `new` (written after the `held` ones) end in a whole record."""
     if reader is tfevents:
-        return walk(Buffer.from_bytes(new), 0)[2] if new else 0
+        stop = walk(Buffer.from_bytes(new), 0)[2] if new else 0
+        if stop + HEADER <= len(new) and masked_crc(new[stop:stop + 8]) != int.from_bytes(new[stop + 8:stop + 12],
+                                                                                        "little"):
+            # The walk stopped at a length whose checksum is bad: damage, not a record being written. Frame
+            # as the reader does, resuming after it, up to the end of the last intact record.
+            records = frame(Buffer.from_bytes(held + new))
+            if not records.data_starts.size:
+                return 0
+            end = int(records.data_starts[-1] + records.lengths[-1]) + FOOTER
+            return max(0, end - len(held))
+        return stop
     if reader in (csvlog, jsonlog):
         return new.rfind(b"\n") + 1
     return len(new)
