@@ -332,7 +332,11 @@ def test_the_smoothing_slider_moves_the_curve_and_is_remembered(opened):
         assert got == pytest.approx(expected)
     assert page.locator("#smoothing").input_value() == "0.6"
     section = _section(page, "tensorboard/mlp_sgd_bad_batch_spike")
-    assert "train/loss (raw)" in section.locator(".u-legend").inner_text()
+    assert section.locator(".u-legend tr.raw").count() == 2  # train/loss and val/loss, drawn faint, shown in the
+    assert "train/loss (raw)" not in section.locator(".u-legend").inner_text()  # smoothed rows: "0.31 (raw 0.29)"
+    box = section.locator(".u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert re.search(r"train/loss:?\s*[-\d.e]+ \(raw [-\d.e]+\)", section.locator(".u-legend").inner_text())
     before = page.evaluate("(c) => c.toDataURL()", section.locator("canvas").first.element_handle())
     page.evaluate("() => { const s = document.getElementById('smoothing'); s.value = '0.95';"
                   " s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }")
@@ -355,7 +359,7 @@ def test_the_overlay_draws_the_chosen_runs_on_one_chart_with_time_axes(opened):
         page.locator("table.overview tbody tr", has_text=name).locator("input.compare").check()
     overlay = page.locator("section.overlay")
     overlay.locator("canvas").first.wait_for()
-    labels = overlay.locator(".u-legend .u-label").all_inner_texts()
+    labels = overlay.locator(".u-legend tr:not(.raw) .u-label").all_inner_texts()
     assert "tensorboard/mlp_adam_moons · train/loss" in labels and "tensorboard/mlp_sgd_bad_batch_spike · train/loss" in labels
     assert page.evaluate(_INKED, overlay.locator("canvas").first.element_handle()) > 2000
     overlay.locator("select.overlay-x").select_option("relative")

@@ -219,9 +219,15 @@
       if (spec.smooth && scale === "loss" && smoothing > 0) {
         var raw = lineSeries(t.label + " (raw)", faint(color), scale, dash);
         raw.width = 1;
+        raw.class = "raw";  // its legend row is hidden: the smoothed row shows the raw value beside its own
         series.push(raw);
         columns.push([t.steps, t.values]);
-        series.push(lineSeries(t.label, color, scale, dash));
+        var smoothed = lineSeries(t.label, color, scale, dash);
+        smoothed.value = function (u, v, index, at) {
+          var before = at == null ? null : u.data[index - 1][at];
+          return fmt(v) + (before == null || v == null ? "" : " (raw " + fmt(before) + ")");
+        };
+        series.push(smoothed);
         columns.push([t.steps, smooth(t.values, smoothing)]);
       } else {
         series.push(lineSeries(t.label, color, scale, dash));
