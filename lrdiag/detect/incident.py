@@ -14,10 +14,10 @@ The rule, and why it is this one:
 - Overlap chains: a finding that overlaps any member of a group joins it (the groups are the
   connected parts of the overlap relation, found by a sweep over the widened starts).
 - The headline is the strongest finding: the most severe, then the largest size, the height of its
-  peak above its level (`evidence["peak"]` and `evidence["level"]`, or an explosion's `start_level`, in the metric's units: the total
-  loss, which holds its components, before them; the step loss, whose spike the epoch mean averages
-  down, before its epoch mean), then the first in the findings' order. A finding without a peak and a
-  level has size 0. The incident's severity is the headline's.
+  peak above its level (`evidence["peak"]` and `evidence["level"]`, or an explosion's `start_level`),
+  in the metric's units: the total loss, which holds its components, before them; the step loss,
+  whose spike the epoch mean averages down, before its epoch mean. Then the first in the findings'
+  order. A finding without a peak and a level has size 0. The incident's severity is the headline's.
 
 Every finding belongs to exactly one incident (most to an incident of one); the findings keep their
 own entries in the output, and an incident lists them by index.

@@ -1,4 +1,5 @@
-"""JUnit XML: one testsuite a run (analyze) or a gate, one testcase an incident (its headline finding, the others named in it) or a check."""
+"""JUnit XML: one testsuite a run (analyze) or a gate; one testcase an incident (its headline finding, the others
+named in it) or a check."""
 
 from __future__ import annotations
 

@@ -89,8 +89,8 @@ def suites(doc: dict, fail_on: str = "error") -> list[dict]:
         file = run["files"][0] if run["files"] else run["run"]
         cases = [_case(f"{f['rule']} {f['name']} {f['metric']} {where(f)}", f"lrdiag.{run['run']}",
                        "failed" if SEVERITY_RANK[f["severity"]] <= worst else "passed", _LEVELS[f["severity"]],
-                       f"{f['rule']} {f['name']} ({f['metric']})" + (f" and {plural(len(inc['metrics']) - 1, 'more metric')}"
-                                                                     if len(inc["metrics"]) > 1 else ""),
+                       f"{f['rule']} {f['name']} ({f['metric']})"
+                       + (f" and {plural(len(inc['metrics']) - 1, 'more metric')}" if len(inc["metrics"]) > 1 else ""),
                        "\n".join(part for part in (f"{where(f)}: {f['message']}", also_on(run, inc), cause(f)) if part),
                        file)
                  for inc in incidents(run) for f in [run["findings"][inc["headline"]]]]
