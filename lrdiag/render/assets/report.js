@@ -157,7 +157,9 @@
         ctx.font = (11 * uPlot.pxRatio) + "px system-ui, sans-serif";
         ctx.fillText("#" + inc.id, Math.max(x0, u.bbox.left) + 3 * uPlot.pxRatio, u.bbox.top + 12 * uPlot.pxRatio);
       });
-      var heads = incidents ? incidents.map(function (inc) { return findings[inc.headline]; }) : findings;
+      // A headline's own window is not shaded again under its incident's band.
+      var heads = incidents ? incidents.filter(function (inc) { return over || inc.findings.length < 2; })
+        .map(function (inc) { return findings[inc.headline]; }) : findings;
       heads.forEach(function (f) {
         if (!f) return;
         var rgb = SEVERITY_COLOR[f.severity] || SEVERITY_COLOR.info;
