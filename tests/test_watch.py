@@ -320,3 +320,13 @@ def test_an_event_file_damaged_mid_file_is_read_past_the_damage_as_analyze_reads
     assert watched.series["loss"].steps.tolist() == read.series["loss"].steps.tolist()
     assert len(read.series["loss"]) > 40  # the points after the damage are kept
     assert [problem for _, problem in watcher.problems] == read.problems and read.problems
+
+
+def test_a_trainer_state_seen_empty_at_first_is_still_read_as_a_whole_document(tmp_path):
+    path = tmp_path / "trainer_state.json"
+    path.write_text("")  # the Trainer opened it and has not written yet
+    tail = Tail(path, jsonlog)
+    assert not tail.advance()
+    path.write_text(json.dumps({"global_step": 1, "log_history": [{"loss": 1.0, "step": 1}]}, indent=2))
+    assert tail.advance()
+    assert jsonlog.read(path, data=tail.data).series["loss"].steps.tolist() == [1]

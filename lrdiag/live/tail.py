@@ -29,7 +29,7 @@ class Tail:
         self.path = path
         self.reader = reader
         self.data = b""
-        self._document = reader is jsonlog and jsonlog._detect(path.name, _head(path)) in _DOCUMENTS
+        self._document: bool | None = None  # a whole-file JSON document? Known once the file has a head
         self._seen: tuple[int, int] | None = None  # (size, mtime) when last looked at
         self._entries = -1  # a document's log length when last taken
 
@@ -44,6 +44,11 @@ class Tail:
         if seen == self._seen:
             return False
         self._seen = seen
+        if self._document is None:
+            head = _head(self.path)
+            if not head.strip():
+                return False  # created, nothing in it yet
+            self._document = self.reader is jsonlog and jsonlog._detect(self.path.name, head) in _DOCUMENTS
         if self._document:
             return self._take_document()
         try:
