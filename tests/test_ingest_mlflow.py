@@ -176,8 +176,9 @@ def test_fifos_in_a_run_folder_are_problems_never_opened_blocking(file_store, tm
 def test_meta_yaml_fields_read_as_yaml_reads_them(file_store):
     yaml = pytest.importorskip("yaml")
     root, _, _ = file_store
-    metas = list(root.rglob("meta.yaml")) + list(REAL_MLFLOW.rglob("meta.yaml"))
-    assert len(metas) > 10
+    written = list(root.rglob("meta.yaml"))
+    assert len(written) >= 5  # experiments, runs and the trash of the store the fixture wrote
+    metas = written + list(REAL_MLFLOW.rglob("meta.yaml"))  # the real stores too, where they are
     for path in metas:
         expected = yaml.safe_load(path.read_text())
         ours = mlflow_files.read_meta(path)
