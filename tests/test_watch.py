@@ -172,6 +172,29 @@ def test_a_new_event_file_of_a_run_and_a_new_run_are_picked_up(tmp_path, setup):
     assert len(watcher.runs["a"].tails) == 2
 
 
+def test_a_run_in_an_mlflow_file_store_is_followed_as_it_grows(tmp_path, setup):
+    # A tracker's store has no file of the run's own to tail: the store reads the run whole at each
+    # poll, and the rules judge it again when its points changed (a NaN logged later is found then).
+    engine, roles = setup
+    experiment = tmp_path / "mlruns" / "1"
+    run = experiment / "0123456789abcdef0123456789abcdef"
+    (run / "metrics").mkdir(parents=True)
+    (experiment / "meta.yaml").write_text("artifact_location: file:///x\nexperiment_id: '1'\n"
+                                          "lifecycle_stage: active\nname: exp\n")
+    (run / "meta.yaml").write_text("artifact_uri: file:///x/a\nexperiment_id: '1'\nlifecycle_stage: active\n"
+                                   f"run_id: {run.name}\nrun_name: first\nstatus: 1\n")
+    lines = [f"{1700000000000 + step} {2.0 * 0.99 ** step} {step}\n" for step in range(60)]
+    (run / "metrics" / "train_loss").write_text("".join(lines))
+    watcher = Watcher([str(tmp_path / "mlruns")], engine, roles)
+    assert watcher.poll() == [] and set(watcher.runs) == {"exp/first"}
+    assert watcher.poll() == []  # nothing new: nothing judged again
+    with open(run / "metrics" / "train_loss", "a") as metric:
+        metric.write("".join(f"{1700000000000 + step} nan {step}\n" for step in range(60, 70)))
+    [event] = watcher.poll()
+    assert (event.run, event.finding.rule, event.finding.step_start, event.status) == ("exp/first", "LRD105", 60, "new")
+    assert _watched(watcher) == _analyzed(tmp_path / "mlruns", engine, roles)
+
+
 # --- the command, as a subprocess, against a live writer -----------------------------------------------
 
 def _reader(stream, lines: queue.Queue) -> None:

@@ -54,11 +54,6 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
             for name in sorted(set(watcher.runs) - announced):
                 announced.add(name)
                 click.echo(_inert(f"lrdiag: following run {name}"), err=True)
-            for name in watcher.skipped:
-                if name not in announced:
-                    announced.add(name)
-                    click.echo(_inert(f"lrdiag: warning: {name} is a run in a tracker's store, which watch does "
-                                      "not follow (analyze it when it ends)"), err=True)
             for name, problem in watcher.problems:
                 where = f"{problem.where}: " if problem.where else ""
                 click.echo(_inert(f"lrdiag: warning: {name}: {problem.file}: {where}{problem.message}"), err=True)

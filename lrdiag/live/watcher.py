@@ -5,7 +5,8 @@ Detection re-runs the engine on a grown run's whole series so far rather than ke
 findings are then those of `lrdiag analyze` on the same data by construction (a rule such as a stall or a
 divergence judges the whole curve, and an explanation may drop an earlier spike). Its cost grows with the
 points a run holds (tens of ms for a run of thousands of points), paid only by runs that grew since the
-last poll.
+last poll. A run in a tracker's store (MLflow, W&B) has no file of its own to tail: the store reads it
+whole at each poll, and it is judged again when its number of points changed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class _RunState:
     run: Run | None = None
     latest: list[Finding] = field(default_factory=list)
     problems: set = field(default_factory=set)
+    points: int = 0  # a store run's points at the last poll
 
 
 class Watcher:
@@ -84,7 +86,6 @@ class Watcher:
         self.roles = roles or {}
         self.verify = verify
         self.runs: dict[str, _RunState] = {}
-        self.skipped: list[str] = []  # runs in trackers' stores, which are not followed live
         self.problems: list[tuple[str, Problem]] = []  # damage met in whole records, each once; the caller drains it
 
     def poll(self) -> list[Event]:
@@ -94,6 +95,13 @@ class Watcher:
             state = self.runs.get(spec.name)
             if state is None:
                 state = self.runs[spec.name] = _RunState(spec)
+            if spec.store:
+                run = read_run(spec, verify=self.verify, roles=self.roles)
+                points = sum(len(series) for series in run.series.values())
+                if points != state.points:
+                    state.points = points
+                    events.extend(self._judge(state, run))
+                continue
             state.spec.files.update(spec.files)  # a new event file of the run (a restart)
             grew = False
             for path in state.spec.files:
@@ -115,18 +123,16 @@ class Watcher:
                 found = find_runs([path])
             except LrdiagError:
                 continue  # not there yet: a run that has not started
-            for spec in found:
-                if spec.store:
-                    if spec.name not in self.skipped:
-                        self.skipped.append(spec.name)
-                    continue
-                specs.append(spec)
+            specs.extend(found)
         return specs
 
     def _detect(self, state: _RunState) -> list[Event]:
         tails = {path: tail for path, tail in state.tails.items() if tail.data}
         spec = RunSpec(state.spec.name, {path: state.spec.files[path] for path in tails})
         run = read_run(spec, verify=self.verify, roles=self.roles, contents={p: t.data for p, t in tails.items()})
+        return self._judge(state, run)
+
+    def _judge(self, state: _RunState, run: Run) -> list[Event]:
         for problem in run.problems:
             if problem not in state.problems:
                 state.problems.add(problem)
