@@ -25,14 +25,14 @@ def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = 
         return run
     sources: list[str] = []
     for prefix in sorted(set(spec.files.values())):
-        files = [path for path, p in spec.files.items() if p == prefix]
-        event_files = [path for path in files if reader_for(path) is tfevents]
+        # Each file sniffed once here (a CSV or JSON file's claim reads its first 64 KiB).
+        readers = {path: reader_for(path) for path, p in spec.files.items() if p == prefix}
+        event_files = [path for path, reader in readers.items() if reader is tfevents]
         results: list[tuple[Path | None, ReadResult]] = []
         if event_files:
             results.append((None, _guarded(tfevents.read_files, event_files, event_files[0], verify=verify,
                                             contents=contents)))
-        for path in files:
-            reader = reader_for(path)
+        for path, reader in readers.items():
             if reader is None:
                 run.problems.append(Problem(str(path), "", "not a training log lrdiag can read (expected TensorBoard "
                                                            "event files, a CSV log or a JSON log)"))
