@@ -1,0 +1,23 @@
+"""The detectors' own median filter equals scipy's exactly, on the numpy path and on the scipy path."""
+
+import numpy as np
+import pytest
+from scipy.ndimage import median_filter as scipy_median_filter
+
+from lrdiag.detect import robust
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 6, 7, 8, 41, 64, 65, 129, 256])
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 100, 1000, 5000])
+def test_median_filter_equals_scipy(n, size):
+    values = np.random.default_rng(n * 1000 + size).standard_t(2, size=n)
+    values[::7] = values[0]  # ties
+    want = scipy_median_filter(values, size=min(size, n), mode="reflect")
+    assert np.array_equal(robust.median_filter(values, size), want)
+
+
+def test_large_inputs_take_scipy_and_agree(monkeypatch):
+    values = np.random.default_rng(1).normal(size=3000)
+    big = robust.median_filter(values, 101)  # 303,000 > the numpy bound: scipy's filter
+    monkeypatch.setattr(robust, "_NUMPY_UP_TO", 10**9)
+    assert np.array_equal(robust.median_filter(values, 101), big)
