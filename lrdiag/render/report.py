@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from lrdiag import __version__
 from lrdiag.errors import LrdiagError
 from lrdiag.options import rule_options, warn_unmatched_roles
-from lrdiag.render.downsample import minmax
 
 CURVE_ROLES = ("train_loss", "val_loss", "lr")
 # Points shown in the whole report, shared out among runs and then among a run's curves: 100 runs
@@ -40,6 +38,10 @@ def points_per_run(runs: int) -> int:
 def curves(run, run_points: int) -> dict:
     """Each loss and LR series in step order, downsampled to the run's share; NaN/Inf kept, to show as gaps.
     Each carries the run's `clock` (the same for all: the report's time axes map steps to seconds with it)."""
+    import numpy as np  # here, not at the top: the CLI imports this module for its command, and starts quicker
+
+    from lrdiag.render.downsample import minmax
+
     chosen = {tag: series for tag, series in run.series.items() if series.role in CURVE_ROLES}
     max_points = min(max(run_points // max(len(chosen), 1), MIN_POINTS), MAX_POINTS)
     out = {}
@@ -62,6 +64,8 @@ def clock(run) -> dict | None:
     most wall times, up to CLOCK_POINTS (step, seconds since its first point) pairs, the seconds never going back
     (a resumed run's clock restarts), and the wall time of the first point (`start`, Unix seconds); None when no
     series has wall times (CSV logs without a time column)."""
+    import numpy as np
+
     timed = [series for series in run.series.values() if series.wall_times is not None and len(series) > 1]
     if not timed:
         return None
