@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
                                    join_lines, line_bounds, normalized, per_line_count, report,
                                    whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
+
+if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
+    import pandas as pd
 
 NAME = "csv"
 _SUFFIXES = (".csv", ".tsv", ".log", ".txt")
@@ -122,6 +125,7 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
     Lines with the wrong number of fields are found beforehand (pandas' C parser would pad short
     ones silently), reported, and left out of what the parser sees, so every good row before and
     after them is kept and a stray quote on a bad line cannot swallow the lines after it."""
+    import pandas as pd
     data = normalized(data)
     starts, ends = line_bounds(data)
     blank = ends == starts
@@ -195,6 +199,7 @@ def _first_of_each_name(frame: pd.DataFrame, names: list[str], path: pathlib.Pat
 def _series_from_frame(frame: pd.DataFrame, row_lines: np.ndarray, step_column: str, path: pathlib.Path,
                        problems: list[Problem]) -> dict[str, Series]:
     """One series per metric column: its points are the rows where its cell is filled (Lightning rows are sparse)."""
+    import pandas as pd
     if step_column not in frame.columns:  # an unnamed index column comes back as 'Unnamed: 0'
         step_column = frame.columns[0]
     step_cells = frame[step_column]

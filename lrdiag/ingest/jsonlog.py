@@ -8,15 +8,18 @@ import pathlib
 import re
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS,
                                    cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, normalized,
                                    per_line_count, report, whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
+
+if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
+    import pandas as pd
 
 NAME = "json"
 
@@ -231,6 +234,7 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
 
     Empty cells and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point. A key with no
     numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
+    import pandas as pd
     names = list(chunks.ids)
     # Bookkeeping keys (time, eta_seconds, ...) are never metrics and no format reads them: their
     # points go now, before they are copied; step counters and mmdetection's `mode` stay.
@@ -294,6 +298,7 @@ def _flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, blank: np.nda
 def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: np.ndarray,
                       chunks: _Chunks) -> np.ndarray:
     """Parse the flat lines (0-based indices) as CSV into `chunks`; return the indices it could not take."""
+    import pandas as pd
     if not len(flat):
         return flat
     width = 2 * _usual_key_count(data, starts, ends, flat)
@@ -429,6 +434,7 @@ def _metrics(numbers: Keyed) -> Keyed:
 
 def _bookkeeping(names: list[str]) -> np.ndarray:
     """is_bookkeeping for every name at once (a file may hold 100,000 keys)."""
+    import pandas as pd
     lowered = pd.Series(names, dtype=object).str.lower()
     return (lowered.isin(list(STEP_COLUMNS + tuple(BOOKKEEPING))) | lowered.str.endswith(BOOKKEEPING_SUFFIXES)).to_numpy(bool)
 
@@ -440,6 +446,7 @@ def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
 def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
     """Train keys keep their names; keys of other modes become `<mode>/<key>` so that a
     validation `loss` never mixes with the training `loss`."""
+    import pandas as pd
     metrics = _metrics(numbers)
     mode_codes, mode_names = pd.factorize(modes)  # no mode (the mmdetection header line): -1
     mode_names = list(mode_names)
@@ -467,6 +474,7 @@ def _mmdet(numbers: Keyed, texts: Keyed, line_count: int):
 
     Iters per epoch is the largest `iter` seen; a validation record's `iter` is the epoch's
     length, which the last logged training iter may fall short of."""
+    import pandas as pd
     modes = _by_line(texts.get("mode"), line_count, fill=None)
     epochs, iters = _by_line(numbers.get("epoch"), line_count), _by_line(numbers.get("iter"), line_count)
     records = pd.notna(modes)  # the header line (env_info, config, seed) has no mode
@@ -481,6 +489,7 @@ def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
     """mmengine scalars.json: `step` keys every line. Validation lines carry no `iter`, and with
     an epoch-based loop their `step` is the epoch; they move to the last training iter of that
     epoch so that every series counts iterations."""
+    import pandas as pd
     steps = _by_line(numbers.get("step"), line_count)
     if numbers.get("iter") is None:
         return _metrics(numbers), steps, "step"
@@ -569,6 +578,7 @@ def _decoded(data: bytes, path: pathlib.Path, problems: list[Problem]) -> str:
 
 
 def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
+    import pandas as pd
     text = _decoded(data, path, problems)
     try:
         state = _loads(text)
@@ -617,6 +627,7 @@ def _trainer_steps(frame: pd.DataFrame, state: dict) -> np.ndarray:
     A row without `step` (Seq2SeqTrainer's predict_* rows) was logged right after the row before
     it, so it takes that row's step. Rows before any step get epoch x steps per epoch, the ratio
     measured on the rows that have both (or the state's global_step / epoch)."""
+    import pandas as pd
     nothing = pd.Series(np.nan, index=frame.index)
     steps = pd.to_numeric(frame.get("step", nothing), errors="coerce")
     epochs = pd.to_numeric(frame.get("epoch", nothing), errors="coerce")
@@ -668,6 +679,7 @@ def _salvage_log_history(text: str, error: json.JSONDecodeError, path: pathlib.P
 def _read_keras_history(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
     """Keras `History.history`: steps are the list index, i.e. the 0-based epoch that Keras'
     own CSVLogger writes too."""
+    import pandas as pd
     text = _decoded(data, path, problems)
     try:
         history = _loads(text)

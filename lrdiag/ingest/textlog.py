@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from lrdiag.series.model import Problem
+
+if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
+    import pandas as pd
 
 HEAD_BYTES = 64 * 1024
 # Step columns in order of preference: the finest counter wins.
@@ -72,6 +75,7 @@ def cells_to_numbers(cells: pd.Series, places: np.ndarray, tag: str, path: pathl
 
     Empty cells (NaN/None) and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point; any
     other non-numeric cell in a numeric column is a problem at `where.format(place)` and no point."""
+    import pandas as pd
     if pd.api.types.is_numeric_dtype(cells.dtype) and not pd.api.types.is_bool_dtype(cells.dtype):
         values = cells.to_numpy(dtype=np.float64, na_value=np.nan)
         return ~np.isnan(values), values

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2
 
 from lrdiag.ingest.tfrecord import HEADER, Buffer, frame
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -184,7 +182,10 @@ def _tensor_scalar(tensor) -> float | None:
 
 
 def _slow_records(buf: Buffer, starts, lengths, first_record, tags, points, controls, problems, path):
-    """Decode records the fast path left, one Event protobuf each."""
+    """Decode records the fast path left, one Event protobuf each (protobuf is imported only here:
+    a file of plain `simple_value` scalars never needs it)."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
     for index, start, length in zip(first_record, starts.tolist(), lengths.tolist()):
         try:
             event = event_pb2.Event.FromString(buf.bytes_at(start, length))
