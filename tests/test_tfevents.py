@@ -509,3 +509,130 @@ def test_framing_names_exactly_the_damaged_records_across_checksum_chunks():
     kept = (records.data_starts - HEADER) // record_size
     np.testing.assert_array_equal(kept, np.setdiff1d(np.arange(count), damaged))
     assert (records.lengths == 12).all()
+
+
+# ---- the hand decoder of plain events (eventwire) against protobuf --------------------------
+
+SAMPLE_LOGS = Path(__file__).parents[1] / "sample_logs"
+
+
+def protobuf_plain(data: bytes):
+    """What protobuf says of a record, in eventwire.plain_event's shape; 'not an Event' when it raises."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        event = event_pb2.Event.FromString(data)
+    except DecodeError:
+        return "not an Event"
+    kind = event.WhichOneof("what")
+    payload = {"file_version": event.file_version, "session_log": event.session_log.status,
+               "summary": [(value.tag, value.simple_value) for value in event.summary.value]}.get(kind)
+    return event.wall_time, event.step, kind, payload
+
+
+def same_event(hand, proto) -> bool:
+    """Equal as written out: NaN equals NaN (a diverged run logs NaN), -0.0 differs from 0.0."""
+    return repr(hand) == repr(proto)
+
+
+def every_record(path: Path) -> list[bytes]:
+    from lrdiag.ingest.tfrecord import Buffer, frame
+
+    buf = Buffer.from_file(path)
+    records = frame(buf)
+    return [buf.bytes_at(start, length) for start, length in zip(records.data_starts.tolist(), records.lengths.tolist())]
+
+
+def real_and_sample_event_files() -> list[Path]:
+    roots = [SAMPLE_LOGS] + ([REAL_TFEVENTS] if REAL_TFEVENTS.is_dir() else [])
+    return sorted(path for root in roots for path in root.rglob("*tfevents*") if path.is_file())
+
+
+def test_every_plain_record_of_real_and_sample_files_decodes_by_hand_as_protobuf_decodes_it():
+    """Every record the hand decoder answers for equals protobuf's reading; the rest (tensors, images,
+    hparams) it leaves to protobuf. Real logs are read in place when ../shared is there."""
+    from lrdiag.ingest.eventwire import plain_event
+
+    answered = left = 0
+    for path in real_and_sample_event_files():
+        for data in every_record(path):
+            hand = plain_event(data)
+            if hand is None:
+                left += 1
+                continue
+            answered += 1
+            assert same_event(hand, protobuf_plain(data)), (path, data[:80])
+    assert answered > 10_000 and left > 0
+
+
+@pytest.mark.parametrize("path", real_and_sample_event_files(), ids=lambda path: path.parent.name)
+def test_real_and_sample_files_read_the_same_points_with_and_without_the_hand_decoder(path, monkeypatch):
+    from lrdiag.ingest import eventwire
+
+    by_hand = read_files([path])
+    monkeypatch.setattr(eventwire, "plain_event", lambda data: None)
+    by_protobuf = read_files([path])
+    assert by_hand.problems == by_protobuf.problems and by_hand.notes == by_protobuf.notes
+    assert list(by_hand.series) == list(by_protobuf.series)
+    for tag, series in by_hand.series.items():
+        other = by_protobuf.series[tag]
+        assert np.array_equal(series.steps, other.steps) and np.array_equal(series.wall_times, other.wall_times)
+        assert np.array_equal(series.values, other.values, equal_nan=True)
+
+
+def plain_records() -> list[bytes]:
+    """Events of every plain shape, and some near misses: a tensor value, metadata, an unknown field."""
+    from tensorboard.compat.proto import tensor_pb2
+
+    value = summary_pb2.Summary.Value
+    events = [
+        event_pb2.Event(wall_time=1.5, file_version="brain.Event:2"),
+        event_pb2.Event(wall_time=2.0, step=7, session_log=event_pb2.SessionLog(status=1, checkpoint_path="c")),
+        event_pb2.Event(step=-3, session_log=event_pb2.SessionLog(status=3, msg="m")),
+        event_pb2.Event(wall_time=3.0, step=2**62, summary=summary_pb2.Summary(value=[
+            value(tag="loss", simple_value=0.25, node_name="n"), value(tag="lr", simple_value=float("nan"))])),
+        event_pb2.Event(step=1, summary=summary_pb2.Summary()),
+        event_pb2.Event(wall_time=4.0),
+        event_pb2.Event(step=5, summary=summary_pb2.Summary(value=[value(
+            tag="t", tensor=tensor_pb2.TensorProto(dtype=1, float_val=[1.0]))])),
+        event_pb2.Event(step=5, summary=summary_pb2.Summary(value=[value(
+            tag="t", simple_value=1.0, metadata=summary_pb2.SummaryMetadata(display_name="d"))])),
+        event_pb2.Event(step=6, summary=summary_pb2.Summary(value=[value(tag="t")])),
+    ]
+    records = [event.SerializeToString() for event in events]
+    # the same fields in another order, a field repeated, a oneof set twice, an unknown field
+    return records + [records[3][9:] + records[3][:9], records[5] + records[5], records[0] + records[4],
+                      records[5] + b"\x58\x01"]
+
+
+def test_hand_decoder_reads_plain_shapes_and_leaves_tensors_metadata_and_odd_layouts_to_protobuf():
+    from lrdiag.ingest.eventwire import plain_event
+
+    answers = [plain_event(record) for record in plain_records()]
+    assert [answer is not None for answer in answers] == [True] * 6 + [False] * 3 + [True] + [False] * 3
+    assert answers[3] == (3.0, 2**62, "summary", [("loss", 0.25), ("lr", answers[3][3][1][1])])
+    assert answers[0] == (1.5, 0, "file_version", "brain.Event:2") and answers[2][:2] == (0.0, -3)
+    for record, answer in zip(plain_records(), answers):
+        assert answer is None or same_event(answer, protobuf_plain(record))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(data=st.data())
+def test_hand_decoder_never_disagrees_with_protobuf_on_damaged_or_odd_records(data):
+    """Random byte flips, cuts and insertions in plain records: the hand decoder answers as protobuf
+    does, or leaves the record to protobuf (None); it never invents a reading."""
+    from lrdiag.ingest.eventwire import plain_event
+
+    record = bytearray(data.draw(st.sampled_from(plain_records())))
+    for _ in range(data.draw(st.integers(0, 3))):
+        where = data.draw(st.integers(0, len(record)))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip" and where < len(record):
+            record[where] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del record[where:where + data.draw(st.integers(1, 4))]
+        else:
+            record[where:where] = data.draw(st.binary(min_size=1, max_size=3))
+    hand = plain_event(bytes(record))
+    if hand is not None:
+        assert same_event(hand, protobuf_plain(bytes(record))), bytes(record)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrdiag.ingest import eventwire
 from lrdiag.ingest.tfrecord import HEADER, Buffer, frame
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -182,45 +183,56 @@ def _tensor_scalar(tensor) -> float | None:
 
 
 def _slow_records(buf: Buffer, starts, lengths, first_record, tags, points, controls, problems, path):
-    """Decode records the fast path left, one Event protobuf each (protobuf is imported only here:
-    a file of plain `simple_value` scalars never needs it)."""
-    from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto import event_pb2
+    """Decode records the fast path left: plain ones by hand (eventwire), the rest with protobuf."""
     for index, start, length in zip(first_record, starts.tolist(), lengths.tolist()):
-        try:
-            event = event_pb2.Event.FromString(buf.bytes_at(start, length))
-        except DecodeError:
+        data = buf.bytes_at(start, length)
+        event = eventwire.plain_event(data) or _protobuf_event(data, tags)
+        if event is None:
             problems.append(Problem(str(path), f"offset {start - HEADER}", "record is not an Event protobuf; skipped"))
             continue
-        kind = event.WhichOneof("what")
+        wall_time, step, kind, payload = event
         if kind == "file_version":
-            version = event.file_version.partition(":")[2]
-            controls.append(_Control(index, event.step, file_version=_as_float(version)))
-            continue
-        if kind == "session_log":
-            controls.append(_Control(index, event.step, start=event.session_log.status == 1))
-            continue
-        if kind != "summary":
-            controls.append(_Control(index, event.step))
-            continue
-        ids, values = [], []
-        for item in event.summary.value:
-            if item.HasField("metadata") and item.metadata.plugin_data.plugin_name:
-                tags.plugin.setdefault(item.tag, item.metadata.plugin_data.plugin_name)
-            which = item.WhichOneof("value")
-            if which == "simple_value":
-                value = item.simple_value
-            elif which == "tensor" and tags.plugin.get(item.tag, "scalars") == "scalars":
-                value = _tensor_scalar(item.tensor)
-                if value is None:
-                    continue
-            else:
-                continue
-            ids.append(tags.id(item.tag))
-            values.append(value)
-        controls.append(_Control(index, event.step, has_summary=True))
-        if ids:
-            points.add([index] * len(ids), ids, [event.step] * len(ids), [event.wall_time] * len(ids), values)
+            controls.append(_Control(index, step, file_version=_as_float(payload.partition(":")[2])))
+        elif kind == "session_log":
+            controls.append(_Control(index, step, start=payload == 1))
+        elif kind != "summary":
+            controls.append(_Control(index, step))
+        else:
+            controls.append(_Control(index, step, has_summary=True))
+            if payload:
+                points.add([index] * len(payload), [tags.id(tag) for tag, _ in payload], [step] * len(payload),
+                           [wall_time] * len(payload), [value for _, value in payload])
+
+
+def _protobuf_event(data: bytes, tags: _Tags) -> tuple[float, int, str | None, object] | None:
+    """An Event decoded by protobuf, in eventwire.plain_event's shape (a summary's payload: its
+    scalar (tag, value) pairs, v1 and v2); None when it is not an Event. Protobuf is imported
+    here, on the first record that needs it: a file of plain scalars never does."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
+    try:
+        event = event_pb2.Event.FromString(data)
+    except DecodeError:
+        return None
+    kind = event.WhichOneof("what")
+    if kind == "file_version":
+        return event.wall_time, event.step, kind, event.file_version
+    if kind == "session_log":
+        return event.wall_time, event.step, kind, event.session_log.status
+    if kind != "summary":
+        return event.wall_time, event.step, kind, None
+    scalars = []
+    for item in event.summary.value:
+        if item.HasField("metadata") and item.metadata.plugin_data.plugin_name:
+            tags.plugin.setdefault(item.tag, item.metadata.plugin_data.plugin_name)
+        which = item.WhichOneof("value")
+        if which == "simple_value":
+            scalars.append((item.tag, item.simple_value))
+        elif which == "tensor" and tags.plugin.get(item.tag, "scalars") == "scalars":
+            value = _tensor_scalar(item.tensor)
+            if value is not None:
+                scalars.append((item.tag, value))
+    return event.wall_time, event.step, kind, scalars
 
 
 def _as_float(text: str) -> float | None:
