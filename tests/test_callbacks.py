@@ -34,7 +34,7 @@ def _lightning_run(tmp_path, blow_up_at: int | None, max_steps: int = 300):
     torch = pytest.importorskip("torch")
     from pytorch_lightning.loggers import CSVLogger
 
-    from lrdiag.callbacks.lightning import LrdiagCallback
+    from lrdiag.integrations.lightning import LrdiagCallback
 
     class Regression(pl.LightningModule):
         def __init__(self):
@@ -109,7 +109,7 @@ def _hf_run(tmp_path, blow_up_at: int | None, max_steps: int = 120):
     torch = pytest.importorskip("torch")
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-    from lrdiag.callbacks.hf import LrdiagCallback
+    from lrdiag.integrations.transformers import LrdiagCallback
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=16, n_embd=16, n_layer=1, n_head=2))
@@ -170,7 +170,7 @@ def _keras_run(tmp_path, blow_up_at: int | None, epochs: int = 40):
     keras = pytest.importorskip("keras")
     if keras.backend.backend() != "torch":
         pytest.skip("Keras runs on another backend in this session")
-    from lrdiag.callbacks.keras import LrdiagCallback
+    from lrdiag.integrations.keras import LrdiagCallback
 
     keras.utils.set_random_seed(0)
     x, y = _data()
@@ -210,3 +210,13 @@ def test_keras_run_that_goes_nan_is_stopped_in_the_epoch_it_went_nan(tmp_path):
     assert stop is not None and stop.severity == "error"
     nonfinite = [f for f in callback.findings if f.rule == "LRD105" and f.metric == "loss"]
     assert nonfinite and nonfinite[0].step_start == first_bad
+
+
+@pytest.mark.parametrize("old, new, framework", [("lightning", "lightning", "pytorch_lightning"),
+                                                 ("hf", "transformers", "transformers"), ("keras", "keras", "keras")])
+def test_the_callbacks_former_modules_give_the_integrations_callback(old, new, framework):
+    import importlib
+
+    pytest.importorskip(framework)
+    moved = importlib.import_module(f"lrdiag.integrations.{new}").LrdiagCallback
+    assert importlib.import_module(f"lrdiag.callbacks.{old}").LrdiagCallback is moved
