@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +147,39 @@ def test_folders_without_logs_are_not_runs_and_files_that_are_not_logs_are_ignor
     assert list(spec.files) == [event_file]
     assert find_runs([str(checkpoints)]) == []
     assert find_runs([str(tmp_path / "empty")]) == []
+
+
+def _unprivileged() -> list[str] | None:
+    """A command prefix under which a folder's permissions bind: none needed for an ordinary user; for root,
+    setpriv without the capabilities that let root read any folder (dac_override, dac_read_search); None when
+    root cannot drop them here (no setpriv, or a container that forbids it)."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--inh-caps=-all", "--bounding-set", "-dac_override,-dac_read_search"]
+    if not shutil.which("setpriv"):
+        return None
+    probe = subprocess.run([*prefix, sys.executable, "-c", "pass"], capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize("beside", [True, False], ids=["next-to-a-good-run", "only-content"])
+def test_a_subfolder_that_cannot_be_listed_is_an_error_naming_it_never_skipped(tmp_path, beside):
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root, and setpriv cannot drop the capabilities that let root read any folder")
+    runs = tmp_path / "runs"
+    if beside:
+        write_scalars(runs / "good", "loss", [1.0, 0.5, 0.25])
+    locked = runs / "team" / "locked"
+    write_scalars(locked / "seed1", "loss", [1.0, 0.5])
+    locked.chmod(0)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "lrdiag", "analyze", "runs"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert ("error: team/locked: no file of this run could be read: runs/team/locked: cannot read this folder: "
+            "Permission denied") in done.stdout
+    assert done.stdout.rstrip().endswith(f"{'1 run' if beside else '0 runs'}: no findings; 1 error")
+    assert "Traceback" not in done.stderr

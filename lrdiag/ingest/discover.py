@@ -41,6 +41,7 @@ class RunSpec:
     store: str = ""  # for a run in a store: the store's NAME,
     where: str = ""  # the folder, file or URL that holds the run,
     run: str = ""    # and the run's id there ("" when `where` is the run itself)
+    unlisted: str = ""  # why the folder `where` could not be listed: read as a run none of whose files could be
 
 
 def store_reader(name: str):
@@ -101,7 +102,16 @@ def _runs_in_folder(root: Path) -> list[RunSpec]:
     # it in sorted order: link cycles end, and links that branch (a/x -> b, a/y -> b, repeated at
     # every level) cannot make the walk, or a run's points, grow as 2^depth.
     seen = {_identity(root)}
-    for folder, subfolders, names in os.walk(root, onerror=None, followlinks=True):
+    unlisted: list[RunSpec] = []
+
+    def refused(error: OSError) -> None:
+        """A subfolder that cannot be listed may hold runs: never skipped in silence. (The argument itself
+        is the caller's to report, as a path that yields no run; a folder gone since it was seen held none.)"""
+        folder = Path(error.filename)
+        if folder != root and not isinstance(error, FileNotFoundError):
+            unlisted.append(RunSpec(_name(root, folder), where=str(folder), unlisted=error.strerror or str(error)))
+
+    for folder, subfolders, names in os.walk(root, onerror=refused, followlinks=True):
         claimed = _claimed(Path(folder), _prefix(root, Path(folder)))
         if claimed is not None:
             stored.extend(claimed)
@@ -132,7 +142,7 @@ def _runs_in_folder(root: Path) -> list[RunSpec]:
         prefix = folder.name + "/" if is_split else ""
         spec = merged.setdefault(owner, RunSpec(_name(root, owner)))
         spec.files.update({log: prefix for log in logs})
-    return sorted([*merged.values(), *stored], key=lambda spec: spec.name)
+    return sorted([*merged.values(), *stored, *unlisted], key=lambda spec: spec.name)
 
 
 def _claimed(path, prefix: str, stores=STORES) -> list[RunSpec] | None:

@@ -16,6 +16,10 @@ def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = 
     """Read every file of a run and merge their series; never raises for bad data. `contents`: the bytes
     of some files already in hand (what lrdiag.live.tail has of a live run), read instead of the files."""
     run = Run(spec.name, "", [str(path) for path in spec.files])
+    if spec.unlisted:
+        run.files, run.source = [spec.where], "unknown"
+        run.problems.append(Problem(spec.where, "", f"cannot read this folder: {spec.unlisted}"))
+        return run
     if spec.store:  # a run in a tracker's store: the store reads it whole
         result = _guarded(store_reader(spec.store).read, spec.where, Path(spec.where), run=spec.run)
         run.files, run.source, run.series = [spec.where], result.source, result.series
