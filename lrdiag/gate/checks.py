@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from lrdiag import __version__
 from lrdiag.detect.finding import SEVERITY_RANK
@@ -68,6 +67,8 @@ class Tolerance:
             count = len(values)
             if count < 2:
                 return 0.0
+            from scipy.stats import t as student_t  # here: scipy.stats costs ~0.5 s CPU to import
+
             factor = student_t.ppf(SPREAD_CONFIDENCE, count - 1) * np.sqrt(1 + 1 / count)
             return float(factor * np.std(values, ddof=1))
         if self.kind == "relative":
