@@ -353,3 +353,37 @@ def test_a_trainer_state_seen_empty_at_first_is_still_read_as_a_whole_document(t
     path.write_text(json.dumps({"global_step": 1, "log_history": [{"loss": 1.0, "step": 1}]}, indent=2))
     assert tail.advance()
     assert jsonlog.read(path, data=tail.data).series["loss"].steps.tolist() == [1]
+
+
+def test_an_event_file_with_a_record_length_of_2_to_the_60_is_read_past_it_once_and_reported_once(tmp_path, setup):
+    import struct
+
+    from lrdiag.ingest.tfrecord import Buffer, masked_crc, walk
+
+    engine, roles = setup
+    data = _event_file(tmp_path, 60)
+    starts = walk(Buffer.from_bytes(data), 0)[0]
+    length = struct.pack("<Q", 1 << 60)  # a length field whose own checksum is intact
+    bogus = length + struct.pack("<I", masked_crc(length))
+    cut = int(starts[30])
+    run = tmp_path / "runs" / "huge"
+    run.mkdir(parents=True)
+    path = run / "events.out.tfevents.1.host"
+    path.write_bytes(data[:cut] + bogus)  # what a writer still writing that record would have left
+    watcher = Watcher([str(tmp_path / "runs")], engine, roles)
+    watcher.poll()
+    assert watcher.runs["huge"].run.series["loss"].steps.tolist() == list(range(29))  # record 0 is the version
+    assert not watcher.problems  # a record being written is "not yet"
+    path.write_bytes(data[:cut] + bogus + data[cut:])  # intact records after it: it was damage
+    watcher.poll()
+    read = tfevents.read_files([path])
+    assert watcher.runs["huge"].run.series["loss"].steps.tolist() == read.series["loss"].steps.tolist() == list(range(60))
+    assert [problem for _, problem in watcher.problems] == read.problems
+    assert "runs past the end of the file" in read.problems[0].message
+    watcher.problems.clear()
+    with path.open("ab") as log:
+        log.write(data[int(starts[40]):int(starts[42])])  # two more records, after the damage
+    watcher.poll()
+    assert not watcher.problems  # reported once
+    assert watcher.runs["huge"].run.series["loss"].steps.tolist()[-2:] == [39, 40]
+    assert _watched(watcher) == _analyzed(tmp_path / "runs", engine, roles)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from lrdiag.ingest import csvlog, files, jsonlog, tfevents
-from lrdiag.ingest.tfrecord import FOOTER, HEADER, Buffer, frame, masked_crc, walk
+from lrdiag.ingest.tfrecord import FOOTER, HEADER, Buffer, frame, walk
 
 _DOCUMENTS = {"hf_trainer_state", "keras_history_json"}
 
@@ -59,7 +59,7 @@ class Tail:
                 new = handle.read()
         except OSError:
             return False
-        whole = _whole(new, self.reader, self.data)
+        whole = _whole(new, self.reader)
         if not whole:
             return False
         self.data += new[:whole]
@@ -96,19 +96,18 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def _whole(new: bytes, reader, held: bytes) -> int:
-    """How many leading bytes of `new` (written after the `held` ones) end in a whole record."""
+def _whole(new: bytes, reader) -> int:
+    """How many leading bytes of `new` (written after a whole record, or at the file's start) end in a whole record."""
     if reader is tfevents:
         stop = walk(Buffer.from_bytes(new), 0)[2] if new else 0
-        if stop + HEADER <= len(new) and masked_crc(new[stop:stop + 8]) != int.from_bytes(new[stop + 8:stop + 12],
-                                                                                        "little"):
-            # The walk stopped at a length whose checksum is bad: damage, not a record being written. Frame
-            # as the reader does, resuming after it, up to the end of the last intact record.
-            records = frame(Buffer.from_bytes(held + new))
-            if not records.data_starts.size:
-                return 0
-            end = int(records.data_starts[-1] + records.lengths[-1]) + FOOTER
-            return max(0, end - len(held))
+        if stop + HEADER <= len(new):
+            # The walk stopped at a length that does not fit in what is written. A record still being
+            # written is the last one; a bad length checksum, or a length (2^60, say) with intact records
+            # after it, is damage: framed as the reader frames it, resuming after the damage, up to the end
+            # of the last intact record (`new` starts at a record boundary, so it frames on its own).
+            records = frame(Buffer.from_bytes(new))
+            if records.data_starts.size:
+                return max(stop, int(records.data_starts[-1] + records.lengths[-1]) + FOOTER)
         return stop
     if reader in (csvlog, jsonlog):
         return new.rfind(b"\n") + 1
