@@ -183,3 +183,20 @@ def test_a_subfolder_that_cannot_be_listed_is_an_error_naming_it_never_skipped(t
             "Permission denied") in done.stdout
     assert done.stdout.rstrip().endswith(f"{'1 run' if beside else '0 runs'}: no findings; 1 error")
     assert "Traceback" not in done.stderr
+
+
+def test_reading_a_found_run_uses_the_readers_discovery_chose_and_sniffs_no_file_again(tmp_path, monkeypatch):
+    from lrdiag.ingest import discover
+
+    run = tmp_path / "run"
+    write_scalars(run, "loss", [1.0, 0.5])
+    (run / "metrics.csv").write_text("step,acc\n0,0.5\n1,0.75\n")
+    (run / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "grad_norm": 2.0}]}))
+    [spec] = find_runs([str(run)])
+    assert sorted(spec.readers.values()) == ["lrdiag.ingest.csvlog", "lrdiag.ingest.jsonlog", "lrdiag.ingest.tfevents"]
+    sniffed = []
+    monkeypatch.setattr(discover, "reader_for", lambda path: sniffed.append(path))
+    result = read_run(spec)
+    assert sniffed == []
+    assert sorted(result.series) == ["acc", "grad_norm", "loss"] and not result.problems
+    np.testing.assert_array_equal(result.series["acc"].values, [0.5, 0.75])

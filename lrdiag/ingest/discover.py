@@ -38,6 +38,9 @@ class RunSpec:
 
     name: str
     files: dict[Path, str] = field(default_factory=dict)  # file -> tag prefix ("" or "train/")
+    # file -> the module name of the reader that claimed it when the run was found, so that reading the run need
+    # not sniff the file again (a name, not the module: a spec goes to worker processes); a file not in it is sniffed
+    readers: dict[Path, str] = field(default_factory=dict)
     store: str = ""  # for a run in a store: the store's NAME,
     where: str = ""  # the folder, file or URL that holds the run,
     run: str = ""    # and the run's id there ("" when `where` is the run itself)
@@ -47,6 +50,12 @@ class RunSpec:
 def store_reader(name: str):
     """The store module called `name`."""
     return next(store for store in STORES + URL_STORES if store.NAME == name)
+
+
+def claimed_reader(spec: RunSpec, path: Path):
+    """The reader module that claimed this file of the run when it was found, else the one that claims it now."""
+    name = spec.readers.get(path)
+    return next(reader for reader in READERS if reader.__name__ == name) if name else reader_for(path)
 
 
 def reader_for(path: Path):
@@ -95,7 +104,7 @@ def find_runs(arguments: list[str]) -> list[RunSpec]:
 
 
 def _runs_in_folder(root: Path) -> list[RunSpec]:
-    folders: dict[Path, list[Path]] = {}
+    folders: dict[Path, dict[Path, str]] = {}  # folder -> its log files, each with its reader's module name
     stored: list[RunSpec] = []
     # Links are followed (a run folder may be a symlink to logs kept elsewhere), but each real
     # folder and file, known by (device, inode), is taken once, under the first path that reaches
@@ -118,14 +127,17 @@ def _runs_in_folder(root: Path) -> list[RunSpec]:
             subfolders[:] = []
             continue
         subfolders[:] = [name for name in sorted(subfolders) if _first_visit(os.path.join(folder, name), seen)]
-        logs = []
+        logs = {}
         for name in sorted(names):
             path = Path(folder) / name
             claimed = _claimed(path, _prefix(root, path))
-            if claimed is not None and _first_visit(path, seen):
-                stored.extend(claimed)
-            elif claimed is None and reader_for(path) and _first_visit(path, seen):
-                logs.append(path)
+            if claimed is not None:
+                if _first_visit(path, seen):
+                    stored.extend(claimed)
+                continue
+            reader = reader_for(path)
+            if reader and _first_visit(path, seen):
+                logs[path] = reader.__name__
         if logs:
             folders[Path(folder)] = logs
     children: dict[Path, set[str]] = {}
@@ -142,6 +154,7 @@ def _runs_in_folder(root: Path) -> list[RunSpec]:
         prefix = folder.name + "/" if is_split else ""
         spec = merged.setdefault(owner, RunSpec(_name(root, owner)))
         spec.files.update({log: prefix for log in logs})
+        spec.readers.update(logs)
     return sorted([*merged.values(), *stored, *unlisted], key=lambda spec: spec.name)
 
 

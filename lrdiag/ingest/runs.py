@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrdiag.ingest.discover import RunSpec, reader_for, store_reader
+from lrdiag.ingest.discover import RunSpec, claimed_reader, store_reader
 from lrdiag.ingest import tfevents
 from lrdiag.series.model import Problem, ReadResult, Run
 from lrdiag.series.roles import assign_roles
@@ -29,8 +29,8 @@ def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = 
         return run
     sources: list[str] = []
     for prefix in sorted(set(spec.files.values())):
-        # Each file sniffed once here (a CSV or JSON file's claim reads its first 64 KiB).
-        readers = {path: reader_for(path) for path, p in spec.files.items() if p == prefix}
+        # Each file's reader as discovery chose it (a CSV or JSON file's claim reads its first 64 KiB), or sniffed here.
+        readers = {path: claimed_reader(spec, path) for path, p in spec.files.items() if p == prefix}
         event_files = [path for path, reader in readers.items() if reader is tfevents]
         results: list[tuple[Path | None, ReadResult]] = []
         if event_files:
