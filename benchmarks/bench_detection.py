@@ -3,7 +3,7 @@ the anchors' rules side by side.
 
     python benchmarks/gen_detection.py                      # once: train the runs (see there)
     python benchmarks/bench_detection.py [--split test|dev] [--runs DIR] [--json PATH]
-    python benchmarks/bench_detection.py --split dev --show-misses
+    python benchmarks/bench_detection.py --split dev --show-misses [--seeds 251-400]
 
 lrdiag runs with the project's current rules (rules/) through lrdiag.pipeline, one process;
 its findings are matched to the labels recorded at generation time (detection/score.py says
@@ -137,6 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=DEFAULT_OUT, help="the generator's --out folder")
     parser.add_argument("--json", type=Path, help="where to write the summary (default: RUNS/bench_detection_<split>.json)")
     parser.add_argument("--show-misses", action="store_true", help="list FN and FP runs with their findings (dev only)")
+    parser.add_argument("--seeds", help="only seeds FIRST-LAST of the split (e.g. dev 251-400, fresh runs to check "
+                        "what tuning on other dev seeds generalizes)")
     args = parser.parse_args(argv)
     if args.show_misses and args.split != "dev":
         print("--show-misses is for the dev split only: never look at test runs one by one while tuning", file=sys.stderr)
@@ -147,6 +149,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     records = [r for r in json.loads(manifest_path.read_text())["runs"].values() if r["split"] == args.split]
+    if args.seeds:
+        first, _, last = args.seeds.partition("-")
+        records = [r for r in records if int(first) <= r["seed"] <= int(last or first)]
     scored = [r for r in records if not r["excluded"]]
     if not scored:
         print(f"no {args.split} runs in {manifest_path}", file=sys.stderr)
