@@ -30,8 +30,10 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
     """Follow the training logs under PATHS while they are written; print each finding when it appears.
 
     A path may not exist yet (a run about to start); new runs and new files of a run (a restart) are
-    picked up at each look. A finding is printed once, and again (marked
-    `updated`) each time its step range has doubled. Runs until interrupted (Ctrl-C, SIGTERM), then prints each run's findings.
+    picked up at each look. A NaN, a spike or an explosion is printed at the look after it was written;
+    a stall, a divergence or an oscillation at most a quarter of the run's length later. A finding is
+    printed once, and again (marked `updated`) each time its step range has doubled. Runs until
+    interrupted (Ctrl-C, SIGTERM), then prints each run's findings (those `lrdiag analyze` gives).
 
     \b
     Exit status:
@@ -50,7 +52,7 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
     try:
         while True:
             began = time.monotonic()
-            events = watcher.poll()
+            events = watcher.poll(budget=interval / 2)
             for name in sorted(set(watcher.runs) - announced):
                 announced.add(name)
                 click.echo(_inert(f"lrdiag: following run {name}"), err=True)

@@ -32,6 +32,8 @@ class Tail:
         self._document: bool | None = None  # a whole-file JSON document? Known once the file has a head
         self._seen: tuple[int, int] | None = None  # (size, mtime) when last looked at
         self._entries = -1  # a document's log length when last taken
+        self.added = b""  # the whole records the last advance() added (a document: all of it)
+        self.replaced = False  # the last advance() read the file again from its start
 
     def advance(self) -> bool:
         """Read what was written since the last call; True when whole records were added (or the file
@@ -53,7 +55,8 @@ class Tail:
             return self._take_document()
         try:
             with files.open_regular(self.path) as handle:
-                if status.st_size < len(self.data) or not self._same_start(handle):
+                self.replaced = status.st_size < len(self.data) or not self._same_start(handle)
+                if self.replaced:
                     self.data = b""  # rewritten from scratch (Lightning's CSVLogger does it when a metric appears)
                 handle.seek(len(self.data))
                 new = handle.read()
@@ -62,7 +65,8 @@ class Tail:
         whole = _whole(new, self.reader)
         if not whole:
             return False
-        self.data += new[:whole]
+        self.added = new[:whole]
+        self.data += self.added
         return True
 
     def _same_start(self, handle) -> bool:
@@ -85,7 +89,7 @@ class Tail:
             entries = len(data)  # a Keras history: any change is new epochs
         if entries == self._entries:
             return False
-        self._entries, self.data = entries, data
+        self._entries, self.data, self.added = entries, data, data
         return True
 
 
