@@ -586,7 +586,8 @@ def plain_records() -> list[bytes]:
 
     value = summary_pb2.Summary.Value
     events = [
-        event_pb2.Event(wall_time=1.5, file_version="brain.Event:2"),
+        event_pb2.Event(wall_time=1.5, file_version="brain.Event:2",
+                        source_metadata=event_pb2.SourceMetadata(writer="tensorboard.summary.writer")),
         event_pb2.Event(wall_time=2.0, step=7, session_log=event_pb2.SessionLog(status=1, checkpoint_path="c")),
         event_pb2.Event(step=-3, session_log=event_pb2.SessionLog(status=3, msg="m")),
         event_pb2.Event(wall_time=3.0, step=2**62, summary=summary_pb2.Summary(value=[

@@ -20,9 +20,12 @@ import struct
 _double = struct.Struct("<d").unpack_from
 _float = struct.Struct("<f").unpack_from
 
-# Event fields: wall_time = 1 (double), step = 2 (int64), then the `what` oneof: file_version = 3
-# (string), summary = 5 (Summary), session_log = 7 (SessionLog); the others are left to protobuf.
-_WALL_TIME, _STEP, _FILE_VERSION, _SUMMARY, _SESSION_LOG = 0x09, 0x10, 0x1A, 0x2A, 0x3A
+# Event fields: wall_time = 1 (double), step = 2 (int64), source_metadata = 10 (SourceMetadata,
+# whose writer = 1 is a string: tensorboard's writers add it to the file_version event), then the
+# `what` oneof: file_version = 3 (string), summary = 5 (Summary), session_log = 7 (SessionLog);
+# the other members are left to protobuf.
+_WALL_TIME, _STEP, _FILE_VERSION, _SUMMARY, _SESSION_LOG, _SOURCE = 0x09, 0x10, 0x1A, 0x2A, 0x3A, 0x52
+_WRITER = 0x0A
 _SUMMARY_VALUE = 0x0A  # Summary.value = 1 (repeated Value)
 _TAG, _SIMPLE_VALUE, _NODE_NAME = 0x0A, 0x15, 0x3A  # Value.tag = 1, simple_value = 2 (float), node_name = 7
 _STATUS, _CHECKPOINT_PATH, _MESSAGE = 0x08, 0x12, 0x1A  # SessionLog fields 1 (enum), 2, 3 (strings)
@@ -92,7 +95,7 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-_EVENT_KEYS = frozenset({_WALL_TIME, _STEP, _FILE_VERSION, _SUMMARY, _SESSION_LOG})
+_EVENT_KEYS = frozenset({_WALL_TIME, _STEP, _FILE_VERSION, _SUMMARY, _SESSION_LOG, _SOURCE})
 _VALUE_KEYS = frozenset({_TAG, _SIMPLE_VALUE, _NODE_NAME})
 _SESSION_KEYS = frozenset({_STATUS, _CHECKPOINT_PATH, _MESSAGE})
 
@@ -132,6 +135,9 @@ def plain_event(data: bytes) -> tuple[float, int, str | None, object] | None:
                 wall_time = _double(data, start)[0]
             elif key == _STEP:
                 step = _signed(_varint(data, start, end)[0], 64)
+            elif key == _SOURCE:
+                for _, field_start, field_end in _fields(data, start, end, frozenset({_WRITER})):
+                    _text(data, field_start, field_end)
             elif what is not None:  # two members of the oneof: protobuf keeps the last; leave it to it
                 raise _NotPlain
             elif key == _FILE_VERSION:

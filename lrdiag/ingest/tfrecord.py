@@ -11,13 +11,13 @@ Three tricks keep this at numpy speed instead of a Python loop per record:
 - A length's checksum depends on the length alone: one CRC per distinct length checks every
   header exactly.
 - CRC32C is affine over GF(2), and a message followed by its own CRC has a CRC-register
-  value that does not depend on the message. So records of one length n are laid end to end as
-  `m_i | crc(m_i) ^ crc(0^n)`, each block contributing zero to the register when intact, and one
-  C-speed crc32c call checks up to 65536 records at once; only a chunk that fails is checked
-  record by record, to name the bad ones. (XOR-folding the messages instead would let the same
-  error in two records cancel out; in the concatenation they sit at different distances from
-  the end, so they cancel only when the CRC polynomial divides the whole error, as for one
-  record.)
+  value that does not depend on the message. So in a scratch copy of a stretch of records,
+  each header is zeroed and each stored CRC becomes `crc(m) ^ crc(0^n)` (n: the record's
+  length): an intact record then brings a zero register back to zero, and one C-speed crc32c
+  call checks the whole stretch; only a stretch that fails is checked record by record, to
+  name the bad ones. (XOR-folding the messages instead would let the same error in two
+  records cancel out; laid end to end they sit at different distances from the end, so they
+  cancel only when the CRC polynomial divides the whole error, as for one record.)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ HEADER = 12  # length (8) + masked crc of length (4)
 FOOTER = 4
 PAD = 16  # zero bytes after the file, so that word reads near its end stay in bounds
 _MASK_DELTA = 0xA282EAD8
-_CHUNK = 1 << 16  # records folded at a time, to bound memory
+_SPAN_BYTES = 1 << 22  # bytes of records checked at a time, to bound the scratch copy
 _u64 = struct.Struct("<Q").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 
@@ -162,27 +162,40 @@ def _equal_groups(lengths: np.ndarray) -> list[np.ndarray]:
 
 
 def _fold_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """Per record: False where its chunk of equal-length records fails the joint checksum test.
+    """Per record: False where its span of records fails the joint checksum test.
 
-    Each block is read straight from the file, message and stored CRC together, padded in front
-    with zero bytes to whole words (leading zeros leave a zero CRC register at zero)."""
+    Records lie end to end in the file. A scratch copy of a span of them has each header zeroed
+    and each stored CRC replaced by crc(m) ^ crc(0^n) (n: that record's length), so that an
+    intact record brings a zero CRC register back to zero whatever its length; leading zeros
+    leave a zero register at zero. One C-speed pass then checks the whole span."""
     ok = np.ones(starts.size, dtype=bool)
-    expected = _unmask(stored).astype(np.uint32)
+    if not starts.size:
+        return ok
+    zero_crc = np.zeros(starts.size, np.uint32)
     for members in _equal_groups(lengths):
-        length = int(lengths[members[0]])
-        words = (length + FOOTER + 7) // 8
-        pad = 8 * words - length - FOOTER
-        zero_crc = np.uint32(crc32c.crc32c(bytes(length)))
-        rows_at_once = max(1, min(_CHUNK, (1 << 22) // (8 * words)))  # bounds the block memory
-        for chunk in range(0, members.size, rows_at_once):
-            rows = members[chunk:chunk + rows_at_once]
-            blocks = buf.u64[np.maximum(starts[rows, None] - pad + 8 * np.arange(words), 0)]
-            blocks[:, 0] = buf.u64[starts[rows]] << np.uint64(8 * pad)  # the pad bytes, zeroed
-            blocks.view("<u4")[:, -1] = expected[rows] ^ zero_crc
-            # A finished CRC of 0xFFFFFFFF puts zero in the register: the result is then all ones
-            # exactly when every block contributed nothing, i.e. every record is intact.
-            if crc32c.crc32c(blocks, 0xFFFFFFFF) != 0xFFFFFFFF:
-                ok[rows] = False
+        zero_crc[members] = crc32c.crc32c(bytes(int(lengths[members[0]])))
+    patched = _unmask(stored).astype(np.uint32) ^ zero_crc
+    record_starts, record_ends = starts - HEADER, starts + lengths + FOOTER
+    # A span ends where records stop being adjacent or it outgrows the budget (bounds the copy).
+    breaks = np.flatnonzero(record_starts[1:] != record_ends[:-1]) + 1
+    budget = np.flatnonzero(np.diff(record_starts // _SPAN_BYTES)) + 1
+    bounds = np.unique(np.concatenate(([0], breaks, budget, [starts.size])))
+    sizes = record_ends[bounds[1:] - 1] - record_starts[bounds[:-1]]
+    scratch = bytearray(int(sizes.max()))  # one buffer reused: fresh pages cost more than the copy
+    source = memoryview(buf.raw)
+    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        begin, end = int(record_starts[first]), int(record_ends[last - 1])
+        span = memoryview(scratch)[:end - begin]
+        span[:] = source[begin:end]
+        words = np.ndarray((end - begin - 3,), dtype="<u4", buffer=span, strides=(1,))
+        heads = record_starts[first:last] - begin
+        np.ndarray((end - begin - 7,), dtype="<u8", buffer=span, strides=(1,))[heads] = 0
+        words[heads + 8] = 0
+        words[record_ends[first:last] - FOOTER - begin] = patched[first:last]
+        # A finished CRC of 0xFFFFFFFF puts zero in the register: the result is then all ones
+        # exactly when every record contributed nothing, i.e. every record is intact.
+        if crc32c.crc32c(span, 0xFFFFFFFF) != 0xFFFFFFFF:
+            ok[first:last] = False
     return ok
 
 
