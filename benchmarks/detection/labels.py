@@ -253,7 +253,7 @@ def _locked_swing(x, y, period_x):
 
     The log loss after the first cycle, less a centred moving average one cycle wide (which takes
     out the run's progress and nothing periodic), is folded on the cycle's phase into up to 8
-    bins; the swing is exp(highest bin mean - lowest), and the sureness that range over its
+    bins; the swing is exp(highest bin median - lowest), and the sureness that range over its
     standard error (the residual's robust spread over sqrt(points in the emptiest bin)). Folding
     averages the noise away over cycles: max/min within each cycle (this label's first version)
     read the minibatch noise of a healthy run as a x1.3 swing in a third of the controls."""
@@ -271,10 +271,11 @@ def _locked_swing(x, y, period_x):
     counts = np.bincount(phase, minlength=bins)
     if counts.min() == 0:
         return 0.0, 0.0
-    profile = np.bincount(phase, residual, minlength=bins) / counts
+    profile = np.array([np.median(residual[phase == b]) for b in range(bins)])
     spread = 1.4826 * np.median(np.abs(residual - profile[phase]))
     span = float(profile.max() - profile.min())
-    return float(np.exp(span)), (span * np.sqrt(counts.min()) / spread if spread > 0 else math.inf)
+    # A bin's median has a standard error of 1.25 spread / sqrt(points) (normal noise).
+    return float(np.exp(span)), (span * np.sqrt(counts.min()) / (1.25 * spread) if spread > 0 else math.inf)
 
 
 def _rise_start(x, y, start):
