@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import textwrap
-import traceback
+from importlib import import_module
 from pathlib import Path
 
 import click
@@ -16,9 +14,23 @@ from lrdiag.errors import LrdiagError
 from lrdiag.options import CONFIG, RULE_DIRS, rule_options, warn_unmatched_roles
 
 FORMATS = ("text", "json", "junit", "github", "markdown")
+# The commands that live in their own modules, each imported when it is run (or listed by --help), so that
+# starting lrdiag for one command loads none of the others.
+_ELSEWHERE = {"recommend": "lrdiag.recommend.command", "gate": "lrdiag.gate.command",
+              "baseline": "lrdiag.gate.command", "report": "lrdiag.render.report", "watch": "lrdiag.live.command"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_ELSEWHERE})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in _ELSEWHERE:
+            self.add_command(getattr(import_module(_ELSEWHERE[name]), name))
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="lrdiag")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -108,6 +120,8 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
 @CONFIG
 def rules_command(rule, rule_dirs, config_path) -> None:
     """List the rules, or print one RULE's documentation (by code, name or alias)."""
+    import shutil
+
     from lrdiag.config import rule_set
 
     rules = rule_set(_config(config_path), rule_dirs)
@@ -135,6 +149,8 @@ def _rules_table(rules, width: int) -> str:
 
 
 def _rule_docs(rule, width: int) -> str:
+    import textwrap
+
     from lrdiag.detect.rulefile import DOC_HEADINGS
 
     def wrap(text: str, indent: str) -> str:
@@ -174,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except BaseException:  # noqa: BLE001 - a bug: show it in full, with where to report it
+        import traceback
+
         traceback.print_exc()
         click.echo("lrdiag: internal error: this is a bug in lrdiag, please report it with the traceback above",
                    err=True)
@@ -194,9 +212,3 @@ def _error(message: str) -> None:
             kept.append(line)
     click.echo("lrdiag: error: " + "\n".join(kept), err=True)
 
-
-cli.add_command(__import__("lrdiag.recommend.command", fromlist=["recommend"]).recommend)  # its heavy imports wait for its use
-cli.add_command(__import__("lrdiag.gate.command", fromlist=["gate"]).gate)
-cli.add_command(__import__("lrdiag.gate.command", fromlist=["baseline"]).baseline)
-cli.add_command(__import__("lrdiag.render.report", fromlist=["report"]).report)
-cli.add_command(__import__("lrdiag.live.command", fromlist=["watch"]).watch)

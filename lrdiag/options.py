@@ -4,7 +4,6 @@ report and recommend see the same findings from the same flags."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import click
@@ -41,6 +40,8 @@ def rule_options(command):
 
 def warn_unmatched_roles(roles: tuple[str, ...], tags) -> None:
     """A warning on stderr for each --role whose tag no run logs: a typo there silently changes nothing."""
+    import difflib
+
     from lrdiag.render.view import inert
     from lrdiag.series.roles import parse_role_overrides
 
