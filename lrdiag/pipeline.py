@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import click
@@ -109,6 +108,8 @@ def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None,
     jobs = jobs or os.cpu_count() or 1
     calls = ([work] * len(specs), specs, *([arg] * len(specs) for arg in args))
     if jobs > 1 and len(specs) >= _POOL_FROM:
+        from concurrent.futures import ProcessPoolExecutor  # here: its import costs a one-run analysis ~10 ms
+
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             # Small chunks: the last one should not leave a core idle for long.
             chunksize = max(1, len(specs) // (jobs * 32))
