@@ -11,7 +11,7 @@ import click
 from lrdiag import __version__
 from lrdiag.detect.finding import SEVERITY_RANK
 from lrdiag.errors import LrdiagError
-from lrdiag.options import CONFIG, RULE_DIRS, rule_options, warn_unmatched_roles
+from lrdiag.options import CONFIG, RULE_DIRS, check_executor, executor_options, rule_options, warn_unmatched_roles
 
 FORMATS = ("text", "json", "junit", "github", "markdown")
 # The commands that live in their own modules, each imported when it is run (or listed by --help), so that
@@ -77,8 +77,9 @@ def _config(config_path: Path | None):
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even with findings (2 still means a usage or input error).")
 @click.option("--no-verify", is_flag=True, help="Skip TFRecord checksum verification (faster, trusts the files).")
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
+@executor_options
 def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_on, fail_on_problems, exit_zero,
-            roles, no_verify, jobs) -> None:
+            roles, no_verify, jobs, executor, address) -> None:
     """Read every training log under PATHS, report each run and what went wrong in it.
 
     \b
@@ -91,8 +92,10 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
     from lrdiag.pipeline import Options, analyze as run_analysis
     from lrdiag.render import jsonout, text
 
+    check_executor(executor, address, jobs)
     config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
-    doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs)
+    doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs,
+                       executor=executor, address=address)
     warn_unmatched_roles(roles, {tag for run in doc["runs"] for tag in run["metrics"]})
     fail_on = fail_on or config.fail_on or "error"
     if output_format == "json":

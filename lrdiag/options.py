@@ -30,6 +30,25 @@ CONFIG = click.option("--config", "config_path", metavar="FILE", type=click.Path
 ROLE = click.option("--role", "roles", multiple=True, metavar="ROLE=TAG",
                     help="Set a metric's role, e.g. --role val_loss=my/valid_metric (repeatable).")
 
+EXECUTOR = click.option("--executor", type=click.Choice(("local", "ray")), default="local", show_default=True,
+                        help="Where runs are analyzed: worker processes here, or Ray tasks on the cluster at --address "
+                             "(or on a Ray started here).")
+ADDRESS = click.option("--address", metavar="HOST:PORT",
+                       help="The Ray cluster's head, for --executor ray (every node must see the runs at the same "
+                            "paths).  [default: a Ray started on this machine]")
+
+
+def executor_options(command):
+    """--executor and --address on a command that reads many runs."""
+    return EXECUTOR(ADDRESS(command))
+
+
+def check_executor(executor: str, address: str | None, jobs: int | None) -> None:
+    if address and executor != "ray":
+        raise click.UsageError("--address is a Ray cluster's: use it with --executor ray")
+    if address and jobs:
+        raise click.UsageError("--jobs sets the workers started here; a Ray cluster at --address uses its own CPUs")
+
 
 def rule_options(command):
     """--select, --ignore, --rules, --config and --role on a command."""
