@@ -90,7 +90,7 @@ def specs_or_raise(paths: list[str]) -> list[RunSpec]:
     return specs
 
 
-def _safely(work, spec: RunSpec, *args) -> dict | str:
+def safely(work, spec: RunSpec, *args) -> dict | str:
     """`work(spec, *args)`, or one line saying why it failed: one run's bug must not stop the others."""
     try:
         return work(spec, *args)
@@ -100,28 +100,42 @@ def _safely(work, spec: RunSpec, *args) -> dict | str:
         return f"{spec.name}: internal error ({type(error).__name__}: {error}); this is a bug, please report it"
 
 
-def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None,
-             progress: bool | None = None) -> tuple[list[dict], list[str]]:
-    """`work(spec, *args)` for every run, over a process pool when there are many (`work` and its
-    arguments must pickle); the entries, and the error lines of the runs that failed. Progress (None:
-    as fits stderr; False: none): a bar on a terminal, plain lines every PROGRESS_EVERY s in a CI log."""
-    jobs = jobs or os.cpu_count() or 1
-    calls = ([work] * len(specs), specs, *([arg] * len(specs) for arg in args))
-    if jobs > 1 and len(specs) >= _POOL_FROM:
+def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None, progress: bool | None = None,
+             executor: str = "local", address: str | None = None) -> tuple[list[dict], list[str]]:
+    """`work(spec, *args)` for every run, over a process pool when there are many, or as Ray tasks with
+    executor "ray" (lrdiag/cluster.py: on the cluster at `address`, else on a Ray of this machine with `jobs`
+    CPUs); `work` and its arguments must pickle. The entries, and the error lines of the runs that failed,
+    in the order of `specs` either way. Progress (None: as fits stderr; False: none): a bar on a terminal,
+    plain lines every PROGRESS_EVERY s in a CI log."""
+    if executor == "ray":
+        from lrdiag import cluster
+
+        with cluster.connected(address, jobs) as ray:
+            done = dict(_with_progress(cluster.as_completed(ray, work, specs, args), len(specs), progress))
+        results = [done[index] for index in range(len(specs))]
+    elif (jobs or os.cpu_count() or 1) > 1 and len(specs) >= _POOL_FROM:
         from concurrent.futures import ProcessPoolExecutor  # here: its import costs a one-run analysis ~10 ms
 
+        jobs = jobs or os.cpu_count()
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             # Small chunks: the last one should not leave a core idle for long.
             chunksize = max(1, len(specs) // (jobs * 32))
-            results = list(_with_progress(pool.map(_safely, *calls, chunksize=chunksize), len(specs), progress))
+            results = list(_with_progress(pool.map(safely, *_calls(work, specs, args), chunksize=chunksize),
+                                          len(specs), progress))
     else:
-        results = list(_with_progress(map(_safely, *calls), len(specs), progress))
+        results = list(_with_progress(map(safely, *_calls(work, specs, args)), len(specs), progress))
     return [r for r in results if isinstance(r, dict)], [r for r in results if isinstance(r, str)]
 
 
-def analyze(paths: list[str], options: Options, jobs: int | None = None, progress: bool | None = None) -> dict:
+def _calls(work, specs: list[RunSpec], args: tuple) -> tuple:
+    return [work] * len(specs), specs, *([arg] * len(specs) for arg in args)
+
+
+def analyze(paths: list[str], options: Options, jobs: int | None = None, progress: bool | None = None,
+            executor: str = "local", address: str | None = None) -> dict:
     specs, missing = find_specs(paths)
-    entries, errors = map_runs(analyze_spec, specs, options, jobs=jobs, progress=progress)
+    entries, errors = map_runs(analyze_spec, specs, options, jobs=jobs, progress=progress, executor=executor,
+                               address=address)
     return document(entries, missing + errors)
 
 

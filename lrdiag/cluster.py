@@ -1,0 +1,105 @@
+"""Runs analyzed as Ray tasks (`--executor ray`): on a cluster at an address, or on a Ray of this machine.
+
+The driver sends the runs' specs out in chunks (a task per run would cost more than a small run's
+analysis), each task reads and analyzes its runs where it runs and returns their entries, and the
+driver alone gathers them and writes the output: nothing is written on a worker. So every path must
+be the same on every node (shared storage mounted at the same place), and lrdiag installed there.
+A run that fails becomes an error line as in the local pool; a chunk whose worker died is sent
+again one run a task, so that only the run that kills its worker is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from contextlib import contextmanager
+
+from lrdiag.errors import LrdiagError
+from lrdiag.pipeline import safely
+
+CHUNKS_PER_CPU = 8  # enough chunks that the last ones do not leave CPUs idle for long
+MAX_CHUNK = 256  # runs a task at most: its entries come back in one piece, and progress moves by chunks
+CONNECT_TIMEOUT = 5.0  # seconds: Ray itself waits minutes on an address where nothing listens
+
+
+@contextmanager
+def connected(address: str | None, cpus: int | None = None):
+    """Ray, connected to the cluster at `address`, or to a Ray of this machine started here with `cpus`
+    CPUs (None: all) and stopped afterwards; a Ray already running in this process is used as it is."""
+    try:
+        import ray
+    except ImportError:
+        raise LrdiagError("--executor ray needs Ray: pip install 'lrdiag[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address and address != "auto":
+            _check_reachable(address)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            else:
+                # Ray's notes on starting (token authentication is on) would only clutter a CI log here.
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise LrdiagError(f"--address {address}: cannot connect to Ray: {_first_line(error)}") from None
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise LrdiagError(f"--address {address}: expected HOST:PORT (the head node's, e.g. 10.0.0.1:6379), "
+                          "ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        raise LrdiagError(f"--address {address}: cannot reach a Ray head there ({error.strerror or error}); "
+                          "is `ray start --head` running on it, and the port open?") from None
+
+
+def chunk_size(runs: int, cpus: int) -> int:
+    return max(1, min(MAX_CHUNK, runs // (max(cpus, 1) * CHUNKS_PER_CPU)))
+
+
+def as_completed(ray, work, specs: list, args: tuple):
+    """(index, `work(spec, *args)` or an error line) for every spec, as the tasks end."""
+    size = chunk_size(len(specs), int(ray.cluster_resources().get("CPU", 1)))
+    shared = ray.put(args)  # sent to each node once, not with every chunk
+    task = ray.remote(num_cpus=1, max_retries=1)(_analyze_chunk)
+    pending = {task.remote(work, specs[start:start + size], shared): start for start in range(0, len(specs), size)}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.2)
+        for ref in ready:
+            start = pending.pop(ref)
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayError:  # its worker died (killed, out of memory, node lost)
+                results = _one_by_one(ray, work, specs[start:start + size], shared)
+            yield from enumerate(results, start)
+
+
+def _analyze_chunk(work, specs: list, args: tuple) -> list:
+    return [safely(work, spec, *args) for spec in specs]
+
+
+def _one_by_one(ray, work, specs: list, shared) -> list:
+    task = ray.remote(num_cpus=1, max_retries=0)(_analyze_chunk)
+    refs = [task.remote(work, [spec], shared) for spec in specs]
+    results = []
+    for spec, ref in zip(specs, refs):
+        try:
+            results.extend(ray.get(ref))
+        except ray.exceptions.RayError as error:
+            results.append(f"{spec.name}: the Ray worker analyzing this run died ({type(error).__name__}: "
+                           f"{_first_line(error)})")
+    return results
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
