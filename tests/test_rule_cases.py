@@ -29,7 +29,9 @@ def _run(case: dict) -> Run:
         values = curve(spec["curve"], spec.get("noise", 0.0), spec.get("seed", 0))
         if "oscillate" in spec:
             wave = spec["oscillate"]
-            values = values * np.exp(wave["amplitude"] * np.cos(2 * np.pi * np.arange(values.size) / wave["period"]))
+            index = np.arange(values.size)
+            fading = np.exp(-index / wave["fade"]) if "fade" in wave else 1.0  # dying down by e every `fade` points
+            values = values * np.exp(wave["amplitude"] * fading * np.cos(2 * np.pi * index / wave["period"]))
         if "ring" in spec:
             values = values * np.exp(_ring(values.size, **spec["ring"]))
         if "lock" in spec:  # a loss that follows another metric (the LR): exp(swing * scaled ** power)

@@ -21,7 +21,10 @@ when one frequency with at least `min_cycles` cycles in it:
 A second test finds ringing with a period of 3 to 12 points (heavy momentum, full-batch
 training at too high an LR), which the spectral test misses: a ring driven by the noise at every
 step is a broad bump, no single frequency towers over it, and a noise level read from a series it
-fills absorbs it. Its autocorrelation still swings with its period (see _ringing).
+fills absorbs it. Its autocorrelation still swings with its period (see _ringing). It looks at
+windows of 2 x `min_points` and of `min_points` points (a ring of 12 points or less has five
+cycles in 64): a heavy ball rings hardest in the first hundred steps and then dies down, and in
+a long window the quiet rest dilutes it below the test.
 Oscillating windows that overlap or lie less than a window apart are reported as one stretch,
 with the strongest window's period and amplitude; a stretch seen in one window only, when the
 series has several, is a transient and is dropped (windows overlap by half: a swing that lasts
@@ -76,7 +79,8 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
                 flagged[first:last + 1] = True
                 found.update(first=first, last=last, period_points=found["period_points"] * factor)
                 windows.append(found)
-    for found in _ringing(y, min_points, min_fraction, min_ring_amplitude):
+    for found in (_ringing(y, 2 * min_points, min_fraction, min_ring_amplitude)
+                  + _ringing(y, min_points, min_fraction, min_ring_amplitude, short=True)):
         flagged[found["first"]:found["last"] + 1] = True
         windows.append(found)
     hits = []
@@ -86,8 +90,10 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
         inside = [w for w in windows if first <= w["first"] <= last]
         # Seen in one window only, among several: a transient (the overshoot of a heavy ball's
         # first descent, a spike's recovery), not a persistent swing; windows overlap by half,
-        # so an oscillation that lasts shows in two at least.
-        if len({(w["first"], w["last"]) for w in inside}) < 2 and not (first == 0 and last == y.size - 1):
+        # so an oscillation that lasts shows in two at least: two of one width (a short window
+        # inside a long one is the same look twice).
+        if (max(len({(w["first"], w["last"]) for w in inside if w.get("short", False) == short}) for short in (False, True)) < 2
+                and not (first == 0 and last == y.size - 1)):
             continue
         strongest = max(inside, key=lambda w: w["fraction"] * w["amplitude"])
         spacing = float(np.median(np.diff(steps[strongest["first"]:strongest["last"] + 1])))
@@ -109,7 +115,7 @@ _RING_MAX_PERIOD = 12.0
 _RING_LAGS = np.arange(1, 17)
 
 
-def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude: float) -> list[dict]:
+def _ringing(y: np.ndarray, size: int, min_fraction: float, min_amplitude: float, short: bool = False) -> list[dict]:
     """Windows where the loss rings: its detrended autocorrelation over lags 1..13 follows a
     cosine of period 3 to 12 points with weight `min_fraction` or more, and is negative at half
     that period (red noise, a smoothing logger's, is positive there). Why the autocorrelation:
@@ -118,12 +124,14 @@ def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude:
     from the same series absorbs it; its autocorrelation still swings with the ring's period.
     Batch noise is white: every lag's autocorrelation is N(0, 1/n), and their cosine-weighted
     mean over 13 lags has a standard deviation of 1/sqrt(6.5 n), 0.035 over a 128-point window,
-    so that 0.3 stands 8 of them above noise whatever the number of windows tested."""
-    size = 2 * min_points
-    if y.size < min_points:
+    so that 0.3 stands 8 of them above noise whatever the number of windows tested (6 over a
+    64-point window). The trend is a rolling median two of the slowest cycles (16 points) wide:
+    it keeps them whole and follows the steep fall of a run's first steps, which a wider one
+    leaves in the residual to drown the ring's autocorrelation."""
+    if y.size < size // 2:
         return []
     width = min(size, y.size)
-    detrended = y - rolling_median(y, 4 * int(_RING_PERIODS[-1]) + 1)  # 4 slowest cycles: keeps them whole
+    detrended = y - rolling_median(y, 2 * int(_RING_PERIODS[-1]) + 1)  # 2 slowest cycles: keeps them whole
     starts = np.unique(np.r_[np.arange(0, y.size - width + 1, max(1, width // 2)), y.size - width])  # and the end
     rows = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
     rows = rows - rows.mean(axis=1, keepdims=True)
@@ -153,7 +161,7 @@ def _ringing(y: np.ndarray, min_points: int, min_fraction: float, min_amplitude:
            & (period <= _RING_MAX_PERIOD))
     return [{"first": int(start), "last": int(start + width - 1), "period_points": float(period[row]),
              "amplitude": float(amplitude[row]), "fraction": float(fraction[row]),
-             "half_period_acf": float(half[row])}
+             "half_period_acf": float(half[row]), "short": short}
             for row, start in enumerate(starts.tolist()) if hit[row]]
 
 
