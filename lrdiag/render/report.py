@@ -20,7 +20,7 @@ import click
 
 from lrdiag import __version__
 from lrdiag.errors import LrdiagError
-from lrdiag.options import rule_options, warn_unmatched_roles
+from lrdiag.options import check_executor, executor_options, rule_options, warn_unmatched_roles
 
 CURVE_ROLES = ("train_loss", "val_loss", "lr")
 # Points shown in the whole report, shared out among runs and then among a run's curves: 100 runs
@@ -97,10 +97,11 @@ def report_run(spec, engine, roles: dict, run_points: int) -> dict | str:
     return entry
 
 
-def read_all(specs: list, engine, roles: dict, run_points: int, jobs: int | None = None) -> tuple[list, list]:
+def read_all(specs: list, engine, roles: dict, run_points: int, jobs: int | None = None, executor: str = "local",
+             address: str | None = None) -> tuple[list, list]:
     from lrdiag.pipeline import map_runs
 
-    return map_runs(report_run, specs, engine, roles, run_points, jobs=jobs)
+    return map_runs(report_run, specs, engine, roles, run_points, jobs=jobs, executor=executor, address=address)
 
 
 def rule_docs(rules) -> dict:
@@ -152,13 +153,14 @@ def load_replays(folder: str, engine, roles: dict, run_points: int) -> dict:
 
 
 def build(paths: list[str], engine, rules, roles: dict, recommendations: Path | None = None,
-          replays: str | None = None, jobs: int | None = None) -> dict:
+          replays: str | None = None, jobs: int | None = None, executor: str = "local",
+          address: str | None = None) -> dict:
     from lrdiag.pipeline import specs_or_raise
 
     specs = specs_or_raise(paths)
     recs = load_recommendations(recommendations) if recommendations else {}
     run_points = points_per_run(len(specs))
-    runs, errors = read_all(specs, engine, roles, run_points, jobs)
+    runs, errors = read_all(specs, engine, roles, run_points, jobs, executor, address)
     return {"schema": 1, "kind": "lrdiag-report", "lrdiag": __version__, "paths": list(paths), "runs": runs,
             "errors": errors, "rules": rule_docs(rules), "recommendations": recs,
             "replays": load_replays(replays, engine, roles, run_points) if replays else None}
@@ -181,7 +183,9 @@ def inputs_of(model: dict, recommendations: Path | None) -> list[str]:
               help="The output of `lrdiag recommend --format json`: candidate schedules with code and LR curve.")
 @rule_options
 @click.option("--jobs", type=click.IntRange(1, None), default=None, help="Worker processes (default: one per core).")
-def report(paths, output, replays, recommendations, roles, config_path, select, ignore, rule_dirs, jobs) -> None:
+@executor_options
+def report(paths, output, replays, recommendations, roles, config_path, select, ignore, rule_dirs, jobs, executor,
+           address) -> None:
     """Write one HTML file: every run's losses and LR with the findings drawn on them, an overview table,
     each finding's explanation, recommended schedules and replays.
 
@@ -194,8 +198,10 @@ def report(paths, output, replays, recommendations, roles, config_path, select, 
     from lrdiag.render.view import inert, plural
 
     safeio.check_output(output, what="report")  # a link or a folder: refused before any reading
+    check_executor(executor, address, jobs)
     config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
-    model = build(list(paths), engine, rule_set(config, rule_dirs), role_map, recommendations, replays, jobs)
+    model = build(list(paths), engine, rule_set(config, rule_dirs), role_map, recommendations, replays, jobs,
+                  executor, address)
     warn_unmatched_roles(roles, {tag for run in model["runs"] for tag in run["metrics"]})
     page = html.render(model)
     safeio.write_text(output, page, inputs_of(model, recommendations), what="report")
