@@ -387,3 +387,63 @@ def test_an_event_file_with_a_record_length_of_2_to_the_60_is_read_past_it_once_
     assert not watcher.problems  # reported once
     assert watcher.runs["huge"].run.series["loss"].steps.tolist()[-2:] == [39, 40]
     assert _watched(watcher) == _analyzed(tmp_path / "runs", engine, roles)
+
+
+IMMEDIATE = ("spike", "nonfinite", "explosion")
+
+
+def _reported(watcher: Watcher) -> dict:
+    return {name: [f for f in state.findings.reported if f.category in IMMEDIATE] for name, state in watcher.runs.items()}
+
+
+def _no_later(screened: Watcher, reference: Watcher, when: str) -> None:
+    """Each spike, NaN or explosion the reference (judging every run at every poll it grew) has reported, the
+    screened watcher has reported too: same rule and metric, overlapping steps."""
+    mine = _reported(screened)
+    for name, found in _reported(reference).items():
+        for finding in found:
+            assert any(f.rule == finding.rule and f.metric == finding.metric and f.step_start <= finding.step_end
+                       and finding.step_start <= f.step_end for f in mine.get(name, [])), f"{when}: {name} {finding}"
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.iterdir() if p.is_dir()))
+def test_the_screen_reports_spikes_nans_and_explosions_at_the_poll_a_full_judgement_would(tmp_path, setup, sample):
+    engine, roles = setup
+    source = SAMPLES / sample
+    live = tmp_path / "live"
+    files = {path: path.read_bytes() for path in sorted(source.rglob("*")) if path.is_file()}
+    screened, reference = Watcher([str(live)], engine, roles), Watcher([str(live)], engine, roles, growth=0)
+    pieces = 40
+    for piece in range(1, pieces + 1):
+        for path, data in files.items():
+            target = live / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data[: len(data) * piece // pieces])
+        screened.poll()
+        reference.poll()
+        _no_later(screened, reference, f"piece {piece}")
+    assert _watched(screened) == _watched(reference) == _analyzed(live, engine, roles)
+
+
+def test_a_noisy_csv_replayed_point_by_point_reports_its_spikes_and_its_nan_at_their_poll(tmp_path, setup):
+    import numpy as np
+
+    engine, roles = setup
+    rng = np.random.default_rng(7)
+    steps = np.arange(600)
+    loss = (2.0 * np.exp(-steps / 150) + 0.3) * np.exp(0.08 * rng.standard_t(3, steps.size))
+    loss[[200, 201, 380]] *= [4.0, 3.0, 2.5]  # a two-point burst and a lone spike
+    loss[560:] = np.nan
+    rows = ["step,loss,lr"] + [f"{s},{v},0.01" for s, v in zip(steps, loss)]
+    live = tmp_path / "run"
+    live.mkdir()
+    screened, reference = Watcher([str(live)], engine, roles), Watcher([str(live)], engine, roles, growth=0)
+    for count in range(2, len(rows) + 1, 3):
+        (live / "metrics.csv").write_text("\n".join(rows[:count]) + "\n")
+        screened.poll()
+        reference.poll()
+        _no_later(screened, reference, f"after row {count}")
+    assert {f.rule for f in reference.findings()["run"]} >= {"LRD101", "LRD105"}
+    assert _watched(screened) == _analyzed(live.parent, engine, roles)
+    judged = screened.runs["run"]
+    assert judged.judged == judged.seen  # the summary judged what it read

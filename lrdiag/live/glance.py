@@ -37,7 +37,7 @@ class Glance:
             return self._document(tail.added) if tail._document else _json_lines(tail.added)
         if tail.reader is tfevents:
             read = tfevents.read_files([tail.path], contents={tail.path: tail.added})
-            return [(tag, step, value) for tag, series in read.series.items()
+            return [(tag, step, value) for tag, series in read.series.items() if not is_bookkeeping(tag)
                     for step, value in zip(series.steps.tolist(), series.values.tolist())]
         return None
 
@@ -69,8 +69,9 @@ def _csv(data: bytes, added: bytes, name: str) -> list[tuple]:
     header_end = data.find(b"\n")
     header = data[:header_end].decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
     sep = "\t" if name.lower().endswith(".tsv") or ("\t" in header and "," not in header) else ","
-    columns = [column.strip().strip('"').strip().lower() for column in header.split(sep)]
-    step_at = next((columns.index(name) for name in STEP_COLUMNS if name in columns), None)
+    columns = [column.strip().strip('"').strip() for column in header.split(sep)]
+    lowered = [column.lower() for column in columns]
+    step_at = next((lowered.index(name) for name in STEP_COLUMNS if name in lowered), None)
     if len(added) == len(data):  # the first whole lines of the file: the header and the rows after it
         added = added[header_end + 1:]
     points = []
@@ -79,11 +80,10 @@ def _csv(data: bytes, added: bytes, name: str) -> list[tuple]:
         if len(cells) != len(columns):
             continue
         step = _number(cells[step_at]) if step_at is not None else None
-        for column, cell in enumerate(cells):
-            if column != step_at:
-                value = _number(cell)
-                if value is not None:
-                    points.append((column, step, value))
+        for column, cell in zip(columns, cells):
+            value = None if is_bookkeeping(column) else _number(cell)
+            if value is not None:
+                points.append((column, step, value))
     return points
 
 
@@ -96,7 +96,7 @@ def _json_lines(added: bytes) -> list[tuple]:
             continue
         if isinstance(record, dict):
             mode = next((str(record[key]) for key in _MODES if isinstance(record.get(key), str)), "")
-            points += _numbers(record, mode + "/", _step(record))
+            points += _numbers(record, "" if mode in ("", "train") else mode + "/", _step(record))
     return points
 
 

@@ -2,23 +2,27 @@
 
 `lrdiag watch` judges a run with the full rules engine (the same code as `lrdiag analyze`) only when this
 screen fires on one of the run's new points, or when the run has grown by a fixed fraction since its last
-judgement (watcher.py), and always before its findings are summed up. The screen keeps, per metric, the last
-few finite values, the lowest one so far and the last step: O(1) work per point. It fires on a point when
+judgement (watcher.py), and always before its findings are summed up. The screen keeps, per metric, its last
+few values and steps between them and its lowest value: O(1) work a point. It fires on a point when
 
-- the value is NaN or infinite: the non-finite rule (LRD105) reports it at that point;
-- its step is not after the metric's last one (a restart re-logging steps): the rules read a metric in
-  step order, last logged value winning, so the order the screen saw is not the rules' order;
-- the value stands at `min_ratio` times or more above the lowest of the `window` finite values before it
-  (on values of any sign, `b + (min_ratio - 1) |b|` for the `b` in that range that gives the lowest bar). A
-  spike (LRD101) must rise that far above the median of up to `window` points before it, and that median
-  lies in their range: so every point the spike rule could call a spike fires, with the rule's own
-  `window` and `min_ratio` (the smallest ratio and largest window of the spike rules in use). The spike
-  rule also weighs the rise against the noise around the point, which points after it still change: a
-  candidate fires again 1, 2, 4, 8, 16 and 32 points later, as those windows fill;
-- the value, or the median of the last five, stands at `factor` times the metric's lowest value or more:
-  an explosion (LRD106) crosses `factor` times its starting level (at least its lowest value) on a 5-point
-  median for `min_points` points. It fires for the first 2 x `min_points` + 5 points of such a stretch.
+- the value is NaN or infinite (any metric): the non-finite rule (LRD105) reports it at that point;
+- its step is before the metric's last one (a restart logging steps again): the rules read a metric in
+  step order, the last logged value winning, which is no longer the order the screen saw;
+- on a metric the spike rule (LRD101) reads (its roles: the losses), the value rises `min_ratio` times
+  (on values of any sign: by `min_ratio - 1` times the level's size) above the lowest of the `window`
+  finite values before it, and by half the rule's `z` times the metric's noise: the median distance of its
+  last 64 points from their 5-point medians (on the log scale when positive), the rule's own measure. The
+  rule asks a spike to rise that ratio above the median of up to `window` points before it (a median
+  within their range), and `z` times a noise estimate never under 0.7 of that measure over 329 points
+  around it: half of `z` leaves room for the 64 points to read up to 1.4 times the 329. The rule's noise
+  around a point also depends on the points after it (its local window reaches 20 points ahead), so the
+  32 points after a candidate fire too;
+- on a metric the explosion rule (LRD106) reads, the value or the median of the last five stands at
+  `factor` times the metric's lowest value or more: an explosion crosses `factor` times its starting
+  level (never under its lowest) on a 5-point median for `min_points` points. It fires for the first
+  2 x `min_points` + 5 points of such a stretch.
 
+The thresholds are the rules' configured parameters (the most permissive of the rules using a detector).
 Rules that judge a whole curve (a stall, a divergence, an oscillation, the LR rules, rules from --rules
 folders) are not screened: they are judged when the run has grown by the schedule's fraction.
 """
@@ -28,53 +32,67 @@ from __future__ import annotations
 import math
 from collections import deque
 
-_RECHECKS = (1, 2, 4, 8, 16, 32)  # points after a spike candidate at which it fires again
+from lrdiag.series.roles import infer_role
+
+_RECHECK = 32  # points after a spike candidate that fire too: the rule's local noise reaches 20 points ahead
+_NOISE_POINTS = 64  # points whose median distance from their 5-point median is the screen's noise
+_MAD_TO_SIGMA = 1.4826
+_DIP_FACTOR, _Z_CAP = 2.0, 50.0  # the spike rule's: its threshold is at least twice the deepest dip, up to 50
 
 
 class Screen:
-    """The screen of one run: `fires(key, step, value)` for each new point, in the order it was logged."""
+    """The screen of one run: `fires(key, tag, step, value)` for each new point, in the order it was logged
+    (`key` keeps a metric's points together, `tag` is its name, whose role says which rules read it)."""
 
-    def __init__(self, window: int = 5, min_ratio: float = 1.5, factor: float = 5.0, min_points: int = 3) -> None:
+    def __init__(self, roles: dict[str, str] | None = None, spike_roles=("train_loss", "val_loss"),
+                 explosion_roles=("train_loss", "val_loss"), window: int = 5, min_ratio: float = 1.5,
+                 z: float = 10.0, factor: float = 5.0, min_points: int = 3) -> None:
+        self.roles = roles or {}
+        self.spike_roles, self.explosion_roles = set(spike_roles), set(explosion_roles)
         self.window = max(1, window)
         self.rise = min_ratio - 1.0
+        self.z = z
         self.factor = factor
         self.settle = 2 * min_points + 5
         self.tracks: dict = {}
 
     @classmethod
-    def for_engine(cls, engine) -> "Screen":
-        """Thresholds from the engine's spike and explosion rules (their configured parameters)."""
-        params = {"spike": [], "explosion": []}
+    def for_engine(cls, engine, roles: dict[str, str] | None = None) -> "Screen":
+        """Thresholds and roles from the engine's spike and explosion rules (their configured parameters)."""
+        params: dict[str, list] = {"spike": [], "explosion": []}
+        read: dict[str, set] = {"spike": set(), "explosion": set()}
         for rule in engine.rules:
             if rule.detector in params:
                 params[rule.detector].append(engine.params[rule.code])
+                read[rule.detector] |= set(rule.roles)
         spike, explosion = params["spike"] or [{}], params["explosion"] or [{}]
-        return cls(window=max(p.get("window", 5) for p in spike), min_ratio=min(p.get("min_ratio", 1.5) for p in spike),
+        return cls(roles, read["spike"], read["explosion"], window=max(p.get("window", 5) for p in spike),
+                   min_ratio=min(p.get("min_ratio", 1.5) for p in spike), z=min(p.get("z", 10.0) for p in spike),
                    factor=min(p.get("factor", 5.0) for p in explosion),
                    min_points=max(p.get("min_points", 3) for p in explosion))
 
-    def fires(self, key, step: float | None, value: float) -> bool:
+    def fires(self, key, tag: str, step: float | None, value: float) -> bool:
         track = self.tracks.get(key)
         if track is None:
-            track = self.tracks[key] = _Track(self.window)
-        fire = step is not None and track.step is not None and step <= track.step
+            role = self.roles.get(tag) or infer_role(tag)
+            track = self.tracks[key] = _Track(self.window, role in self.spike_roles, role in self.explosion_roles)
+        fire = step is not None and track.step is not None and step < track.step
         track.step = step if step is not None else track.step
         track.count += 1
         if track.candidates:
-            ago = {track.count - index for index in track.candidates}
-            fire |= not ago.isdisjoint(_RECHECKS)
-            track.candidates = [index for index in track.candidates if track.count - index < _RECHECKS[-1]]
+            track.candidates = [index for index in track.candidates if track.count - index <= _RECHECK]
+            fire |= bool(track.candidates)
         if not math.isfinite(value):
             return True
         recent = track.recent
-        if recent:
-            low, high = min(recent), max(recent)
-            bar = min(self._bar(low), self._bar(high), self._bar(min(max(0.0, low), high)))
-            if value >= bar:
-                track.candidates.append(track.count)
-                fire = True
+        if len(recent) >= 4:  # the point two before this one now has its 5-point median
+            five = _scaled([*list(recent)[-4:], value])
+            track.noise.append(abs(five[2] - sorted(five)[2]))
+        if track.spike and recent and self._rises(value, track):
+            track.candidates.append(track.count)
+            fire = True
         lowest = track.lowest
-        if lowest is not None and lowest > 0:
+        if track.explosion and lowest is not None and lowest > 0:
             last5 = sorted([*list(recent)[-4:], value])
             if max(value, last5[len(last5) // 2]) >= self.factor * lowest:
                 track.climb += 1
@@ -83,17 +101,56 @@ class Screen:
                 track.climb = 0
         recent.append(value)
         track.lowest = value if lowest is None else min(lowest, value)
+        if track.spike and len(recent) == recent.maxlen:
+            self._dip(track)
         return fire
+
+    def _rises(self, value: float, track: "_Track") -> bool:
+        before = list(track.recent)[-self.window:]
+        if track.count > 4 * self.window:  # the rule's level: the median of the `window` points before
+            low = high = sorted(before)[len(before) // 2]
+        else:  # fewer points: the rule's level is the median of fewer, or the point before
+            low, high = min(before), max(before)
+        if value < min(self._bar(low), self._bar(high), self._bar(min(max(0.0, low), high))):
+            return False
+        if len(track.noise) < 8:
+            return True  # too few points to know the noise
+        jump = math.log(value / low) if value > 0 and low > 0 else value - low
+        return jump >= 0.5 * max(self.z, min(_Z_CAP, _DIP_FACTOR * track.dip)) * _noise(track.noise)
+
+    def _dip(self, track: "_Track") -> None:
+        """The deepest dip so far in noise units: how far a point falls below both the medians of the
+        `window` points before and after it, away from spike candidates (the rule's own calibration)."""
+        at = track.count - 1 - 2 * self.window  # its candidates within 2 x window are known now
+        if len(track.noise) < 8 or any(abs(at - index) <= 2 * self.window for index in track.candidates):
+            return
+        y = _scaled(list(track.recent))
+        middle = len(y) - 1 - 2 * self.window
+        before, after = sorted(y[middle - self.window:middle]), sorted(y[middle + 1:middle + 1 + self.window])
+        level = min(before[len(before) // 2], after[len(after) // 2])
+        track.dip = max(track.dip, (level - y[middle]) / _noise(track.noise))
 
     def _bar(self, level: float) -> float:
         return level + self.rise * abs(level)
 
 
-class _Track:
-    __slots__ = ("recent", "lowest", "step", "count", "candidates", "climb")
+def _scaled(values: list[float]) -> list[float]:
+    """On the log scale when all are positive, as the spike rule reads a positive metric."""
+    return [math.log(v) for v in values] if min(values) > 0 else values
 
-    def __init__(self, window: int) -> None:
-        self.recent: deque = deque(maxlen=max(window, 4))
+
+def _noise(distances) -> float:
+    return _MAD_TO_SIGMA * max(sorted(distances)[len(distances) // 2], 1e-12)
+
+
+class _Track:
+    __slots__ = ("spike", "explosion", "recent", "noise", "dip", "lowest", "step", "count", "candidates", "climb")
+
+    def __init__(self, window: int, spike: bool, explosion: bool) -> None:
+        self.spike, self.explosion = spike, explosion
+        self.recent: deque = deque(maxlen=max(3 * window + 1, 5))  # a dip is judged 2 x window points late
+        self.dip = 0.0
+        self.noise: deque = deque(maxlen=_NOISE_POINTS)
         self.lowest: float | None = None
         self.step: float | None = None
         self.count = 0

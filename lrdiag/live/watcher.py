@@ -108,6 +108,7 @@ class Watcher:
         self.roles = roles or {}
         self.verify = verify
         self.runs: dict[str, _RunState] = {}
+        self._held: list[Event] = []  # events of judgements made outside a poll, for the next poll to return
         self._specs_found: list[RunSpec] = []
         self._discover_after = 0.0  # monotonic time before which the last discovery's runs are reused
         self.problems: list[tuple[str, Problem]] = []  # damage met in whole records, each once; the caller drains it
@@ -115,11 +116,11 @@ class Watcher:
     def poll(self, budget: float | None = None) -> list[Event]:
         """Read what is new under the paths; the findings that appeared or grew, in run order. `budget`:
         seconds this poll may spend on judgements due by growth alone (None: no limit)."""
-        events = []
+        events, self._held = self._held, []
         for spec in self._specs():
             state = self.runs.get(spec.name)
             if state is None:
-                state = self.runs[spec.name] = _RunState(spec, screen=Screen.for_engine(self.engine))
+                state = self.runs[spec.name] = _RunState(spec, screen=Screen.for_engine(self.engine, self.roles))
             if spec.store:
                 run = read_run(spec, verify=self.verify, roles=self.roles)
                 points = sum(len(series) for series in run.series.values())
@@ -157,9 +158,9 @@ class Watcher:
             state.fired = True
             return
         fires = state.screen.fires
-        prefix = str(path)
+        prefix = state.spec.files[path]  # the run's sub-folder (train/, validation/), as the readers name tags
         for key, step, value in points:
-            if fires((prefix, key), step, value):
+            if fires((path, key), prefix + key, step, value):
                 state.fired = True
         state.seen += len(points)
 
@@ -201,9 +202,9 @@ class Watcher:
         now = time.time()
         return [Event(run.name, finding, status, now) for finding, status in state.findings.update(state.latest)]
 
-    def settle(self) -> list[Event]:
-        """Judge every run that read whole records since its last judgement; their events."""
-        return [event for state in self.runs.values() if state.unjudged for event in self._detect(state)]
+    def settle(self) -> None:
+        """Judge every run that read whole records since its last judgement (the next poll returns their events)."""
+        self._held += [event for state in self.runs.values() if state.unjudged for event in self._detect(state)]
 
     def findings(self) -> dict[str, list[Finding]]:
         """Each run's findings on all it has read so far (those `lrdiag analyze` gives on the same data):
