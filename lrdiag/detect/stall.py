@@ -7,7 +7,7 @@ still improving, or converging at the end, and is left alone, as is a curve that
 after it (divergence or explosion, for the other rules). A stall needs a reason to believe the
 loss could have gone further:
 - **stuck near its initial value**: over the whole run it never got `near_initial` (log
-  units, ~10 %; more on a curve too noisy to place its start that well) below its first
+  units, ~10 %; more on a curve too noisy to place its start and end that well) below its first
   points (and never twice that at its best), and its second half gained less than a quarter
   of that (else it is a run improving slowly): the stall then runs from the first point. Only for a log that starts near the beginning of training (not a
   resumed run), and for a validation or component loss only when the main training loss
@@ -79,7 +79,7 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
                f"(median {_units(start, is_log):.4g} over its first {head} points, "
                f"{_units(end_level, is_log):.4g} over its last {tail})")
         lr_now, lr_peak = _plateau_lr(ctx, int(steps[0]))
-    elif (decay := _lr_death(ctx, steps, smooth, tolerance, total_drop, lr_floor, min_fraction)) is not None:
+    elif (decay := _lr_death(ctx, steps, y, smooth, tolerance, total_drop, lr_floor, min_fraction)) is not None:
         onset, lr_now, lr_peak = decay
         kind, why = "lr_decayed", (f"the LR had decayed to {lr_now:.3g} ({100 * lr_now / lr_peak:.2g}% of its peak "
                                    f"{lr_peak:.3g}) while the loss was still falling fast")
@@ -176,9 +176,10 @@ def _never_improved(steps: np.ndarray, y: np.ndarray, is_log: bool, near_initial
     start = float(np.median(y[:head]))  # the first points: where training started
     end = float(np.median(y[-max(3, y.size // 10):]))
     unit = 1.0 if is_log else max(abs(start), 1e-12)
-    # On a noisy curve a few points place the start only roughly: a drop must beat that too.
+    # On a noisy curve a few points place the start and the end only roughly: a drop must beat
+    # the noise of the difference of their medians too (3 sigmas).
     noise = MAD_TO_SIGMA * float(np.median(np.abs(y - rolling_median(y, 5))))
-    enough = max(near_initial * unit, 3 * noise / np.sqrt(head))
+    enough = max(near_initial * unit, 3 * noise * np.sqrt(1 / head + 1 / max(3, y.size // 10)))
     if enough > 3 * near_initial * unit:
         # So noisy that only a drop of 3x near_initial would show (8 single-batch losses a
         # run, +-30 %): such a series cannot tell that the loss is stuck; its run's other
@@ -209,7 +210,7 @@ def _steady_drop(steps: np.ndarray, y: np.ndarray) -> float:
     return float(v[0] - v[-1]) if kendall_z(v) <= -3.0 else 0.0
 
 
-def _lr_death(ctx: Context, steps, smooth, tolerance: float, total_drop: float, lr_floor: float,
+def _lr_death(ctx: Context, steps, y, smooth, tolerance: float, total_drop: float, lr_floor: float,
               min_fraction: float) -> tuple[int, float, float] | None:
     """(index, LR, peak LR) where the LR first fell below `lr_floor` of its peak, when the loss
     was falling fast just before (a quarter of its total drop over the preceding tenth of the
@@ -230,7 +231,12 @@ def _lr_death(ctx: Context, steps, smooth, tolerance: float, total_drop: float, 
     if onset >= steps.size or (steps[-1] - steps[onset]) < min_fraction * (steps[-1] - steps[0]):
         return None
     back = max(2, steps.size // 10)
-    before = smooth[max(0, onset - back)] - smooth[onset]
+    # The level a tenth of the run before: smoothed, unless the smoothing window reaches past the
+    # log's first point there (a short log whose LR died a few points in: its median at the
+    # start mirrors the points after and hides the fall), then the logged point itself.
+    width = max(5, steps.size // 20) | 1
+    first = max(0, onset - back)
+    before = (smooth[first] if first >= width // 2 else max(smooth[first], float(y[first]))) - smooth[onset]
     gained_after = smooth[onset] - smooth[onset:].min()
     # Nothing gained after, or gained at a tenth of the rate (per point) of the stretch just
     # before: a residual LR may still creep (a 100x decay is not zero), the progress is gone.
