@@ -11,6 +11,7 @@ again one run a task, so that only the run that kills its worker is lost.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from contextlib import contextmanager
 
@@ -95,11 +96,15 @@ def _one_by_one(ray, work, specs: list, shared) -> list:
         try:
             results.extend(ray.get(ref))
         except ray.exceptions.RayError as error:
-            results.append(f"{spec.name}: the Ray worker analyzing this run died ({type(error).__name__}: "
-                           f"{_first_line(error)})")
+            results.append(f"{spec.name}: the Ray task analyzing this run failed ({_reason(error)})")
     return results
 
 
 def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def _reason(error: BaseException) -> str:
+    """A task's error in one line: its last (the exception raised on the worker), without Ray's colours."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
