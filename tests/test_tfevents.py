@@ -637,3 +637,29 @@ def test_hand_decoder_never_disagrees_with_protobuf_on_damaged_or_odd_records(da
     hand = plain_event(bytes(record))
     if hand is not None:
         assert same_event(hand, protobuf_plain(bytes(record))), bytes(record)
+
+
+def raw_scalar_record(tag: bytes, step: int, value: float) -> bytes:
+    """A simple_value Event written byte by byte, so that a tag can hold bytes protobuf would refuse."""
+    item = b"\x0a" + bytes([len(tag)]) + tag + b"\x15" + struct.pack("<f", value)
+    summary = b"\x0a" + bytes([len(item)]) + item
+    return b"\x09" + struct.pack("<d", 1.0) + b"\x10" + bytes([step]) + b"\x2a" + bytes([len(summary)]) + summary
+
+
+def test_tags_with_a_nul_bad_utf8_or_any_script_keep_their_text_with_bad_bytes_replaced(tmp_path):
+    """Tag names are decoded for many tags in one call; a NUL or a cut UTF-8 sequence in one must
+    neither shift nor merge its neighbours' names."""
+    tags = [b"loss", b"a\x00b", b"cut\xe2\x82", "λ/精度".encode(), b"\xff", b"lr"]
+    path = tmp_path / "events.out.tfevents.1.tags"
+    with open(path, "wb") as handle:
+        writer = RecordWriter(handle)
+        for step in range(3):
+            for index, tag in enumerate(tags):
+                writer.write(raw_scalar_record(tag, step, index + step / 10))
+    result = read_files([path])
+    assert result.problems == []
+    assert list(result.series) == [tag.decode("utf-8", "replace") for tag in tags]
+    for index, tag in enumerate(tags):
+        series = result.series[tag.decode("utf-8", "replace")]
+        np.testing.assert_array_equal(series.steps, [0, 1, 2])
+        np.testing.assert_array_equal(series.values, np.float32([index, index + 0.1, index + 0.2]))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lrdiag.ingest import eventwire
+from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.tfrecord import HEADER, Buffer, frame
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -75,16 +76,19 @@ class _Control:
 
 
 class _Tags:
+    """Tag names by id, ids given in order of first appearance."""
+
     def __init__(self) -> None:
-        self.names: list[str] = []
         self.ids: dict[str, int] = {}
         self.plugin: dict[str, str] = {}
 
-    def id(self, name: str) -> int:
-        if name not in self.ids:
-            self.ids[name] = len(self.names)
-            self.names.append(name)
-        return self.ids[name]
+    def id_list(self, names) -> list[int]:
+        ids = self.ids
+        return [ids.setdefault(name, len(ids)) for name in names]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.ids)  # a dict keeps insertion order: the ids' order
 
 
 def _varint(buf: Buffer, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,14 +161,29 @@ def _group_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, tags: _
         digest = (digest ^ word) * np.uint64(1099511628211)
         digest ^= digest >> np.uint64(29)
     _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
-    ids = np.array([tags.id(buf.bytes_at(s, n).decode("utf-8", "replace"))
-                    for s, n in zip(tag_start[first].tolist(), tag_len[first].tolist())], dtype=np.int64)
+    first_seen = first[np.argsort(first)]  # new tags get ids in the order the file shows them
+    ids = np.empty(first.size, np.int64)
+    ids[np.argsort(first)] = tags.id_list(_decoded_tags(buf, tag_start[first_seen], tag_len[first_seen]))
     # A hash collision would merge two tags: confirm every row's bytes equal its representative's.
     representative = first[inverse]
     same = tag_len == tag_len[representative]
     for word in words:
         same &= word == word[representative]
     return ids[inverse], same
+
+
+def _decoded_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray) -> list[str]:
+    """The tags' text (bad UTF-8 replaced), decoded in one call: the bytes of all of them gathered
+    with NUL between (a tag that holds a NUL is decoded on its own)."""
+    ends = np.cumsum(tag_len + 1)
+    source = np.repeat(tag_start - (ends - tag_len - 1), tag_len + 1) + np.arange(int(ends[-1]) if ends.size else 0)
+    gathered = buf.u8[buf.clip(source)]
+    gathered[ends - 1] = 0
+    names = gathered.tobytes().decode("utf-8", "replace").split("\0")[:-1]
+    if len(names) != tag_start.size:  # some tag holds a NUL
+        names = [buf.bytes_at(start, length).decode("utf-8", "replace")
+                 for start, length in zip(tag_start.tolist(), tag_len.tolist())]
+    return names
 
 
 def _tensor_scalar(tensor) -> float | None:
@@ -200,7 +219,7 @@ def _slow_records(buf: Buffer, starts, lengths, first_record, tags, points, cont
         else:
             controls.append(_Control(index, step, has_summary=True))
             if payload:
-                points.add([index] * len(payload), [tags.id(tag) for tag, _ in payload], [step] * len(payload),
+                points.add([index] * len(payload), tags.id_list(tag for tag, _ in payload), [step] * len(payload),
                            [wall_time] * len(payload), [value for _, value in payload])
 
 
@@ -341,12 +360,15 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
 def _split_by_tag(tag_id, step, wall, value, names: list[str]) -> dict[str, Series]:
     """One Series per tag, points in file order."""
     if len(names) <= 64:  # a mask per tag beats sorting when tags are few
-        groups = ((tid, np.flatnonzero(tag_id == tid)) for tid in range(len(names)))
-    else:
-        order = np.argsort(tag_id, kind="stable")
-        bounds = np.searchsorted(tag_id[order], np.arange(len(names) + 1))
-        groups = ((tid, order[bounds[tid]:bounds[tid + 1]]) for tid in range(len(names)))
-    return {names[tid]: Series(names[tid], step[rows], value[rows], wall[rows]) for tid, rows in groups if rows.size}
+        rows = (np.flatnonzero(tag_id == tid) for tid in range(len(names)))
+        return {name: Series(name, step[one], value[one], wall[one]) for name, one in zip(names, rows) if one.size}
+    # Many tags: sort once, then each tag's points are a slice (a view, no copy per tag).
+    order = np.argsort(tag_id, kind="stable")
+    step, wall, value = step[order], wall[order], value[order]
+    bounds = np.searchsorted(tag_id[order], np.arange(len(names) + 1)).tolist()
+    with gc_paused():
+        return {name: Series(name, step[first:last], value[first:last], wall[first:last])
+                for name, first, last in zip(names, bounds[:-1], bounds[1:]) if last > first}
 
 
 def read(path: Path, verify: bool = True) -> ReadResult:
