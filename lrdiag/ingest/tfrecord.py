@@ -27,7 +27,6 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import crc32c
 import numpy as np
 
 from lrdiag.ingest import files
@@ -81,6 +80,8 @@ class Records:
 
 
 def masked_crc(data) -> int:
+    import crc32c  # here, not at the top: a run without event files never loads it
+
     crc = crc32c.crc32c(data)
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
 
@@ -168,6 +169,8 @@ def _fold_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, stored: np.nd
     and each stored CRC replaced by crc(m) ^ crc(0^n) (n: that record's length), so that an
     intact record brings a zero CRC register back to zero whatever its length; leading zeros
     leave a zero register at zero. One C-speed pass then checks the whole span."""
+    import crc32c
+
     ok = np.ones(starts.size, dtype=bool)
     if not starts.size:
         return ok
