@@ -9,7 +9,8 @@ from lrdiag.detect import robust
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 6, 7, 8, 41, 64, 65, 129, 256])
 @pytest.mark.parametrize("n", [1, 2, 5, 10, 100, 1000, 5000])
-def test_median_filter_equals_scipy(n, size):
+def test_median_filter_equals_scipy(n, size, monkeypatch):
+    monkeypatch.setattr(robust, "_scipy_imported", lambda: False)  # scipy is imported here: force numpy's path
     values = np.random.default_rng(n * 1000 + size).standard_t(2, size=n)
     values[::7] = values[0]  # ties
     want = scipy_median_filter(values, size=min(size, n), mode="reflect")
@@ -17,6 +18,7 @@ def test_median_filter_equals_scipy(n, size):
 
 
 def test_large_inputs_take_scipy_and_agree(monkeypatch):
+    monkeypatch.setattr(robust, "_scipy_imported", lambda: False)
     values = np.random.default_rng(1).normal(size=3000)
     big = robust.median_filter(values, 101)  # 303,000 > the numpy bound: scipy's filter
     monkeypatch.setattr(robust, "_NUMPY_UP_TO", 10**9)

@@ -142,7 +142,9 @@ def _ringing(y: np.ndarray, size: int, min_fraction: float, min_amplitude: float
         acf = np.stack([(rows[:, :-lag] * rows[:, lag:]).sum(axis=1) for lag in _RING_LAGS], axis=1) / power[:, None]
     acf = np.nan_to_num(acf)
     cosines = np.cos(2 * np.pi * _RING_LAGS[None, :] / _RING_PERIODS[:, None])
-    weights = acf @ cosines.T / (cosines**2).sum(axis=1)  # per window and period
+    # Per window and period. einsum, not a matrix product: a product this size (600+ windows)
+    # wakes OpenBLAS's threads, whose spinning costs more CPU than the product itself.
+    weights = np.einsum("wl,pl->wp", acf, cosines) / (cosines**2).sum(axis=1)
     best = np.argmax(weights, axis=1)
     fraction = weights[np.arange(starts.size), best]
     period = _RING_PERIODS[best]
