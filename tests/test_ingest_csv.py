@@ -333,3 +333,42 @@ def test_damaged_csv_never_raises_and_each_damage_costs_at_most_one_row(tmp_path
     result = csvlog.read(path)
     assert all(problem.file == str(path) for problem in result.problems)
     assert len(result.series.get("loss", [])) >= 40 - len(damage)
+
+
+def damaged_big_csv() -> bytes:
+    """~1 MB of a sparse log with damage spread over it: short and long lines, a cell that is not a
+    number, a NaN, bytes that are not UTF-8, a CRLF line, a text column, and no newline at the end."""
+    rows = [b"step,loss,lr,note"]
+    for step in range(40_000):
+        lr = b"0.001" if step % 50 == 0 else b""
+        rows.append(b"%d,%r,%s,ok" % (step, 1 / (step + 1), lr))
+    rows[5] = b"4,0.2"  # too few fields
+    rows[12_000] += b",extra"
+    rows[20_000] = b"19999,oops,,ok"
+    rows[22_000] = b"21999,nan,,ok"
+    rows[25_000] = b"24999,0.5,,\xff\xfe"
+    rows[30_000] = b"29999,0.25,,ok\r"
+    rows[39_000] = b"38999,0.125,0.1,ok,"
+    return b"\n".join(rows)
+
+
+@pytest.mark.parametrize("given_bytes", [False, True], ids=["from the file", "bytes in hand"])
+def test_a_big_file_read_in_chunks_gives_the_series_and_problems_of_one_read(tmp_path, monkeypatch, given_bytes):
+    """Files over textlog.CHUNK_BYTES are parsed a chunk of lines at a time (bounded memory); the
+    result must be the one whole read's: every point, every problem at its own line."""
+    data = damaged_big_csv()
+    path = write(tmp_path, "metrics.csv", data)
+    read = (lambda: csvlog.read(path, data)) if given_bytes else (lambda: csvlog.read(path))
+    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 30)
+    whole = read()
+    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 16)
+    assert len(data) > 10 * textlog.CHUNK_BYTES
+    chunked = read()
+    assert list(chunked.series) == list(whole.series) == ["loss", "lr"]
+    for tag, series in whole.series.items():
+        np.testing.assert_array_equal(chunked.series[tag].steps, series.steps)
+        np.testing.assert_array_equal(chunked.series[tag].values, series.values)
+    assert sorted(chunked.problems) == sorted(whole.problems)
+    assert sorted(wheres(whole)) == sorted(["line 6", "line 12001", "line 20001", "line 25001", "line 39001"])
+    loss = whole.series["loss"]
+    assert loss.steps.size == 40_000 - 4 and math.isnan(loss.values[loss.steps == 21_999][0])

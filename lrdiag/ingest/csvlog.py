@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import pathlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                   join_lines, line_bounds, normalized, per_line_count, report,
+                                   join_lines, line_bounds, line_chunks, normalized, per_line_count, report,
                                    whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -34,26 +34,56 @@ def claims(path: pathlib.Path, head: bytes) -> bool:
 
 
 def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
-    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far)."""
+    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far).
+
+    A big file is parsed a chunk of lines at a time (textlog.line_chunks), each chunk under the
+    header again; the series are joined at the end, so memory stays near what is read out."""
     problems: list[Problem] = []
+    chunks = line_chunks(path, data)
     try:
-        data = files.read_bytes(path) if data is None else data
+        head, _ = next(chunks, (b"", 0))
     except OSError as error:
         return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
-    found = _detect(path.name, data[:HEAD_BYTES])
+    found = _detect(path.name, head[:HEAD_BYTES])
     if found is None:
-        message = "empty file" if not data.strip() else (
+        message = "empty file" if not head.strip() else (
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     source, step_column, sep = found
-    data = _decoded_or_repaired(data, path, problems)
-    frame, row_lines = _parse(data, path, problems, sep)
-    if frame is None:
+    header, parts, columns, rows, byte = b"", {}, None, 0, 0
+    try:
+        for chunk, first_line in itertools.chain([(head, 0)], chunks):
+            chunk_problems: list[Problem] = []
+            size = len(chunk)
+            chunk = _decoded_or_repaired(chunk, path, chunk_problems, first_line, byte)
+            byte += size
+            if first_line:
+                chunk = header + chunk
+            else:
+                header = chunk[:chunk.find(b"\n") + 1] or chunk + b"\n"
+            frame, row_lines = _parse(chunk, path, chunk_problems, sep, max(first_line - 1, 0))
+            # the header's own problems were reported with the first chunk
+            problems.extend(problem for problem in chunk_problems if not first_line or problem.where != "line 1")
+            if frame is None:
+                continue
+            columns = columns or {column: position for position, column in enumerate(frame.columns)}
+            rows += len(frame)
+            for tag, series in _series_from_frame(frame, row_lines, step_column, path, problems).items():
+                parts.setdefault(tag, []).append(series)
+    except OSError as error:
+        problems.append(Problem(str(path), f"byte {byte}", f"cannot read on: {error.strerror or error}"))
+    if columns is None:
         return ReadResult(source, problems=problems)
-    if frame.empty and not problems:
+    if not rows and not problems:
         problems.append(Problem(str(path), "", "no data rows, only a header"))
-    series = _series_from_frame(frame, row_lines, step_column, path, problems)
+    series = {tag: _joined(tag, parts.pop(tag)) for tag in sorted(parts, key=lambda tag: columns.get(tag, 0))}
     return ReadResult(source, series=series, problems=cap_problems(problems, path))
+
+
+def _joined(tag: str, parts: list[Series]) -> Series:
+    if len(parts) == 1:
+        return parts[0]
+    return Series(tag, np.concatenate([part.steps for part in parts]), np.concatenate([part.values for part in parts]))
 
 
 def _separator(name: str, head: bytes) -> str:
@@ -98,14 +128,17 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _decoded_or_repaired(data: bytes, path: pathlib.Path, problems: list[Problem]) -> bytes:
-    """The bytes as UTF-8; undecodable bytes become U+FFFD (then a non-numeric cell) after a problem."""
-    data = data.removeprefix(b"\xef\xbb\xbf")
+def _decoded_or_repaired(data: bytes, path: pathlib.Path, problems: list[Problem], first_line: int = 0,
+                         first_byte: int = 0) -> bytes:
+    """The bytes as UTF-8; undecodable bytes become U+FFFD (then a non-numeric cell) after a problem.
+    `first_line`, `first_byte`: where in the file these bytes start (0-based)."""
+    data = data.removeprefix(b"\xef\xbb\xbf") if not first_byte else data
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        problems.append(Problem(str(path), f"line {line}", f"not UTF-8 text: {error.reason} at byte {error.start}"))
+        line = first_line + data.count(b"\n", 0, error.start) + 1
+        problems.append(Problem(str(path), f"line {line}",
+                                f"not UTF-8 text: {error.reason} at byte {first_byte + error.start}"))
         data = data.decode("utf-8", "replace").encode("utf-8")
     return data
 
@@ -118,9 +151,10 @@ def _quoted_field_count(line: bytes, sep: str) -> int:
         return -1
 
 
-def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
-           sep: str = ",") -> tuple[pd.DataFrame | None, np.ndarray]:
-    """The rows as a DataFrame of raw cells, and the 1-based file line of each row.
+def _parse(data: bytes, path: pathlib.Path, problems: list[Problem], sep: str = ",",
+           line_offset: int = 0) -> tuple[pd.DataFrame | None, np.ndarray]:
+    """The rows as a DataFrame of raw cells, and the 1-based file line of each row (a chunk's
+    lines after its header are `line_offset` lines further down the file).
 
     Lines with the wrong number of fields are found beforehand (pandas' C parser would pad short
     ones silently), reported, and left out of what the parser sees, so every good row before and
@@ -154,7 +188,7 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
     def describe(index: int) -> tuple[str, str]:
         half_written = unterminated_last and index == len(ends) - 1 and fields[index] < expected
         found = "unbalanced quotes or stray line break" if fields[index] < 0 else f"found {fields[index]}"
-        return f"line {index + 1}", (f"{'half-written last line: ' if half_written else ''}"
+        return f"line {index + 1 + line_offset}", (f"{'half-written last line: ' if half_written else ''}"
                                      f"expected {expected} fields, {found}; line skipped")
     report(problems, path, np.flatnonzero(wrong), describe, "lines with a wrong number of fields skipped")
     good = ~blank & ~wrong
@@ -168,9 +202,9 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem],
         return None, np.empty(0, np.int64)
     header = next(csv.reader([data[starts[0]:ends[0]].decode("utf-8", "replace")], delimiter=sep))
     frame = _first_of_each_name(frame, [cell.strip() for cell in header], path, problems)
-    row_lines = good_lines[1:] + 1
+    row_lines = good_lines[1:] + 1 + line_offset
     if len(row_lines) != len(frame):  # not expected either; keep numbering sane rather than fail
-        row_lines = np.arange(len(frame)) + 2
+        row_lines = np.arange(len(frame)) + 2 + line_offset
     return frame, row_lines
 
 

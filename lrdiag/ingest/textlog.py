@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lrdiag.ingest import files
 from lrdiag.series.model import Problem
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
     import pandas as pd
 
 HEAD_BYTES = 64 * 1024
+# Text logs bigger than this are read a chunk of whole lines at a time, so that the parser's
+# buffers stay the size of a chunk and peak memory stays within ~2x the file (what is read out,
+# about half the file's size for a typical log, plus a chunk's work); smaller files in one go.
+CHUNK_BYTES = 4 << 20
 # Step columns in order of preference: the finest counter wins.
 STEP_COLUMNS = ("step", "global_step", "iteration", "iter", "epoch")
 # Columns that are numeric but describe the run's machinery, not its learning.
@@ -27,6 +33,29 @@ NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
 # A broken file can hold a million bad cells: list this many, then count the rest.
 MAX_PROBLEMS = 100
 _NEWLINE = ord("\n")
+
+
+def line_chunks(path: pathlib.Path, data: bytes | None) -> Iterator[tuple[bytes, int]]:
+    """(chunk, 0-based index of its first line) for the file's bytes, about CHUNK_BYTES a chunk,
+    each ending with a line's newline (the last one as the file ends). `data`: the bytes already
+    in hand (a live log's whole lines), else the file is read a chunk at a time."""
+    handle = None if data is None else io.BytesIO(data)
+    with handle or files.open_regular(path) as stream:
+        line, carry = 0, b""
+        while True:
+            block = stream.read(CHUNK_BYTES)
+            if not block:
+                if carry:
+                    yield carry, line
+                return
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            if not cut:  # one line longer than a chunk: read on until it ends
+                carry = block
+                continue
+            chunk, carry = block[:cut], block[cut:]
+            yield chunk, line
+            line += chunk.count(b"\n")
 
 
 def is_bookkeeping(tag: str) -> bool:
@@ -66,7 +95,8 @@ def join_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndar
 def per_line_count(data: bytes, ends: np.ndarray, char: bytes) -> np.ndarray:
     """How many times `char` occurs on each line."""
     positions = np.flatnonzero(np.frombuffer(data, np.uint8) == ord(char))
-    return np.bincount(np.searchsorted(ends, positions), minlength=len(ends))[:len(ends)]
+    # how many lie before each line's end, differenced: a search per line, not one per occurrence
+    return np.diff(np.searchsorted(positions, ends), prepend=0)
 
 
 def cells_to_numbers(cells: pd.Series, places: np.ndarray, tag: str, path: pathlib.Path,
