@@ -1,22 +1,142 @@
-"""What following live runs costs: `lrdiag watch`'s look per run, the delay from a point written to its
-finding printed, and a training callback's cost per step.
+"""What following live runs costs: `lrdiag watch` following 1,000 runs as they are written (its CPU share,
+and how many intervals after a spike is written its finding is printed), a look per run, the delay from a
+NaN written to its finding printed, and a training callback's cost per step.
 
-    python benchmarks/bench_watch.py [--runs 100] [--points 2000] [--dir /tmp/lrdiag-bench-watch]
+    python benchmarks/bench_watch.py [--scale-runs 1000] [--rate 10] [--seconds 60] [--interval 2]
+                                     [--runs 100] [--points 2000] [--dir /tmp/lrdiag-bench-watch]
 
-Runs are CSV logs written here (step, loss, lr), the loss a noisy decay. A look at runs that did not
-change costs a `stat` per file; a look at runs that grew re-reads their whole records and re-runs the rules
-on their whole series (docs/watch.md says why), so its cost grows with the points a run holds.
+The scale run: a writer process appends `--rate` points a second to each of `--scale-runs` runs (a third
+CSV logs, a third detectron2 JSON lines, a third TensorBoard event files; each starts with `--points`
+points; the loss a decay with 3 % log-normal noise, an LR), and every few seconds writes a spike (8x the
+loss, one point) into one run, noting when it flushed it. `lrdiag watch --format json` follows them; its CPU
+time (user + system, from /proc) is read over `--seconds` once its first look is done, and each spike's
+finding is matched to its write. A look at runs that did not change costs a `stat` per file; a run that
+grew is screened point by point and judged by the rules when the screen fires or it grew by a quarter
+(docs/watch.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+WRITER = """
+import json, math, random, struct, sys, time
+from pathlib import Path
+from lrdiag.ingest.tfrecord import masked_crc
+from tensorboard.compat.proto.event_pb2 import Event
+
+root, runs, rate, start, seconds, spike_every = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+rng = random.Random(0)
+def loss(step):
+    return (2.0 * math.exp(-step / 3000) + 0.2) * math.exp(0.03 * rng.gauss(0, 1))
+def record(data):
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data))
+def event(step, tag, value):
+    e = Event(wall_time=time.time(), step=step)
+    v = e.summary.value.add(); v.tag = tag; v.simple_value = value
+    return record(e.SerializeToString())
+def rows(kind, steps, scale=None):
+    out = []
+    for step in steps:
+        value = loss(step) * (scale if scale else 1.0)
+        if kind == 0: out.append(f"{step},{value},0.01\\n".encode())
+        elif kind == 1: out.append(json.dumps({"iteration": step, "total_loss": value, "lr": 0.01}).encode() + b"\\n")
+        else: out.append(event(step, "train/loss", value) + event(step, "train/lr", 0.01))
+    return b"".join(out)
+names = {0: "metrics.csv", 1: "metrics.json", 2: "events.out.tfevents.0.bench"}
+handles = []
+for run in range(runs):
+    folder = root / f"run{run:04d}"; folder.mkdir(parents=True, exist_ok=True)
+    kind = run % 3
+    handle = open(folder / names[kind], "wb")
+    head = b"step,loss,lr\\n" if kind == 0 else (record(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()) if kind == 2 else b"")
+    handle.write(head + rows(kind, range(start))); handle.flush()
+    handles.append((handle, kind))
+print("ready", flush=True)
+sys.stdin.readline()  # go
+began = time.time(); step = start; tick = 0.5; per_tick = max(1, round(rate * tick)); spikes = []
+next_spike = began + spike_every
+while time.time() - began < seconds:
+    tick_began = time.time()
+    spike_run = rng.randrange(runs) if tick_began >= next_spike else None
+    for run, (handle, kind) in enumerate(handles):
+        steps = range(step, step + per_tick)
+        if run == spike_run:
+            handle.write(rows(kind, steps[:-1]) + rows(kind, steps[-1:], scale=8.0)); handle.flush()
+            spikes.append({"run": f"run{run:04d}", "step": steps[-1], "written": time.time()})
+        else:
+            handle.write(rows(kind, steps)); handle.flush()
+    if spike_run is not None:
+        next_spike += spike_every
+    step += per_tick
+    time.sleep(max(0.0, tick - (time.time() - tick_began)))
+print(json.dumps({"spikes": spikes, "points_per_run": step}), flush=True)
+"""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scale(root: Path, runs: int, rate: float, start: int, seconds: float, interval: float) -> None:
+    """`lrdiag watch` on `runs` runs each appending `rate` points a second: its CPU share, and the spikes'
+    delay from write to finding, in intervals."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(runs), str(rate), str(start),
+                               str(seconds + 5), "4"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    watch = subprocess.Popen([sys.executable, "-m", "lrdiag", "watch", str(root), "--interval", str(interval),
+                              "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    findings: list[tuple[float, dict]] = []
+    threading.Thread(target=lambda: [findings.append((time.time(), json.loads(line))) for line in watch.stdout],
+                     daemon=True).start()
+    followed = 0
+    for line in watch.stderr:  # the first look is done once every run is announced
+        followed += "following run" in line
+        if followed == runs:
+            break
+    threading.Thread(target=lambda: [None for _ in watch.stderr], daemon=True).start()
+    time.sleep(interval * 3)  # the first judgements of every run are behind it
+    writer.stdin.write("go\n")
+    writer.stdin.flush()
+    time.sleep(interval)
+    cpu, began = _cpu_seconds(watch.pid), time.monotonic()
+    time.sleep(seconds)
+    share = (_cpu_seconds(watch.pid) - cpu) / (time.monotonic() - began)
+    result = json.loads(writer.stdout.readline())
+    time.sleep(3 * interval)
+    watch.terminate()
+    watch.wait(timeout=120)
+    delays, missed = [], 0
+    for spike in result["spikes"]:
+        seen = [at for at, line in findings if line["run"] == spike["run"] and line["finding"]["rule"] == "LRD101"
+                and line["finding"]["step_start"] <= spike["step"] <= line["finding"]["step_end"]]
+        if seen:
+            delays.append((min(seen) - spike["written"]) / interval)
+        else:
+            missed += 1
+    others = sum(1 for _, line in findings if line["finding"]["rule"] != "LRD101" or not any(
+        line["run"] == spike["run"] for spike in result["spikes"]))
+    delays.sort()
+    print(f"watch, {runs} runs ({runs // 3} CSV, {runs // 3} JSON lines, {runs - 2 * (runs // 3)} event files) from "
+          f"{start} points, each appending {rate:g} points a second, --interval {interval:g}: "
+          f"{100 * share:.0f} % of one core over {seconds:g} s (load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores)")
+    if delays:
+        print(f"  {len(result['spikes'])} spikes written: {len(delays)} reported, after {delays[0]:.2f} to "
+              f"{delays[-1]:.2f} intervals (median {delays[len(delays) // 2]:.2f}), {missed} not reported; "
+              f"{others} other findings printed")
 
 
 def _row(step: int) -> str:
@@ -89,13 +209,19 @@ def callback_cost(steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale-runs", type=int, default=1000, help="0: skip the scale run")
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--points", type=int, default=2000)
-    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lrdiag-bench-watch"))
     args = parser.parse_args()
-    looks(args.dir / "runs", args.runs, args.points)
-    latency(args.dir, args.interval)
+    if args.scale_runs:
+        scale(args.dir / "scale", args.scale_runs, args.rate, args.points, args.seconds, args.interval)
+    if args.runs:
+        looks(args.dir / "runs", args.runs, args.points)
+    latency(args.dir, 0.5)
     callback_cost(5000)
 
 

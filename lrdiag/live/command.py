@@ -52,7 +52,7 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
     try:
         while True:
             began = time.monotonic()
-            events = watcher.poll(budget=interval / 2)
+            events = watcher.poll(budget=0)  # the runs the screen fired on: printed before any catching up
             for name in sorted(set(watcher.runs) - announced):
                 announced.add(name)
                 click.echo(_inert(f"lrdiag: following run {name}"), err=True)
@@ -60,17 +60,22 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
                 where = f"{problem.where}: " if problem.where else ""
                 click.echo(_inert(f"lrdiag: warning: {name}: {problem.file}: {where}{problem.message}"), err=True)
             watcher.problems.clear()
-            for event in events:
-                click.echo(_event_line(event, output_format))
-            sys.stdout.flush()
-            if exit_on_finding and any(_at_least(event.finding.severity, fail_on) for event in events):
-                sys.exit(1)
+            _show(events, output_format, exit_on_finding, fail_on)
+            _show(watcher.catch_up(budget=interval / 2), output_format, exit_on_finding, fail_on)  # due by growth
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
     except KeyboardInterrupt:
         pass
     findings = watcher.findings()
     click.echo(_summary(findings), err=output_format == "json")
     sys.exit(1 if any(_at_least(f.severity, fail_on) for found in findings.values() for f in found) else 0)
+
+
+def _show(events, output_format: str, exit_on_finding: bool, fail_on: str) -> None:
+    for event in events:
+        click.echo(_event_line(event, output_format))
+    sys.stdout.flush()
+    if exit_on_finding and any(_at_least(event.finding.severity, fail_on) for event in events):
+        sys.exit(1)
 
 
 def _interrupt_on_sigterm() -> None:

@@ -72,6 +72,7 @@ def _csv(data: bytes, added: bytes, name: str) -> list[tuple]:
     columns = [column.strip().strip('"').strip() for column in header.split(sep)]
     lowered = [column.lower() for column in columns]
     step_at = next((lowered.index(name) for name in STEP_COLUMNS if name in lowered), None)
+    metrics = [None if is_bookkeeping(column) else column for column in columns]
     if len(added) == len(data):  # the first whole lines of the file: the header and the rows after it
         added = added[header_end + 1:]
     points = []
@@ -80,8 +81,8 @@ def _csv(data: bytes, added: bytes, name: str) -> list[tuple]:
         if len(cells) != len(columns):
             continue
         step = _number(cells[step_at]) if step_at is not None else None
-        for column, cell in zip(columns, cells):
-            value = None if is_bookkeeping(column) else _number(cell)
+        for column, cell in zip(metrics, cells):
+            value = _number(cell) if column else None
             if value is not None:
                 points.append((column, step, value))
     return points

@@ -51,6 +51,7 @@ class Screen:
         self.spike_roles, self.explosion_roles = set(spike_roles), set(explosion_roles)
         self.window = max(1, window)
         self.rise = min_ratio - 1.0
+        self.log_rise = math.log(min_ratio) if min_ratio > 0 else -math.inf
         self.z = z
         self.factor = factor
         self.settle = 2 * min_points + 5
@@ -77,46 +78,57 @@ class Screen:
             role = self.roles.get(tag) or infer_role(tag)
             track = self.tracks[key] = _Track(self.window, role in self.spike_roles, role in self.explosion_roles)
         fire = step is not None and track.step is not None and step < track.step
-        track.step = step if step is not None else track.step
+        if step is not None:
+            track.step = step
+        if not math.isfinite(value):
+            return True
+        if not (track.spike or track.explosion):
+            return fire
         track.count += 1
         if track.candidates:
             track.candidates = [index for index in track.candidates if track.count - index <= _RECHECK]
             fire |= bool(track.candidates)
-        if not math.isfinite(value):
-            return True
-        recent = track.recent
-        if len(recent) >= 4:  # the point two before this one now has its 5-point median
-            five = _scaled([*list(recent)[-4:], value])
-            track.noise.append(abs(five[2] - sorted(five)[2]))
-        if track.spike and recent and self._rises(value, track):
+        if track.log and value <= 0:  # the rules read it on its own scale from now on: start over on it
+            track.log, track.ys, track.noise, track.dip = False, deque(track.recent, track.ys.maxlen), deque(
+                maxlen=_NOISE_POINTS), 0.0
+        y = math.log(value) if track.log else value
+        ys = track.ys
+        if len(ys) >= 4:  # the point two before this one now has its 5-point median
+            track.noise.append(abs(ys[-2] - sorted((ys[-4], ys[-3], ys[-2], ys[-1], y))[2]))
+            if track.count % 8 == 0 or not track.scale:
+                track.scale = _noise(track.noise)
+        if track.spike and ys and self._rises(y, track):
             track.candidates.append(track.count)
             fire = True
         lowest = track.lowest
         if track.explosion and lowest is not None and lowest > 0:
-            last5 = sorted([*list(recent)[-4:], value])
-            if max(value, last5[len(last5) // 2]) >= self.factor * lowest:
+            last5 = sorted([*list(track.recent)[-4:], value])
+            if max(value, last5[2 if len(last5) == 5 else len(last5) // 2]) >= self.factor * lowest:
                 track.climb += 1
                 fire |= track.climb <= self.settle
             else:
                 track.climb = 0
-        recent.append(value)
+        track.recent.append(value)
+        ys.append(y)
         track.lowest = value if lowest is None else min(lowest, value)
-        if track.spike and len(recent) == recent.maxlen:
+        if track.spike and len(ys) == ys.maxlen:
             self._dip(track)
         return fire
 
-    def _rises(self, value: float, track: "_Track") -> bool:
-        before = list(track.recent)[-self.window:]
+    def _rises(self, y: float, track: "_Track") -> bool:
+        before = list(track.ys)[-self.window:]
         if track.count > 4 * self.window:  # the rule's level: the median of the `window` points before
             low = high = sorted(before)[len(before) // 2]
         else:  # fewer points: the rule's level is the median of fewer, or the point before
             low, high = min(before), max(before)
-        if value < min(self._bar(low), self._bar(high), self._bar(min(max(0.0, low), high))):
+        if track.log:
+            if y - low < self.log_rise:
+                return False
+        elif y < min(self._bar(low), self._bar(high), self._bar(min(max(0.0, low), high))):
             return False
         if len(track.noise) < 8:
             return True  # too few points to know the noise
-        jump = math.log(value / low) if value > 0 and low > 0 else value - low
-        return jump >= 0.5 * max(self.z, min(_Z_CAP, _DIP_FACTOR * track.dip)) * _noise(track.noise)
+        return y - low >= 0.5 * max(self.z, min(_Z_CAP, _DIP_FACTOR * track.dip)) * track.scale
 
     def _dip(self, track: "_Track") -> None:
         """The deepest dip so far in noise units: how far a point falls below both the medians of the
@@ -124,19 +136,14 @@ class Screen:
         at = track.count - 1 - 2 * self.window  # its candidates within 2 x window are known now
         if len(track.noise) < 8 or any(abs(at - index) <= 2 * self.window for index in track.candidates):
             return
-        y = _scaled(list(track.recent))
+        y = list(track.ys)
         middle = len(y) - 1 - 2 * self.window
         before, after = sorted(y[middle - self.window:middle]), sorted(y[middle + 1:middle + 1 + self.window])
         level = min(before[len(before) // 2], after[len(after) // 2])
-        track.dip = max(track.dip, (level - y[middle]) / _noise(track.noise))
+        track.dip = max(track.dip, (level - y[middle]) / track.scale)
 
     def _bar(self, level: float) -> float:
         return level + self.rise * abs(level)
-
-
-def _scaled(values: list[float]) -> list[float]:
-    """On the log scale when all are positive, as the spike rule reads a positive metric."""
-    return [math.log(v) for v in values] if min(values) > 0 else values
 
 
 def _noise(distances) -> float:
@@ -144,13 +151,17 @@ def _noise(distances) -> float:
 
 
 class _Track:
-    __slots__ = ("spike", "explosion", "recent", "noise", "dip", "lowest", "step", "count", "candidates", "climb")
+    __slots__ = ("spike", "explosion", "log", "recent", "ys", "noise", "scale", "dip", "lowest", "step", "count",
+                 "candidates", "climb")
 
     def __init__(self, window: int, spike: bool, explosion: bool) -> None:
         self.spike, self.explosion = spike, explosion
+        self.log = True  # on the log scale while every value is positive, as the spike rule reads a metric
         self.recent: deque = deque(maxlen=max(3 * window + 1, 5))  # a dip is judged 2 x window points late
-        self.dip = 0.0
+        self.ys: deque = deque(maxlen=self.recent.maxlen)  # the same, on the rule's scale
         self.noise: deque = deque(maxlen=_NOISE_POINTS)
+        self.scale = 0.0
+        self.dip = 0.0
         self.lowest: float | None = None
         self.step: float | None = None
         self.count = 0

@@ -114,8 +114,9 @@ class Watcher:
         self.problems: list[tuple[str, Problem]] = []  # damage met in whole records, each once; the caller drains it
 
     def poll(self, budget: float | None = None) -> list[Event]:
-        """Read what is new under the paths; the findings that appeared or grew, in run order. `budget`:
-        seconds this poll may spend on judgements due by growth alone (None: no limit)."""
+        """Read what is new under the paths, judge the runs the screen fired on, then catch up on the
+        judgements due by growth for `budget` seconds (None: all of them); the findings that appeared or
+        grew."""
         events, self._held = self._held, []
         for spec in self._specs():
             state = self.runs.get(spec.name)
@@ -140,14 +141,18 @@ class Watcher:
                 if tail.advance():
                     state.unjudged = True
                     self._screen(state, path)
-        waiting = [state for state in self.runs.values() if state.unjudged]
-        for state in waiting:
-            if state.fired or not state.judged or self.growth <= 0:
+        for state in self.runs.values():
+            if state.unjudged and (state.fired or not state.judged or self.growth <= 0):
                 events.extend(self._detect(state))
-        waiting = [state for state in waiting if state.unjudged and state.seen >= state.judged * (1 + self.growth)]
-        began = time.monotonic()
+        return events + self.catch_up(budget)
+
+    def catch_up(self, budget: float | None = None) -> list[Event]:
+        """Judge the runs that grew by `growth` since their last judgement, the most overdue first, for up to
+        `budget` seconds (None: all of them)."""
+        events, began = [], time.monotonic()
+        waiting = [state for state in self.runs.values() if state.unjudged and state.seen >= state.judged * (1 + self.growth)]
         for state in sorted(waiting, key=lambda state: state.judged / state.seen):
-            if budget is not None and time.monotonic() - began > budget:
+            if budget is not None and time.monotonic() - began >= budget:
                 break
             events.extend(self._detect(state))
         return events
