@@ -11,8 +11,11 @@ again one run a task, so that only the run that kills its worker is lost.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
+import sys
+import tempfile
 from contextlib import contextmanager
 
 from lrdiag.errors import LrdiagError
@@ -35,20 +38,40 @@ def connected(address: str | None, cpus: int | None = None):
     if started_here:
         if address and address != "auto":
             _check_reachable(address)
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                # Ray's notes on starting (token authentication is on) would only clutter a CI log here.
-                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise LrdiagError(f"--address {address}: cannot connect to Ray: {_first_line(error)}") from None
+        with _stderr_kept() as said:
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+                else:
+                    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
+                where = f"--address {address}: cannot connect to Ray" if address else "cannot start Ray here"
+                hint = ("; the cluster wants a token: set RAY_AUTH_MODE=token, and give this machine the head's "
+                        "~/.ray/auth_token (or RAY_AUTH_TOKEN)" if b"InvalidAuthToken" in said() else "")
+                raise LrdiagError(f"{where}: {_first_line(error)}{hint}") from None
     try:
         yield ray
     finally:
         if started_here:
             ray.shutdown()
+
+
+@contextmanager
+def _stderr_kept():
+    """What is written on stderr (file descriptor 2) meanwhile, kept aside: Ray's core prints a line a second
+    while it retries a connection, and notes on starting (token authentication is on) that would clutter a
+    CI log. Yields a function that returns it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield lambda: (kept.seek(0), kept.read())[1]
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _check_reachable(address: str) -> None:
