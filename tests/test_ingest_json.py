@@ -525,3 +525,56 @@ def test_damaged_json_lines_never_raise_and_each_damage_costs_at_most_one_record
     assert all(problem.file == str(path) for problem in result.problems)
     if result.source == "detectron2_json":  # damage to the first lines can make it unrecognisable
         assert len(result.series.get("total_loss", [])) >= 40 - len(damage)
+
+
+def damaged_big_json_lines(kind: str) -> bytes:
+    """~1 MB of detectron2 or mmdetection JSON lines with damage spread over it: a cut line, a nested
+    value, an escape, a text cell in a numeric key, a NaN, a restart, a line with many more keys,
+    bytes that are not UTF-8, a CRLF line, and a half-written last line."""
+    records = []
+    for step in range(12_000):
+        if kind == "mmdet":
+            record = {"mode": "train", "epoch": step // 1000 + 1, "iter": step % 1000 + 1, "lr": 0.02,
+                      "loss": 1 / (step + 1), "time": 0.3}
+        else:
+            record = {"data_time": 0.004, "iteration": step, "loss_cls": 1 / (step + 1), "lr": 0.02, "time": 0.3}
+        records.append(json.dumps(record).encode())
+    step_key = "iter" if kind == "mmdet" else "iteration"
+    records[10] = records[10][:-7]
+    records[3_000] = records[3_000][:-1] + b', "nested": {"a": [1, 2]}}'
+    records[4_000] = records[4_000][:-1] + b', "na\\u00efve": 1.5}'
+    records[5_000] = records[5_000].replace(b'"lr": 0.02', b'"lr": "high"')
+    records[6_000] = records[6_000].replace(b'"lr": 0.02', b'"lr": NaN')
+    records[7_000] = records[7_000].replace(f'"{step_key}": '.encode(), f'"{step_key}": 1'.encode())
+    records[8_000] = records[8_000][:-1] + b", " + b", ".join(b'"ap%d": %d.5' % (i, i) for i in range(300)) + b"}"
+    records[9_000] = records[9_000][:-1] + b', "note": "\xff"}'
+    records[10_000] += b"\r"
+    if kind == "mmdet":
+        records.insert(0, b'{"env_info": "sys.platform: linux", "seed": 0}')
+        records.insert(2_500, json.dumps({"mode": "val", "epoch": 3, "iter": 1000, "lr": 0.02, "bbox_mAP": 0.3}).encode())
+    return b"\n".join(records) + b'\n{"iteration": 99'
+
+
+@pytest.mark.parametrize("kind", ["detectron2", "mmdet"])
+@pytest.mark.parametrize("given_bytes", [False, True], ids=["from the file", "bytes in hand"])
+def test_big_json_lines_read_in_chunks_give_the_series_problems_and_notes_of_one_read(tmp_path, monkeypatch,
+                                                                                     kind, given_bytes):
+    """Files over textlog.CHUNK_BYTES are parsed a chunk of lines at a time (bounded memory); the
+    result must be the one whole read's: every point, every problem at its own line, every restart."""
+    from lrdiag.ingest import textlog
+
+    data = damaged_big_json_lines(kind)
+    path = write(tmp_path, "metrics.json", data)
+    read = (lambda: jsonlog.read(path, data)) if given_bytes else (lambda: jsonlog.read(path))
+    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 30)
+    whole = read()
+    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 16)
+    assert len(data) > 10 * textlog.CHUNK_BYTES
+    chunked = read()
+    assert whole.source == chunked.source == f"{kind}_json"
+    assert chunked.notes == whole.notes and any("restart" in note for note in whole.notes)
+    assert sorted(chunked.problems) == sorted(whole.problems) and len(whole.problems) >= 4
+    assert sorted(chunked.series) == sorted(whole.series) and "ap299" in whole.series
+    for tag, series in whole.series.items():
+        np.testing.assert_array_equal(chunked.series[tag].steps, series.steps)
+        np.testing.assert_array_equal(chunked.series[tag].values, series.values)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import pathlib
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,8 +16,8 @@ import numpy as np
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS,
-                                   cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, normalized,
-                                   per_line_count, report, whole_steps)
+                                   cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, line_chunks,
+                                   normalized, per_line_count, report, whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
@@ -86,14 +88,21 @@ def claims(path: pathlib.Path, head: bytes) -> bool:
 
 
 def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
-    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far)."""
+    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far).
+
+    JSON lines bigger than a chunk are parsed a chunk of whole lines at a time
+    (textlog.line_chunks), so that the parser's buffers stay the size of a chunk."""
+    chunks = line_chunks(path, data)
     try:
-        data = files.read_bytes(path) if data is None else data
+        head, _ = next(chunks, (b"", 0))
+        source = _detect(path.name, head[:HEAD_BYTES])
+        if source in ("hf_trainer_state", "keras_history_json") and data is None:
+            chunks.close()
+            data = files.read_bytes(path)  # a whole document: read in one go
     except OSError as error:
         return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
-    source = _detect(path.name, data[:HEAD_BYTES])
     if source is None:
-        message = "empty file" if not data.strip() else "not a recognised JSON training log"
+        message = "empty file" if not head.strip() else "not a recognised JSON training log"
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     result = ReadResult(source)
     if source == "hf_trainer_state":
@@ -101,9 +110,10 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
     elif source == "keras_history_json":
         result.series = _read_keras_history(data, path, result.problems)
     else:
-        numbers, texts, line_count = _parse_json_lines(data, path, result.problems)
+        numbers, texts, line_count = _parse_json_lines(itertools.chain([(head, 0)], chunks), path, result.problems)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
         metrics, steps_by_line, step_name = build(numbers, texts, line_count)
+        del numbers, texts  # what the format reads is in metrics now: memory for the series
         result.series = _series_with_restarts(metrics, steps_by_line, step_name, path, result.problems, result.notes)
         if not result.series and not result.problems:
             result.problems.append(Problem(str(path), "", "no metric records"))
@@ -190,8 +200,9 @@ class Keyed:
         lines = self.lines[order]
         # Chunks come line-sorted, so a key is out of line order only where its points came from
         # several chunks (a key in several parser columns, or in fast and slow lines).
-        sorted_keys = np.repeat(np.arange(len(self.names)), counts)
-        unordered = np.unique(sorted_keys[1:][(lines[1:] < lines[:-1]) & (sorted_keys[1:] == sorted_keys[:-1])])
+        drops = np.flatnonzero(lines[1:] < lines[:-1]) + 1  # where a line number goes down ...
+        drop_keys = np.searchsorted(bounds, drops, side="right") - 1
+        unordered = np.unique(drop_keys[bounds[drop_keys] != drops])  # ... inside one key's points
         if unordered.size > 64:
             order = np.argsort(self.keys * (int(self.lines.max()) + 1) + self.lines, kind="stable")
         for key in unordered.tolist() if unordered.size <= 64 else ():
@@ -206,27 +217,51 @@ class _Chunks:
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.unused: list[bool] = []  # by id: a bookkeeping key that no format reads
 
     def key_ids(self, names) -> np.ndarray:
         ids = self.ids
         return np.array([ids.setdefault(name, len(ids)) for name in names], dtype=np.int64)
 
+    def settle(self, first_part: int, first_line: int) -> None:
+        """The parts from `first_part` on: lines moved `first_line` down the file, and the points
+        of bookkeeping keys (time, eta_seconds, ...), which are never metrics and which no format
+        reads, dropped before they are copied again; step counters and mmdetection's `mode` stay."""
+        new_names = list(self.ids)[len(self.unused):]
+        self.unused.extend(is_bookkeeping(name) and name not in _READ_BOOKKEEPING for name in new_names)
+        unused = np.array(self.unused, dtype=bool)
+        settled = []
+        for lines, ids, values in self.parts[first_part:]:
+            kept = ~unused[ids]
+            if kept.any():
+                if not kept.all():
+                    lines, ids, values = lines[kept], ids[kept], values[kept]
+                settled.append((lines + first_line if first_line else lines, ids, values))
+        self.parts[first_part:] = settled
 
-def _parse_json_lines(data: bytes, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed, int]:
+
+def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path,
+                      problems: list[Problem]) -> tuple[Keyed, Keyed, int]:
     """Numeric keys and text keys (like mmdetection's `mode`) as tables of points; and the line count.
 
-    Flat lines go through pandas' C parser; lines it cannot take (nested values, escapes, more
-    keys than usual, malformed JSON) go through json.loads one by one, which names the bad ones."""
-    data = normalized(data)
-    starts, ends = line_bounds(data)
-    blank = ends == starts
-    flat = _flat_lines(data, starts, ends, blank)
-    chunks = _Chunks()
-    rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), chunks)
-    slow = np.union1d(np.flatnonzero(~flat & ~blank), rejected)
-    _parse_slow_lines(data, starts, ends, slow, chunks, path, problems)
-    numbers, texts = _tabled(chunks, path, problems)
-    return numbers, texts, len(starts)
+    `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Flat lines go
+    through pandas' C parser; lines it cannot take (nested values, escapes, more keys than usual,
+    malformed JSON) go through json.loads one by one, which names the bad ones."""
+    parsed = _Chunks()
+    line_count = 0
+    for data, first_line in pieces:
+        data = normalized(data)
+        starts, ends = line_bounds(data)
+        blank = ends == starts
+        flat = _flat_lines(data, starts, ends, blank)
+        first_part = len(parsed.parts)
+        rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), parsed)
+        slow = np.union1d(np.flatnonzero(~flat & ~blank), rejected)
+        _parse_slow_lines(data, starts, ends, slow, parsed, path, problems, first_line)
+        parsed.settle(first_part, first_line)
+        line_count = first_line + len(starts)
+    numbers, texts = _tabled(parsed, path, problems)
+    return numbers, texts, line_count
 
 
 def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed]:
@@ -236,17 +271,10 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
     import pandas as pd
     names = list(chunks.ids)
-    # Bookkeeping keys (time, eta_seconds, ...) are never metrics and no format reads them: their
-    # points go now, before they are copied; step counters and mmdetection's `mode` stay.
-    unused = _bookkeeping(names) & ~np.isin(np.array(names, dtype=object), list(_READ_BOOKKEEPING))
-    parts = []
-    for part in chunks.parts:
-        dropped = unused[part[1]]
-        if not dropped.all():
-            parts.append(tuple(column[~dropped] for column in part) if dropped.any() else part)
-    numeric = [part for part in parts if part[2].dtype.kind == "f"]
-    textual = [part for part in parts if part[2].dtype.kind != "f"]
-    raw = np.concatenate([part[2] for part in textual]) if textual else np.zeros(0, object)
+    numeric = [list(part) for part in chunks.parts if part[2].dtype.kind == "f"]
+    textual = [list(part) for part in chunks.parts if part[2].dtype.kind != "f"]
+    chunks.parts = []
+    raw = _joined(textual, 2, object)
     present_raw = pd.notna(raw) & (raw != "null")
     converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64) if raw.size else np.zeros(0)
     failed = present_raw & np.isnan(converted)
@@ -254,10 +282,9 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
         words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
         failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
     # numeric parts first, then the text parts: the last raw.size points are the text cells
-    parts = numeric + textual
-    lines = np.concatenate([part[0] for part in parts]) if parts else np.zeros(0, np.int64)
-    keys = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.int64)
-    values = np.concatenate([part[2] for part in numeric] + [converted])
+    lines = _joined(numeric + textual, 0, np.int64)
+    keys = _joined(numeric + textual, 1, np.int64)
+    values = np.concatenate([_joined(numeric, 2, np.float64), converted])
     offset = values.size - raw.size
     is_number = ~np.isnan(values)
     is_number[offset:] = present_raw & ~failed
@@ -273,6 +300,15 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     text_points = present_raw & is_text_key[keys[offset:]]
     texts = Keyed(names, lines[offset:][text_points], keys[offset:][text_points], raw[text_points])
     return numbers, texts
+
+
+def _joined(parts: list[list], column: int, dtype) -> np.ndarray:
+    """One column of all the parts as one array; the parts let go of it as it is joined, so that
+    memory holds each point about once rather than twice."""
+    joined = np.concatenate([part[column] for part in parts]) if parts else np.zeros(0, dtype)
+    for part in parts:
+        part[column] = None
+    return joined
 
 
 def _flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, blank: np.ndarray) -> np.ndarray:
@@ -382,8 +418,9 @@ def _usual_key_count(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: np
 
 
 def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: np.ndarray,
-                      chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> None:
-    """json.loads each line: the slow path, for the lines the fast one cannot take."""
+                      chunks: _Chunks, path: pathlib.Path, problems: list[Problem], first_line: int = 0) -> None:
+    """json.loads each line: the slow path, for the lines the fast one cannot take (problems name
+    the line in the file: `first_line` lines before these)."""
     lines: list[int] = []
     names: list[str] = []
     values: list = []
@@ -397,18 +434,22 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
             bad.append((index, error.msg if isinstance(error, json.JSONDecodeError) else str(error)))
             continue
         before = len(names)
-        for key, value in record.items():
-            if value is not None:
-                names.append(key)
-                # Booleans and nested values are text here: never metrics.
-                values.append(value if type(value) in _PLAIN else _value_text(value))
+        if set(map(type, record.values())) <= _PLAIN:  # the usual record: numbers and text only
+            names.extend(record)
+            values.extend(record.values())
+        else:
+            for key, value in record.items():
+                if value is not None:
+                    names.append(key)
+                    # Booleans and nested values are text here: never metrics.
+                    values.append(value if type(value) in _PLAIN else _value_text(value))
         lines.extend([index + 1] * (len(names) - before))
     last_line_unfinished = data[-1:] != b"\n"
 
     def describe(line: tuple[int, str]) -> tuple[str, str]:
         index, reason = line
         half = "half-written last line: " if last_line_unfinished and index == len(starts) - 1 else ""
-        return f"line {index + 1}", f"{half}not valid JSON ({reason}); line skipped"
+        return f"line {first_line + index + 1}", f"{half}not valid JSON ({reason}); line skipped"
     report(problems, path, bad, describe, "lines that are not valid JSON skipped")
     if names:
         cells = np.empty(len(values), dtype=object)
@@ -434,9 +475,7 @@ def _metrics(numbers: Keyed) -> Keyed:
 
 def _bookkeeping(names: list[str]) -> np.ndarray:
     """is_bookkeeping for every name at once (a file may hold 100,000 keys)."""
-    import pandas as pd
-    lowered = pd.Series(names, dtype=object).str.lower()
-    return (lowered.isin(list(STEP_COLUMNS + tuple(BOOKKEEPING))) | lowered.str.endswith(BOOKKEEPING_SUFFIXES)).to_numpy(bool)
+    return np.fromiter(map(is_bookkeeping, names), dtype=bool, count=len(names))
 
 
 def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
