@@ -79,8 +79,10 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
                 flagged[first:last + 1] = True
                 found.update(first=first, last=last, period_points=found["period_points"] * factor)
                 windows.append(found)
-    for found in (_ringing(y, 2 * min_points, min_fraction, min_ring_amplitude)
-                  + _ringing(y, min_points, min_fraction, min_ring_amplitude, short=True)):
+    # The ring's trend: a rolling median two of the slowest cycles (16 points) wide (see _ringing).
+    detrended = y - rolling_median(y, 2 * int(_RING_PERIODS[-1]) + 1)
+    for found in (_ringing(detrended, 2 * min_points, min_fraction, min_ring_amplitude)
+                  + _ringing(detrended, min_points, min_fraction, min_ring_amplitude, short=True)):
         flagged[found["first"]:found["last"] + 1] = True
         windows.append(found)
     hits = []
@@ -115,7 +117,8 @@ _RING_MAX_PERIOD = 12.0
 _RING_LAGS = np.arange(1, 17)
 
 
-def _ringing(y: np.ndarray, size: int, min_fraction: float, min_amplitude: float, short: bool = False) -> list[dict]:
+def _ringing(detrended: np.ndarray, size: int, min_fraction: float, min_amplitude: float,
+             short: bool = False) -> list[dict]:
     """Windows where the loss rings: its detrended autocorrelation over lags 1..13 follows a
     cosine of period 3 to 12 points with weight `min_fraction` or more, and is negative at half
     that period (red noise, a smoothing logger's, is positive there). Why the autocorrelation:
@@ -128,11 +131,10 @@ def _ringing(y: np.ndarray, size: int, min_fraction: float, min_amplitude: float
     64-point window). The trend is a rolling median two of the slowest cycles (16 points) wide:
     it keeps them whole and follows the steep fall of a run's first steps, which a wider one
     leaves in the residual to drown the ring's autocorrelation."""
-    if y.size < size // 2:
+    if detrended.size < size // 2:
         return []
-    width = min(size, y.size)
-    detrended = y - rolling_median(y, 2 * int(_RING_PERIODS[-1]) + 1)  # 2 slowest cycles: keeps them whole
-    starts = np.unique(np.r_[np.arange(0, y.size - width + 1, max(1, width // 2)), y.size - width])  # and the end
+    width = min(size, detrended.size)
+    starts = np.unique(np.r_[np.arange(0, detrended.size - width + 1, max(1, width // 2)), detrended.size - width])
     rows = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
     rows = rows - rows.mean(axis=1, keepdims=True)
     sigma = 1.4826 * np.median(np.abs(rows), axis=1, keepdims=True)
