@@ -6,6 +6,12 @@ included; each returns whether it would have fired on the series.
   rtol=2.0, atol=None, finite_only=True, mode="min"): a batch is a spike when its loss is not
   below the previous one and differs from the running mean of the last 10 accepted losses by at
   least rtol x that mean (so >= 3x the mean); NaN/Inf is a spike too. Training stops at the first.
+- llm-foundry's KillLossSpike (llmfoundry/callbacks/kill_loss_spike_callback.py, mosaicml/llm-foundry
+  at 03826b58; defaults window_size=100, outlier_multiplier=2, patience=4, loss_cap=10): once its window
+  of the last 100 losses is full, a loss at or above 2x the window's mean is an outlier; more than
+  `patience` outliers in a row (5) is a loss spike; else, from batch 2 x window_size on, half the window
+  above loss_cap is a "high loss". Each loss joins the window, a NaN too: the mean is then NaN and no
+  comparison with it holds again, so a NaN never stops it (as in its source). Training stops at either.
 - SageMaker Debugger's LossNotDecreasing (defaults num_steps=10, diff_percent unset = "checks
   if the loss is decreasing"): every num_steps steps, the loss must be below the loss at the last
   checked step, at least num_steps behind.
@@ -26,19 +32,41 @@ import numpy as np
 
 
 def lightning_spike(values: np.ndarray, window: int = 10, warmup: int = 1, rtol: float = 2.0) -> bool:
+    return lightning_spike_at(values, window, warmup, rtol) is not None
+
+
+def lightning_spike_at(values: np.ndarray, window: int = 10, warmup: int = 1, rtol: float = 2.0) -> int | None:
+    """The index of the loss at which SpikeDetection stops training, or None."""
     accepted: deque = deque(maxlen=window)
     last = 0.0
-    for index, loss in enumerate(values.tolist()):
+    for index, loss in enumerate(np.asarray(values, dtype=float).tolist()):
         if index >= warmup:
             if not np.isfinite(loss):
-                return True
+                return index
             mean = sum(accepted) / len(accepted) if accepted else 0.0
             if loss - last > 0 and abs(loss - mean) >= abs(rtol * mean):
-                return True
+                return index
         if np.isfinite(loss):
             accepted.append(loss)
             last = loss
-    return False
+    return None
+
+
+def kill_loss_spike_at(values: np.ndarray, window_size: int = 100, outlier_multiplier: float = 2.0,
+                       patience: int = 4, loss_cap: float = 10.0) -> int | None:
+    """The index of the loss (the batch) at which KillLossSpike (log_only=False) stops training, or None."""
+    window: deque = deque(maxlen=window_size)
+    outliers = 0
+    for index, loss in enumerate(np.asarray(values, dtype=float).tolist()):
+        if len(window) == window_size:
+            mean = float(np.mean(window))
+            outliers = outliers + 1 if loss >= mean * outlier_multiplier else 0
+            if outliers > patience:
+                return index
+            if index >= 2 * window_size and sum(1 for value in window if value > loss_cap) >= window_size / 2:
+                return index  # checked whenever no spike was declared, as its batch_end does
+        window.append(loss)
+    return None
 
 
 def loss_not_decreasing(steps: np.ndarray, values: np.ndarray, num_steps: int = 10) -> bool:

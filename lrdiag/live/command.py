@@ -52,7 +52,8 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
     try:
         while True:
             began = time.monotonic()
-            events = watcher.poll(budget=0)  # the runs the screen fired on: printed before any catching up
+            # Each finding of a run the screen fired on is printed as soon as that run is judged.
+            watcher.poll(budget=0, on_event=lambda event: _show([event], output_format, exit_on_finding, fail_on))
             for name in sorted(set(watcher.runs) - announced):
                 announced.add(name)
                 click.echo(_inert(f"lrdiag: following run {name}"), err=True)
@@ -60,7 +61,6 @@ def watch(paths, interval, output_format, select, ignore, rule_dirs, config_path
                 where = f"{problem.where}: " if problem.where else ""
                 click.echo(_inert(f"lrdiag: warning: {name}: {problem.file}: {where}{problem.message}"), err=True)
             watcher.problems.clear()
-            _show(events, output_format, exit_on_finding, fail_on)
             _show(watcher.catch_up(budget=interval / 2), output_format, exit_on_finding, fail_on)  # due by growth
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
     except KeyboardInterrupt:

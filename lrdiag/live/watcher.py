@@ -70,6 +70,20 @@ class Findings:
         return changes
 
 
+class _Emitted(list):
+    """A list of events that hands each one to `emit` as it is added."""
+
+    def __init__(self, emit, events) -> None:
+        super().__init__()
+        self.emit = emit
+        self.extend(events)
+
+    def extend(self, events) -> None:
+        for event in events:
+            self.emit(event)
+            self.append(event)
+
+
 def _span(finding: Finding) -> int:
     return finding.step_end - finding.step_start + 1
 
@@ -113,11 +127,14 @@ class Watcher:
         self._discover_after = 0.0  # monotonic time before which the last discovery's runs are reused
         self.problems: list[tuple[str, Problem]] = []  # damage met in whole records, each once; the caller drains it
 
-    def poll(self, budget: float | None = None) -> list[Event]:
-        """Read what is new under the paths, judge the runs the screen fired on, then catch up on the
-        judgements due by growth for `budget` seconds (None: all of them); the findings that appeared or
-        grew."""
+    def poll(self, budget: float | None = None, on_event=None) -> list[Event]:
+        """Read what is new under the paths, judge each run the screen fired on as soon as it is read, then
+        catch up on the judgements due by growth for `budget` seconds (None: all of them); the findings that
+        appeared or grew. `on_event`: called with each of them the moment it is found (a run read late in a
+        poll of a thousand runs should not wait for the rest)."""
         events, self._held = self._held, []
+        if on_event:
+            events = _Emitted(on_event, events)
         for spec in self._specs():
             state = self.runs.get(spec.name)
             if state is None:
@@ -141,10 +158,10 @@ class Watcher:
                 if tail.advance():
                     state.unjudged = True
                     self._screen(state, path)
-        for state in self.runs.values():
             if state.unjudged and (state.fired or not state.judged or self.growth <= 0):
                 events.extend(self._detect(state))
-        return events + self.catch_up(budget)
+        events.extend(self.catch_up(budget))
+        return list(events)
 
     def catch_up(self, budget: float | None = None) -> list[Event]:
         """Judge the runs that grew by `growth` since their last judgement, the most overdue first, for up to
