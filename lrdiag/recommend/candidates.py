@@ -298,13 +298,21 @@ def _warmup(findings: list, horizon: Horizon) -> list[Candidate]:
               else "the LR started at its peak, with no warmup")
     size = f"from {_num(_FLOOR * peak)!r} to {peak!r}" if peak else "from 1 % to 100 % of your LR"
     rationale = (f"{_cite(early + no_warmup, horizon)}: instability early in the run, and {before}. Warm the LR "
-                 f"up linearly {size} over the first {warmup} steps (twice the {last + 1} steps up to the last "
-                 f"early instability, kept within 5-25 % of the run), then anneal it with a cosine to 1 % of "
+                 f"up linearly {size} over the first {warmup} steps ({_warmup_why(last + 1, 2 * (last + 1), warmup)}), "
+                 f"then anneal it with a cosine to 1 % of "
                  f"the peak at step {horizon.last}.")
     return [Candidate("warmup-cosine", rationale,
                       {"lr": peak, "warmup_steps": warmup, "start_factor": _FLOOR, "T_max": horizon.total - warmup,
                        "eta_min": _num(_FLOOR * peak) if peak else 0.0},
                       _code(scheduler, classes, lr=peak), sorted({f.rule for f in early + no_warmup}))]
+
+
+def _warmup_why(steps: int, twice: int, warmup: int) -> str:
+    """Why the warmup is that long, in words whose numbers add up."""
+    unstable = f"{steps} step{'s' if steps != 1 else ''} up to the last early instability"
+    if warmup == twice:
+        return f"twice the {unstable}"
+    return f"twice the {unstable}, {twice}, brought within the 5-25 % of the run that common warmups take"
 
 
 def _lower_peak(findings: list, horizon: Horizon) -> list[Candidate]:
