@@ -578,3 +578,50 @@ def test_big_json_lines_read_in_chunks_give_the_series_problems_and_notes_of_one
     for tag, series in whole.series.items():
         np.testing.assert_array_equal(chunked.series[tag].steps, series.steps)
         np.testing.assert_array_equal(chunked.series[tag].values, series.values)
+
+
+def trainer_state_document(entries: int) -> dict:
+    history = []
+    for step in range(1, entries + 1):
+        history.append({"epoch": step / 100, "grad_norm": 1 / step, "learning_rate": 5e-5, "loss": 2 / step, "step": step,
+                        "note": "λ→ü" if step % 7 == 0 else "ok"})
+        if step % 100 == 0:
+            history.append({"epoch": step / 100, "eval_loss": 3 / step, "eval_runtime": 1.5, "step": step})
+    history[50]["loss"] = "NaN"
+    history[60] = "not an object"
+    history[70]["nested"] = {"a": [1, {"b": 2}]}
+    history[80]["step"] = 2.5
+    history[90] = {"epoch": 0.9, "learning_rate": 1e-5}  # no step: takes the previous row's
+    history.append({"epoch": entries / 100, "step": entries, "train_loss": 0.5, "train_runtime": 10.0})
+    return {"best_metric": None, "epoch": entries / 100, "global_step": entries, "log_history": history,
+            "max_steps": entries, "trial_name": "über"}
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_trainer_state_read_window_by_window_equals_the_whole_read(tmp_path, monkeypatch, indent):
+    """A trainer_state.json is decoded a window at a time and tabled a batch of entries at a time
+    (bounded memory); windows cut anywhere, even inside an entry or a UTF-8 sequence, must give
+    exactly what reading the whole document gives, problems included."""
+    path = write(tmp_path, "trainer_state.json", json.dumps(trainer_state_document(3_000), indent=indent))
+    monkeypatch.setattr(jsonlog, "_WINDOW", 997)
+    monkeypatch.setattr(jsonlog, "_LOOKAHEAD", 101)
+    monkeypatch.setattr(jsonlog, "_BATCH", 333)
+    assert jsonlog._streamed_log_history(path.read_bytes()) is not None
+    streamed = jsonlog.read(path)
+    monkeypatch.setattr(jsonlog, "_streamed_log_history", lambda data: None)
+    whole = jsonlog.read(path)
+    assert streamed.problems == whole.problems and len(whole.problems) == 2
+    assert list(streamed.series) == list(whole.series) and "eval_loss" in whole.series
+    for tag, series in whole.series.items():
+        np.testing.assert_array_equal(streamed.series[tag].steps, series.steps)
+        np.testing.assert_array_equal(streamed.series[tag].values, series.values)
+
+
+def test_damaged_trainer_state_is_not_streamed_and_keeps_its_salvage(tmp_path):
+    text = json.dumps(trainer_state_document(300), indent=2)
+    cut = text.index('"step": 150') + 5
+    path = write(tmp_path, "trainer_state.json", text[:cut] + "@" + text[cut + 1:])
+    assert jsonlog._streamed_log_history(path.read_bytes()) is None
+    result = jsonlog.read(path)
+    assert any("not valid JSON" in problem.message for problem in result.problems)
+    assert result.series["loss"].steps.size > 250

@@ -28,6 +28,10 @@ NAME = "json"
 _KERAS_HEAD = re.compile(r'\{\s*"[^"]*"\s*:\s*\[\s*(?:-?[\d.]|NaN|-?Infinity|null|\])')
 _KERAS_LOSS = re.compile(r'"[^"]*loss[^"]*"\s*:\s*\[')
 _SEPARATORS = re.compile(r"[\s,]*")
+# trainer_state.json is decoded this many bytes at a time; an entry is decoded once this much
+# text lies ahead of it (an entry longer than that gets another window added); and entries are
+# tabled this many at a time.
+_WINDOW, _LOOKAHEAD, _BATCH = 4 << 20, 1 << 20, 10_000
 # JSON lines become CSV for pandas' C parser: `{"k": v, "k2": v2}` -> `"k", v, "k2", v2`.
 _JSON_TO_CSV = bytes.maketrans(b":", b",")
 _OPEN, _CLOSE = ord("{"), ord("}")
@@ -618,20 +622,25 @@ def _decoded(data: bytes, path: pathlib.Path, problems: list[Problem]) -> str:
 
 def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
     import pandas as pd
-    text = _decoded(data, path, problems)
-    try:
-        state = _loads(text)
-        entries = state.get("log_history") if isinstance(state, dict) else None
-    except json.JSONDecodeError as error:
-        state, entries = {}, _salvage_log_history(text, error, path, problems)
-    if not isinstance(entries, list):
-        problems.append(Problem(str(path), "", "no log_history list"))
-        return {}
-    is_object = np.array([isinstance(entry, dict) for entry in entries], dtype=bool)
-    report(problems, path, np.flatnonzero(~is_object),
+    streamed = _streamed_log_history(data)
+    if streamed is not None:
+        state, frame, places, not_objects = streamed
+    else:  # damaged (or not shaped as usual): read whole, which names what is wrong
+        text = _decoded(data, path, problems)
+        try:
+            state = _loads(text)
+            entries = state.get("log_history") if isinstance(state, dict) else None
+        except json.JSONDecodeError as error:
+            state, entries = {}, _salvage_log_history(text, error, path, problems)
+        del text
+        if not isinstance(entries, list):
+            problems.append(Problem(str(path), "", "no log_history list"))
+            return {}
+        is_object = np.array([isinstance(entry, dict) for entry in entries], dtype=bool)
+        places, not_objects = np.flatnonzero(is_object), np.flatnonzero(~is_object)
+        frame = pd.DataFrame.from_records([_flattened(entries[index]) for index in places])
+    report(problems, path, not_objects,
            lambda index: (f"log_history[{index}]", "entry is not a JSON object; skipped"), "entries that are not objects")
-    places = np.flatnonzero(is_object)
-    frame = pd.DataFrame.from_records([_flattened(entries[index]) for index in places])
     if frame.empty:
         problems.append(Problem(str(path), "", "log_history is empty"))
         return {}
@@ -658,6 +667,69 @@ def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]
         if points.any():
             series[tag] = Series(tag, np.rint(steps[points]).astype(np.int64), cells[1][points])
     return series
+
+
+def _streamed_log_history(data: bytes):
+    """(state without log_history, a frame of the flattened entries, the log_history index of each
+    row, indices of entries that are not objects) of a well-formed trainer_state.json, decoded a
+    window at a time and tabled a batch of entries at a time, so that memory holds the bytes and
+    the table but never a Python object per value of the whole file (a 66 MiB file took 6.4x its
+    size read whole). None when anything is off (bad UTF-8 or JSON, no log_history list, nesting
+    past the parser's limit): the caller then reads the document whole and names the damage."""
+    import pandas as pd
+    key = data.find(b'"log_history"')
+    bracket = data.find(b"[", key)
+    if key < 0 or bracket < 0 or data[key + len(b'"log_history"'):bracket].strip() != b":":
+        return None
+    decoder = json.JSONDecoder(parse_constant=str)
+    frames, batch, places, not_objects = [], [], [], []
+    index, text, at, byte = 0, "", 0, bracket + 1  # `text`: the bytes before `byte` not yet parsed
+
+    def window() -> None:
+        nonlocal text, at, byte
+        cut = min(byte + _WINDOW, len(data))
+        while cut < len(data) and 0x80 <= data[cut] < 0xC0:  # never inside a UTF-8 sequence
+            cut -= 1
+        if cut <= byte:
+            raise ValueError("not UTF-8")
+        text, at, byte = text[at:] + data[byte:cut].decode("utf-8"), 0, cut
+    try:
+        while True:
+            at = _SEPARATORS.match(text, at).end()
+            if len(text) - at < _LOOKAHEAD and byte < len(data):  # keep a whole entry in view
+                window()
+                continue
+            if at >= len(text):
+                return None  # the list never closes
+            if text[at] == "]":
+                break
+            try:
+                entry, at = decoder.raw_decode(text, at)
+            except json.JSONDecodeError:
+                if byte >= len(data):
+                    raise
+                window()  # an entry longer than the look-ahead: decode it with more in view
+                continue
+            if isinstance(entry, dict):
+                batch.append(_flattened(entry))
+                places.append(index)
+            else:
+                not_objects.append(index)
+            index += 1
+            if len(batch) >= _BATCH:
+                frames.append(pd.DataFrame.from_records(batch))
+                batch = []
+        # The state's other keys (global_step, epoch): the document with an empty log_history.
+        after = byte - len(text[at + 1:].encode("utf-8"))
+        state = _loads(data[:bracket + 1].decode("utf-8-sig") + "]" + data[after:].decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if not isinstance(state, dict):
+        return None
+    if batch or not frames:
+        frames.append(pd.DataFrame.from_records(batch))
+    frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
+    return state, frame, np.array(places, dtype=np.int64), np.array(not_objects, dtype=np.int64)
 
 
 def _trainer_steps(frame: pd.DataFrame, state: dict) -> np.ndarray:
