@@ -25,7 +25,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.ingest.textlog import cap_problems
@@ -102,6 +101,8 @@ def _read_metric(path: Path, key: str, problems: list[Problem]) -> Series | None
         problems.append(Problem(str(path), "", f"cannot read file: {error.strerror or error}"))
         return None
     if data.endswith(b"\n"):  # the common case, every line whole and well formed: pandas' C parser
+        import pandas as pd  # here, not at the top: discovery imports this module to claim folders
+
         try:
             table = pd.read_csv(io.BytesIO(data), sep=" ", header=None, names=_FIELDS, dtype=_TYPES, engine="c",
                                 keep_default_na=False, na_values=["nan"], skip_blank_lines=False)

@@ -16,13 +16,9 @@ problem that says so. Points are ordered by step, in the server's order within a
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
-import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import numpy as np
 
@@ -126,6 +122,11 @@ def _pages(server: str, endpoint: str, field: str, body: dict):
 
 def _call(server: str, endpoint: str, body: dict) -> dict:
     """One API call: GET with a query for reads of one thing, POST with JSON for searches."""
+    import http.client  # here, not at the top: discovery imports this module to claim URLs (ssl, email: ~10 ms)
+    import socket
+    import urllib.error
+    import urllib.request
+
     url = server + _API + endpoint
     if endpoint.endswith("/search"):
         request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})

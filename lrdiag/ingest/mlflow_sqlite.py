@@ -22,7 +22,6 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from lrdiag.ingest import files
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -90,6 +89,8 @@ def read(database: str, run: str = "") -> ReadResult:
         return result
     if not run_id:
         return result
+    import pandas as pd  # here, not at the top: discovery imports this module to claim files
+
     frame = pd.DataFrame.from_records(rows, columns=["key", "value", "step", "timestamp", "is_nan"])
     values = frame["value"].to_numpy(np.float64, copy=True)
     values[values >= sys.float_info.max] = np.inf

@@ -23,16 +23,13 @@ flattened into `key/subkey` series.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from google.protobuf import descriptor_pool, message_factory
-from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
-from google.protobuf.message import DecodeError
 
 from lrdiag.ingest import files
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -84,11 +81,14 @@ def read(where: str, run: str = "") -> ReadResult:
     if data[:4] != _IDENT:
         result.problems.append(Problem(where, "offset 0", "not a W&B run file (no ':W&B' header)"))
         return result
+    from google.protobuf.message import DecodeError  # here: discovery imports this module to claim folders
+
+    parse = _record_class().FromString
     items = _Items()
     config: dict[str, object] = {}
     for body, offset in records(data, path, result.problems):
         try:
-            record = _Record.FromString(body)
+            record = parse(body)
         except DecodeError as error:
             result.problems.append(Problem(where, f"offset {offset}", f"record skipped: not a W&B record ({error})"))
             continue
@@ -185,6 +185,8 @@ class _Items:
 
     def by_key(self):
         """(key, steps, JSON texts, wall times) of every key that is not wandb's bookkeeping (`_...`)."""
+        import pandas as pd  # here, not at the top: discovery imports this module to claim folders
+
         codes, names = pd.factorize(pd.Series(self.keys, dtype=object))
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
@@ -252,10 +254,14 @@ def _config(config) -> dict:
     return updates
 
 
+@functools.cache
 def _record_class():
     """The few fields of wandb's `Record` (wandb/proto/wandb_internal.proto) lrdiag needs, as a message
     class of its own in a pool of its own: protobuf (a core dependency) parses them in C, skips the
-    rest, and never meets the wandb package's own classes."""
+    rest, and never meets the wandb package's own classes. Built on first use: discovery imports this module."""
+    from google.protobuf import descriptor_pool, message_factory
+    from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
+
     optional, repeated = FieldDescriptorProto.LABEL_OPTIONAL, FieldDescriptorProto.LABEL_REPEATED
     text, message = FieldDescriptorProto.TYPE_STRING, FieldDescriptorProto.TYPE_MESSAGE
     layout = {  # message: [(field, number, type, label, message type)]
@@ -284,18 +290,17 @@ def _record_class():
     return message_factory.MessageFactory(pool).GetPrototype(described)
 
 
-_Record = _record_class()
-
-
 def _run_name(path: Path) -> str:
     """`project/display name` (or the run id when the run has no name yet, as offline runs)."""
     try:
         head = files.read_bytes(path, _BLOCK)
     except OSError:
         return path.stem
+    from google.protobuf.message import DecodeError
+
     for body, _ in records(head, path, []):
         try:
-            record = _Record.FromString(body)
+            record = _record_class().FromString(body)
         except DecodeError:
             continue
         if record.HasField("run"):
