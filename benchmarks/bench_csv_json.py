@@ -1,30 +1,66 @@
-"""Time the CSV and JSON-lines readers on generated 1M-row logs and print rows/s (a benchmark, not a test)."""
+"""The CSV and JSON readers on generated logs, each beside a plain parse of the same file; rows/s and peak memory.
+
+    python benchmarks/bench_csv_json.py [--dir /tmp/lrdiag-bench/text] [--big]
+
+Every reading runs in a fresh interpreter (imports done first, not counted): CPU seconds (user +
+system, the fair measure on a shared machine) and the growth of its peak resident size (VmHWM,
+reset after the imports) as a multiple of the file's size. The anchors parse the same bytes
+with no checks at all: `pandas.read_csv` for CSV, `json.loads` per line for JSON lines,
+`json.load` for trainer_state.json. Targets (issues 10 and 13): CSV >= 3M rows/s, JSON lines
+>= 1M rows/s, JSON keys >= 1M/s whatever the shape, peak <= 2x the file.
+
+--big adds a 10M-row CSV (~340 MB) and a ~1 GB trainer_state.json (minutes to write; kept).
+Inputs are written once under --dir (outside the repository) and reused.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import pathlib
-import tempfile
-import time
+import subprocess
+import sys
 
 import numpy as np
-import pandas as pd
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+MEASURE = """
+import json, pathlib, sys, time
+import numpy, pandas
 from lrdiag.ingest import csvlog, jsonlog
-
-ROWS = 1_000_000
+def vm(field):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field))
+path = pathlib.Path(sys.argv[2])
+open("/proc/self/clear_refs", "w").write("5")
+before = vm("VmRSS:")
+start = time.process_time()
+exec(sys.argv[1])
+seconds = time.process_time() - start
+print(seconds, vm("VmHWM:") - before, count)
+"""
+READERS = {
+    "lrdiag csv": "result = csvlog.read(path); assert not result.problems; count = len(result.series)",
+    "lrdiag json": "result = jsonlog.read(path); assert not result.problems; count = len(result.series)",
+    "pandas.read_csv": "count = len(pandas.read_csv(path).columns)",
+    "json.loads per line": "count = len({key for line in open(path, 'rb') for key in json.loads(line)})",
+    "json.load": "count = len(json.load(open(path, 'rb'))['log_history'])",
+}
 
 
 def write_lightning_csv(path: pathlib.Path, rows: int) -> None:
     """Sparse Lightning CSVLogger rows: a train loss every row, the LR every 50th, a val loss every 1000th."""
-    steps = np.arange(rows)
-    frame = pd.DataFrame({
-        "epoch": steps // 1000,
-        "step": steps,
-        "train_loss_step": np.exp(-steps / rows) + np.random.default_rng(0).random(rows) * 0.1,
-        "lr-AdamW": np.where(steps % 50 == 0, 1e-3, np.nan),
-        "val_loss": np.where(steps % 1000 == 999, 0.5, np.nan),
-    })
-    frame.to_csv(path, index=False)
+    import pandas as pd
+
+    for first in range(0, rows, 1_000_000):  # a million rows at a time: the writer's memory stays small
+        steps = np.arange(first, min(first + 1_000_000, rows))
+        pd.DataFrame({
+            "epoch": steps // 1000,
+            "step": steps,
+            "train_loss_step": np.exp(-steps / rows) + np.random.default_rng(first).random(steps.size) * 0.1,
+            "lr-AdamW": np.where(steps % 50 == 0, 1e-3, np.nan),
+            "val_loss": np.where(steps % 1000 == 999, 0.5, np.nan),
+        }).to_csv(path, index=False, mode="a" if first else "w", header=not first)
 
 
 def write_detectron2_json(path: pathlib.Path, rows: int) -> None:
@@ -41,23 +77,69 @@ def write_detectron2_json(path: pathlib.Path, rows: int) -> None:
                           f'"bbox/APm": 33.3, "bbox/APs": 12.1, "iteration": {iteration}}}\n')
 
 
-def bench(reader, path: pathlib.Path, rows: int) -> None:
-    start = time.perf_counter()
-    result = reader.read(path)
-    seconds = time.perf_counter() - start
-    assert not result.problems, result.problems
-    print(f"{result.source:>16}: {rows:,} rows in {seconds:.2f} s = {rows / seconds:,.0f} rows/s "
-          f"({path.stat().st_size / seconds / 1e6:.0f} MB/s)")
+def write_wide_json(path: pathlib.Path, keys: int) -> None:
+    """1,000 short detectron2 lines, then one evaluation line with `keys` distinct per-class keys."""
+    with path.open("w") as out:
+        for step in range(1000):
+            out.write(json.dumps({"iteration": step, "total_loss": 1 / (step + 1), "lr": 0.01}) + "\n")
+        out.write(json.dumps({"iteration": 1000, **{f"AP-class{index}": index / 7 for index in range(keys)}}) + "\n")
+
+
+def write_trainer_state(path: pathlib.Path, entries: int) -> None:
+    """An HF trainer_state.json (indent 2, sorted keys, an evaluation every 1000 steps), written entry by entry."""
+    rng = np.random.default_rng(0)
+
+    def history():
+        for step in range(1, entries + 1):
+            yield {"epoch": round(step / 1000, 4), "grad_norm": float(rng.random()),
+                   "learning_rate": 5e-5 * (1 - step / entries), "loss": float(rng.random()), "step": step}
+            if step % 1000 == 0:
+                yield {"epoch": step / 1000, "eval_loss": float(rng.random()), "eval_runtime": 1.5, "step": step}
+    with path.open("w") as out:
+        out.write('{\n  "best_metric": null,\n  "epoch": %d.0,\n  "global_step": %d,\n  "log_history": [\n'
+                  % (entries // 1000, entries))
+        for index, entry in enumerate(history()):
+            out.write((",\n" if index else "") + "    " + json.dumps(entry, indent=2).replace("\n", "\n    "))
+        out.write('\n  ],\n  "max_steps": %d,\n  "trial_name": null\n}\n' % entries)
+
+
+def measure(reader: str, path: pathlib.Path) -> tuple[float, float, int]:
+    out = subprocess.run([sys.executable, "-c", MEASURE, READERS[reader], str(path)], capture_output=True,
+                         text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    seconds, peak, count = out.stdout.split()
+    return float(seconds), int(peak), int(count)
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        csv_path = pathlib.Path(folder, "metrics.csv")
-        json_path = pathlib.Path(folder, "metrics.json")
-        write_lightning_csv(csv_path, ROWS)
-        write_detectron2_json(json_path, ROWS)
-        bench(csvlog, csv_path, ROWS)
-        bench(jsonlog, json_path, ROWS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("/tmp/lrdiag-bench/text"))
+    parser.add_argument("--big", action="store_true", help="add a 10M-row CSV and a ~1 GB trainer_state.json")
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    # (file, writer, size argument, what a row is, rows, the lrdiag reader, the anchor)
+    cases = [
+        ("metrics.csv", write_lightning_csv, 1_000_000, "rows", 1_000_000, "lrdiag csv", "pandas.read_csv"),
+        ("metrics.json", write_detectron2_json, 1_000_000, "lines", 1_000_200, "lrdiag json", "json.loads per line"),
+        ("wide.json", write_wide_json, 100_000, "keys", 103_002, "lrdiag json", "json.loads per line"),
+        ("trainer_state.json", write_trainer_state, 400_000, "entries", 400_400, "lrdiag json", "json.load"),
+    ]
+    if args.big:
+        cases += [("big.csv", write_lightning_csv, 10_000_000, "rows", 10_000_000, "lrdiag csv", "pandas.read_csv"),
+                  ("big_trainer_state.json", write_trainer_state, 6_000_000, "entries", 6_006_000, "lrdiag json",
+                   "json.load")]
+    print(f"{'file':24} {'MB':>6}  {'reader':20} {'CPU s':>6} {'per s':>11} {'peak MB':>8} {'x file':>6}")
+    for name, write, size, unit, rows, ours, anchor in cases:
+        path = args.dir / name
+        if not path.exists():
+            print(f"writing {path} ...", flush=True)
+            write(path, size)
+        megabytes = path.stat().st_size / 1e6
+        for reader in (ours, anchor):
+            seconds, peak, _ = measure(reader, path)
+            print(f"{name:24} {megabytes:6.0f}  {reader:20} {seconds:6.2f} {rows / seconds:>11,.0f} "
+                  f"{peak / 1e6:8.0f} {peak / path.stat().st_size:6.2f}  {unit}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Read a 1,000,000-scalar TensorBoard event file with lrdiag, tbparse and EventAccumulator; print ratios.
 
-    python benchmarks/bench_ingest.py [--steps 200000] [--tags 5] [--dir /tmp/lrdiag-bench]
+    python benchmarks/bench_ingest.py [--steps 200000] [--tags 5] [--dir /tmp/lrdiag-bench] [--distinct-tags 2000000]
 
 The file is written once by torch's SummaryWriter (the real writer) and reused. Each loader runs
 in a fresh interpreter so that its peak memory (VmHWM) can be set against the interpreter's own
-resident size after imports.
+resident size after imports. --distinct-tags N adds a file of N scalars under N distinct tags
+(one point each, written record by record here) read by lrdiag alone: the many-tags case
+(target: 2M tags under 10 s). bench_data_server.py sets `lrdiag analyze` beside TensorBoard's
+Rust data server.
 """
 
 from __future__ import annotations
@@ -88,12 +91,49 @@ def write_events(path: Path, steps: int, tags: int) -> None:
     writer.close()
 
 
+def write_distinct_tags(path: Path, count: int) -> None:
+    """`count` simple_value events, each under its own tag, framed as TFRecords by hand (fast)."""
+    import struct
+
+    from lrdiag.ingest.tfrecord import masked_crc
+
+    def varint(number: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((number & 0x7F) | (0x80 if number > 0x7F else 0))
+            number >>= 7
+            if not number:
+                return bytes(out)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for step in range(count):
+            tag = f"layer{step}/grad_norm".encode()
+            value = b"\x0a" + varint(len(tag)) + tag + b"\x15" + struct.pack("<f", step * 0.5)
+            summary = b"\x0a" + varint(len(value)) + value
+            event = (b"\x09" + struct.pack("<d", 1.0) + b"\x10" + varint(step) + b"\x2a" + varint(len(summary))
+                     + summary)
+            header = struct.pack("<Q", len(event))
+            out.write(header + struct.pack("<I", masked_crc(header)) + event + struct.pack("<I", masked_crc(event)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--tags", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lrdiag-bench"))
+    parser.add_argument("--distinct-tags", type=int, default=0, help="also read a file of N scalars under N tags")
     args = parser.parse_args()
+    if args.distinct_tags:
+        many = args.dir / f"distinct_tags_{args.distinct_tags}" / "events.out.tfevents.1.many"
+        if not many.exists():
+            print(f"writing {args.distinct_tags:,} scalars under as many tags into {many} ...", flush=True)
+            write_distinct_tags(many, args.distinct_tags)
+        out = subprocess.run([sys.executable, "-c", RUNNER, str(many), LOADERS["lrdiag read"]], capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parents[1], check=True)
+        elapsed, peak, points = out.stdout.split()
+        print(f"lrdiag read, {int(points):,} tags of one point ({many.stat().st_size / 1e6:.0f} MB): "
+              f"{float(elapsed):.1f} s, peak {float(peak):.0f} MB above the interpreter (target < 10 s)\n")
     run_dir = args.dir / f"events_{args.steps}x{args.tags}"
     files = list(run_dir.glob("*tfevents*"))
     if not files:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lrdiag.ingest import files
+from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS,
                                    cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, line_chunks,
                                    normalized, per_line_count, report, whole_steps)
@@ -588,8 +589,9 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     kept = metrics.where(kept_line[point_lines])
     order, lines, bounds = kept.by_key()
     steps, values = np.rint(steps_by_line[lines]).astype(np.int64), kept.values[order]
-    return {kept.names[tag]: Series(kept.names[tag], steps[first:last], values[first:last])
-            for tag, first, last in zip(range(tag_count), bounds[:-1].tolist(), bounds[1:].tolist()) if last > first}
+    with gc_paused():  # a file may hold 100,000 keys: a Series each
+        return {name: Series(name, steps[first:last], values[first:last])
+                for name, first, last in zip(kept.names, bounds[:-1].tolist(), bounds[1:].tolist()) if last > first}
 
 
 def _restart_notes(record_lines, record_steps, restart, kept_record, points_per_record, step_name) -> list[str]:
