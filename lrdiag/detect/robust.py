@@ -56,8 +56,12 @@ def _scipy_imported() -> bool:
     return "scipy.ndimage" in sys.modules
 
 
-def median_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """scipy.ndimage.median_filter(values, size, mode="reflect"), exactly (an even size takes the
+# scipy.ndimage's edge modes and numpy.pad's names for the same padding.
+_NUMPY_PAD = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge"}
+
+
+def median_filter(values: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
+    """scipy.ndimage.median_filter(values, size, mode=mode), exactly (an even size takes the
     upper middle value). Small inputs, the usual case, by numpy's partition over sliding windows;
     large ones, or any once scipy is imported, by scipy's filter (several times faster): a short
     run's analysis need not pay scipy's import, which costs more than judging it."""
@@ -65,8 +69,8 @@ def median_filter(values: np.ndarray, size: int) -> np.ndarray:
     size = min(size, values.size)
     if values.size * size > _NUMPY_UP_TO or _scipy_imported():
         from scipy.ndimage import median_filter as scipy_median_filter
-        return scipy_median_filter(values, size=size, mode="reflect")
-    windows = sliding_window_view(np.pad(values, (size // 2, size - 1 - size // 2), mode="symmetric"), size)
+        return scipy_median_filter(values, size=size, mode=mode)
+    windows = sliding_window_view(np.pad(values, (size // 2, size - 1 - size // 2), mode=_NUMPY_PAD[mode]), size)
     return np.partition(windows, size // 2, axis=1)[:, size // 2]
 
 
