@@ -18,9 +18,9 @@ SAMPLES = ROOT / "sample_logs"
 # Libraries that cost 0.05 s to seconds of CPU to import, none of which a command needs before it reads input.
 HEAVY = ("numpy", "pandas", "scipy", "google.protobuf", "tensorboard", "torch", "ray", "matplotlib", "pyarrow",
          "grpc", "mlflow", "wandb", "keras", "transformers", "lightning", "pytorch_lightning", "yaml", "requests")
-# What an event file's analysis may still need: numpy for the series, protobuf/tensorboard to parse events.
-NOT_FOR_EVENTS = tuple(name for name in HEAVY if name not in ("numpy", "google.protobuf", "tensorboard"))
-# A CSV or JSON reader may use pandas (and pandas loads pyarrow when it is installed), never the rest.
+# An analysis needs numpy for the series; an event file of plain scalars (SummaryWriter's) is decoded without
+# protobuf (lrdiag.ingest.eventwire), and a CSV or JSON reader may use pandas (which loads pyarrow when installed).
+NOT_FOR_EVENTS = tuple(name for name in HEAVY if name != "numpy")
 NOT_FOR_TABLES = tuple(name for name in NOT_FOR_EVENTS if name not in ("pandas", "pyarrow"))
 
 
@@ -43,7 +43,7 @@ def test_version_and_help_import_no_heavy_library(args):
     assert heavy(modules) == []
 
 
-def test_analyze_of_a_small_event_file_run_imports_no_pandas_scipy_or_frameworks():
+def test_analyze_of_a_small_event_file_run_imports_no_pandas_scipy_protobuf_or_frameworks():
     modules = imported("analyze", str(SAMPLES / "example_spiky"))
     assert "lrdiag.ingest.tfevents" in modules
     assert heavy(modules, NOT_FOR_EVENTS) == []
@@ -51,7 +51,7 @@ def test_analyze_of_a_small_event_file_run_imports_no_pandas_scipy_or_frameworks
 
 @pytest.mark.parametrize("run", ["lightning_csv/mlp_adam_overfit", "keras_csv/mlp_adam_overfit",
                                  "trainer_state/transformer_adamw_linear", "detectron2/detector_lr_spikes"])
-def test_analyze_of_a_small_csv_or_json_run_imports_no_scipy_or_frameworks(run):
+def test_analyze_of_a_small_csv_or_json_run_imports_no_scipy_protobuf_or_frameworks(run):
     modules = imported("analyze", str(SAMPLES / run))
     assert heavy(modules, NOT_FOR_TABLES) == []
 
