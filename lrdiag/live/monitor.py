@@ -1,27 +1,30 @@
 """Metrics fed in process, step by step (the training callbacks): the same rules as `lrdiag analyze`, run
 on everything logged so far, findings reported once and a verdict on whether to stop the run.
 
-The rules run every `every_n_steps` steps, at once when a value is not finite (a NaN run should stop
-within a logging step, not a window later), and at the end. Each check re-runs the engine on the whole
-series logged so far: the findings are those `lrdiag analyze` gives on the same points, and a check costs
-what analyzing a run of that size costs (milliseconds for thousands of points), spread over the steps
-between two checks.
+The rules run at once when the screen of `lrdiag watch` (screen.py) fires on a logged value (a NaN or
+infinite value, a rise the spike or explosion rule could call one: a NaN run stops within a logging
+step, not a window later), otherwise every `every_n_steps` steps once the points logged have grown by a
+quarter since the last check, and at the end. Each check re-runs the engine on the whole series logged
+so far, so the findings are those `lrdiag analyze` gives on the same points; a check costs what analyzing
+a run of that size costs (about 5 us a point), and checking at geometric growth keeps that to a few
+analyses of the whole run in all, however long it trains.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from lrdiag.detect.finding import SEVERITY_RANK, Finding
 from lrdiag.ingest.textlog import is_bookkeeping
+from lrdiag.live.screen import Screen
 from lrdiag.live.watcher import Findings
 from lrdiag.output import document, run_entry
 from lrdiag.series.model import Run, Series
 from lrdiag.series.roles import assign_roles
 
 STOP_ON = ("error", "warning", None)
+GROWTH = 0.25  # a check not asked for by the screen waits until the points grew by this fraction
 
 
 class Monitor:
@@ -46,9 +49,12 @@ class Monitor:
         self.findings = Findings()
         self.latest: list[Finding] = []
         self.stop_finding: Finding | None = None
+        self.screen = Screen.for_engine(self.engine, self.roles)
         self._checked_at: int | None = None
         self._unchecked = False
-        self._nonfinite = False
+        self._fired = False
+        self._points = 0  # values logged so far
+        self._checked_points = 0  # of them, those the last check read
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
         """Values logged at `step` (numbers, 0-d tensors; anything else is skipped)."""
@@ -63,17 +69,20 @@ class Monitor:
             steps.append(int(step))
             values.append(value)
             self._unchecked = True
-            self._nonfinite |= not math.isfinite(value)
+            self._points += 1
+            self._fired |= self.screen.fires(tag, tag, step, value)
 
     def due(self, step: int) -> bool:
-        """True when the rules should run now: a non-finite value came in, or every_n_steps went by."""
+        """True when the rules should run now: the screen fired, or every_n_steps went by and the points
+        grew by GROWTH since the last check."""
         if not self._unchecked:
             return False
-        return self._nonfinite or self._checked_at is None or step - self._checked_at >= self.every_n_steps
+        return self._fired or self._checked_at is None or (
+            step - self._checked_at >= self.every_n_steps and self._points >= self._checked_points * (1 + GROWTH))
 
     def check(self, step: int) -> list[tuple[Finding, str]]:
         """Run the rules on all that was logged; the findings that are new or whose steps grew."""
-        self._checked_at, self._unchecked, self._nonfinite = step, False, False
+        self._checked_at, self._unchecked, self._fired, self._checked_points = step, False, False, self._points
         run = self.run()
         self.latest = self.engine.run(run)
         changes = self.findings.update(self.latest)
