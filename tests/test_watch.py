@@ -447,3 +447,18 @@ def test_a_noisy_csv_replayed_point_by_point_reports_its_spikes_and_its_nan_at_t
     assert _watched(screened) == _analyzed(live.parent, engine, roles)
     judged = screened.runs["run"]
     assert judged.judged == judged.seen  # the summary judged what it read
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_once(tmp_path, setup, monkeypatch):
+    from lrdiag.ingest.discover import RunSpec
+    from lrdiag.live import watcher as watching
+
+    engine, roles = setup
+    locked = RunSpec("locked", where=str(tmp_path / "locked"), unlisted="Permission denied")
+    monkeypatch.setattr(watching, "find_runs", lambda paths: [locked])  # root lists any folder: the spec as found
+    watcher = Watcher([str(tmp_path)], engine, roles)
+    watcher.poll()
+    watcher.poll()
+    assert [(name, problem.message) for name, problem in watcher.problems] == [
+        ("locked", "cannot read this folder: Permission denied")]
+    assert watcher.findings() == {}

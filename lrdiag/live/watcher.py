@@ -139,6 +139,9 @@ class Watcher:
             state = self.runs.get(spec.name)
             if state is None:
                 state = self.runs[spec.name] = _RunState(spec, screen=Screen.for_engine(self.engine, self.roles))
+            if spec.unlisted:  # a folder that cannot be listed: its problem, said once
+                self._report(state, spec.name, read_run(spec).problems)
+                continue
             if spec.store:
                 run = read_run(spec, verify=self.verify, roles=self.roles)
                 points = sum(len(series) for series in run.series.values())
@@ -212,11 +215,14 @@ class Watcher:
         run = read_run(spec, verify=self.verify, roles=self.roles, contents={p: t.data for p, t in tails.items()})
         return self._judge(state, run)
 
-    def _judge(self, state: _RunState, run: Run) -> list[Event]:
-        for problem in run.problems:
+    def _report(self, state: _RunState, name: str, problems: list[Problem]) -> None:
+        for problem in problems:
             if problem not in state.problems:
                 state.problems.add(problem)
-                self.problems.append((run.name, problem))
+                self.problems.append((name, problem))
+
+    def _judge(self, state: _RunState, run: Run) -> list[Event]:
+        self._report(state, run.name, run.problems)
         if not any(len(series) for series in run.series.values()):
             return []
         state.run = run
