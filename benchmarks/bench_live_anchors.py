@@ -38,7 +38,8 @@ from detection.score import tolerance  # noqa: E402
 
 DEFAULT_RUNS = Path(__file__).resolve().parent / "_detection_runs"
 CATEGORIES = ("spike", "explosion", "nonfinite")
-MONITORS = ("lrdiag (stop_on=error)", "lrdiag (stop_on=warning)", "Lightning SpikeDetection", "llm-foundry KillLossSpike")
+MONITORS = ("lrdiag (stop_on=error)", "lrdiag (stop_on=warning)", "Lightning SpikeDetection",
+            "llm-foundry KillLossSpike")
 
 
 def read(run_dir: Path) -> dict:

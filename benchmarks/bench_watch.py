@@ -33,7 +33,8 @@ from pathlib import Path
 from lrdiag.ingest.tfrecord import masked_crc
 from tensorboard.compat.proto.event_pb2 import Event
 
-root, runs, rate, start, seconds, spike_every = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+root, runs, start = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
+rate, seconds, spike_every = float(sys.argv[3]), float(sys.argv[5]), float(sys.argv[6])
 rng = random.Random(0)
 def loss(step):
     return (2.0 * math.exp(-step / 3000) + 0.2) * math.exp(0.03 * rng.gauss(0, 1))
@@ -58,7 +59,8 @@ for run in range(runs):
     folder = root / f"run{run:04d}"; folder.mkdir(parents=True, exist_ok=True)
     kind = run % 3
     handle = open(folder / names[kind], "wb")
-    head = b"step,loss,lr\\n" if kind == 0 else (record(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()) if kind == 2 else b"")
+    version = record(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    head = b"step,loss,lr\\n" if kind == 0 else (version if kind == 2 else b"")
     handle.write(head + rows(kind, range(start))); handle.flush()
     handles.append((handle, kind))
 print("ready", flush=True)

@@ -377,7 +377,8 @@ def test_an_event_file_with_a_record_length_of_2_to_the_60_is_read_past_it_once_
     path.write_bytes(data[:cut] + bogus + data[cut:])  # intact records after it: it was damage
     watcher.poll()
     read = tfevents.read_files([path])
-    assert watcher.runs["huge"].run.series["loss"].steps.tolist() == read.series["loss"].steps.tolist() == list(range(60))
+    steps = watcher.runs["huge"].run.series["loss"].steps.tolist()
+    assert steps == read.series["loss"].steps.tolist() == list(range(60))
     assert [problem for _, problem in watcher.problems] == read.problems
     assert "runs past the end of the file" in read.problems[0].message
     watcher.problems.clear()
@@ -393,7 +394,8 @@ IMMEDIATE = ("spike", "nonfinite", "explosion")
 
 
 def _reported(watcher: Watcher) -> dict:
-    return {name: [f for f in state.findings.reported if f.category in IMMEDIATE] for name, state in watcher.runs.items()}
+    return {name: [f for f in state.findings.reported if f.category in IMMEDIATE]
+            for name, state in watcher.runs.items()}
 
 
 def _no_later(screened: Watcher, reference: Watcher, when: str) -> None:

@@ -22,6 +22,9 @@ few values and steps between them and its lowest value: O(1) work a point. It fi
   level (never under its lowest) on a 5-point median for `min_points` points. It fires for the first
   2 x `min_points` + 5 points of such a stretch.
 
+The screen is a Python loop over points, on purpose: a look brings a run 5 to 20 new points, fewer than it
+takes for numpy's per-call cost to pay off, and the state kept per metric is a few numbers.
+
 The thresholds are the rules' configured parameters (the most permissive of the rules using a detector).
 Rules that judge a whole curve (a stall, a divergence, an oscillation, the LR rules, rules from --rules
 folders) are not screened: they are judged when the run has grown by the schedule's fraction.

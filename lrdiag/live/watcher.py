@@ -170,7 +170,8 @@ class Watcher:
         """Judge the runs that grew by `growth` since their last judgement, the most overdue first, for up to
         `budget` seconds (None: all of them)."""
         events, began = [], time.monotonic()
-        waiting = [state for state in self.runs.values() if state.unjudged and state.seen >= state.judged * (1 + self.growth)]
+        waiting = [state for state in self.runs.values()
+                   if state.unjudged and state.seen >= state.judged * (1 + self.growth)]
         for state in sorted(waiting, key=lambda state: state.judged / state.seen):
             if budget is not None and time.monotonic() - began >= budget:
                 break
