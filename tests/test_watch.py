@@ -464,3 +464,23 @@ def test_a_folder_that_cannot_be_listed_is_reported_once(tmp_path, setup, monkey
     assert [(name, problem.message) for name, problem in watcher.problems] == [
         ("locked", "cannot read this folder: Permission denied")]
     assert watcher.findings() == {}
+
+
+def test_the_live_anchors_stop_where_their_sources_say():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from anchors import kill_loss_spike_at, lightning_spike_at
+
+    flat = np.full(300, 1.0)
+    high = flat.copy()
+    high[150:160] = 2.5  # 2.5x the window's mean: an outlier from the first such loss on
+    assert kill_loss_spike_at(high) == 154  # the fifth in a row (patience 4)
+    assert kill_loss_spike_at(flat) is None and kill_loss_spike_at(high[:140]) is None
+    nan = flat.copy()
+    nan[150:] = np.nan
+    assert kill_loss_spike_at(nan) is None  # a NaN joins its window: its mean is NaN from then on
+    assert lightning_spike_at(nan) == 150
+    assert lightning_spike_at(high) is None  # 2.5x is under its 3x running mean
+    high[200] = 9.0
+    assert lightning_spike_at(high) == 200
