@@ -100,6 +100,7 @@ def scale(root: Path, runs: int, rate: float, start: int, seconds: float, interv
     assert writer.stdout.readline().strip() == "ready"
     watch = subprocess.Popen([sys.executable, "-m", "lrdiag", "watch", str(root), "--interval", str(interval),
                               "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
     findings: list[tuple[float, dict]] = []
     threading.Thread(target=lambda: [findings.append((time.time(), json.loads(line))) for line in watch.stdout],
                      daemon=True).start()
@@ -108,6 +109,7 @@ def scale(root: Path, runs: int, rate: float, start: int, seconds: float, interv
         followed += "following run" in line
         if followed == runs:
             break
+    first_look = time.monotonic() - started  # start-up, discovery and a judgement of every run
     threading.Thread(target=lambda: [None for _ in watch.stderr], daemon=True).start()
     time.sleep(interval * 3)  # the first judgements of every run are behind it
     writer.stdin.write("go\n")
@@ -134,7 +136,7 @@ def scale(root: Path, runs: int, rate: float, start: int, seconds: float, interv
     print(f"watch, {runs} runs ({runs // 3} CSV, {runs // 3} JSON lines, {runs - 2 * (runs // 3)} event files) from "
           f"{start} points, each appending {rate:g} points a second, --interval {interval:g}: "
           f"{100 * share:.0f} % of one core over {seconds:g} s (load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores)")
+          f"{os.cpu_count()} cores); its first look took {first_look:.1f} s")
     if delays:
         print(f"  {len(result['spikes'])} spikes written: {len(delays)} reported, after {delays[0]:.2f} to "
               f"{delays[-1]:.2f} intervals (median {delays[len(delays) // 2]:.2f}), {missed} not reported; "

@@ -172,7 +172,7 @@ class Watcher:
         events, began = [], time.monotonic()
         waiting = [state for state in self.runs.values()
                    if state.unjudged and state.seen >= state.judged * (1 + self.growth)]
-        for state in sorted(waiting, key=lambda state: state.judged / state.seen):
+        for state in sorted(waiting, key=lambda state: state.judged / max(state.seen, 1)):
             if budget is not None and time.monotonic() - began >= budget:
                 break
             events.extend(self._detect(state))
