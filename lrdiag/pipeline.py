@@ -107,7 +107,7 @@ def map_runs(work, specs: list[RunSpec], *args, jobs: int | None = None, progres
     CPUs); `work` and its arguments must pickle. The entries, and the error lines of the runs that failed,
     in the order of `specs` either way. Progress (None: as fits stderr; False: none): a bar on a terminal,
     plain lines every PROGRESS_EVERY s in a CI log."""
-    if executor == "ray":
+    if executor == "ray" and specs:  # no run: no cluster to start or join
         from lrdiag import cluster
 
         with cluster.connected(address, jobs) as ray:
