@@ -2,7 +2,10 @@
 
 Measured in a fresh interpreter as the growth of its peak resident size (VmHWM, reset through
 /proc/self/clear_refs after the imports), which sees pandas' C parser buffers that tracemalloc
-does not. On ~100 MB files the multiples were 4.7x (CSV) and 3.6x (detectron2 JSON lines)."""
+does not. Files over textlog.CHUNK_BYTES (4 MiB) are parsed a chunk of lines at a time: on these
+~30-40 MiB files the multiples are 2.3x (CSV) and 2.2x (detectron2 JSON lines), on a 323 MiB CSV
+1.1x and a 188 MiB JSON-lines file 1.9x (benchmarks/bench_csv_json.py); whole reads took 4.7x and
+3.6x."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 
 MEASURE = """
 import pathlib, sys
+import pandas  # imported where the readers parse: an import is not the reading's memory
 from lrdiag.ingest import csvlog, jsonlog
 def vm(field):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field))
@@ -64,4 +68,4 @@ def test_peak_memory_is_a_small_multiple_of_the_file(tmp_path, kind, write):
                             check=True, timeout=300).stdout.split()
     peak, read, problems = map(int, output)
     assert (read, problems) == (points, 0)
-    assert peak < 8 * path.stat().st_size, f"peak {peak / 2**20:.0f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
+    assert peak < 3 * path.stat().st_size, f"peak {peak / 2**20:.0f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
