@@ -1,9 +1,9 @@
 """The analyze pipeline end to end: discover runs, read each, detect, build the output model.
 
 Runs are independent, so many runs are spread over a process pool (one worker per core), or over a
-Ray cluster with executor "ray" (lrdiag/cluster.py); a run
-that fails in a way no reader caught becomes an error entry, and the other runs go on. So do a path
-that holds no run and a run that yields no point: input errors (exit 2), never "no findings".
+Ray cluster with executor "ray" (lrdiag/cluster.py); a run that fails in a way no reader caught
+becomes an error entry, and the other runs go on. So do a path that holds no run and a run that
+yields no point: input errors (exit 2), never "no findings".
 """
 
 from __future__ import annotations
