@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "_detection_runs"
-DEV_SEEDS = tuple(range(1, 401))  # 251-400 added in a later session, as fresh dev runs to check what tuning on 1-250 generalizes
+DEV_SEEDS = tuple(range(1, 701))  # 251-700 added in a later session, as fresh dev runs to check what tuning on 1-250 generalizes
 # Frozen before any detector was tuned on this benchmark (250 seeds, ~20 % of them excluded at
 # generation, leaves 12-20 labelled runs per category): never change, never look at one by one.
 TEST_SEEDS = tuple(range(50001, 50251))
