@@ -38,7 +38,7 @@ CAUSES = ("lr", "data", "numeric", "unknown")
 CAUSED = {"spike", "oscillation", "explosion", "nonfinite", "stall"}
 _NEAR = 0.05  # "just after" the LR's peak, "the window before": 5 % of the run's steps
 _RISING = 1.1  # an LR 10 % above where it was over the window before is rising
-_RING_POINTS = 12  # a ring of 3-12 points is an optimizer over its stability limit, not a data order
+_RING_POINTS = 16  # a ring of 3-16 points (LRD102's) is an optimizer over its stability limit, not a data order
 _EPOCH_SLACK = 0.1  # an oscillation's period within 10 % of an epoch repeats with the data
 
 

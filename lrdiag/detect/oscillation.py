@@ -18,11 +18,11 @@ when one frequency with at least `min_cycles` cycles in it:
   cyclic schedule too wide are larger.
 - repeats: in the band-passed signal the typical cycle is at least half as tall as the tallest,
   so that one hump (a spike's slow recovery) does not count.
-A second test finds ringing with a period of 3 to 12 points (heavy momentum, full-batch
+A second test finds ringing with a period of 3 to 16 points (heavy momentum, full-batch
 training at too high an LR), which the spectral test misses: a ring driven by the noise at every
 step is a broad bump, no single frequency towers over it, and a noise level read from a series it
 fills absorbs it. Its autocorrelation still swings with its period (see _ringing). It looks at
-windows of 2 x `min_points` and of `min_points` points (a ring of 12 points or less has five
+windows of 2 x `min_points` and of `min_points` points (a ring of 16 points or less has four
 cycles in 64): a heavy ball rings hardest in the first hundred steps and then dies down, and in
 a long window the quiet rest dilutes it below the test.
 Oscillating windows that overlap or lie less than a window apart are reported as one stretch,
@@ -79,7 +79,7 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
                 flagged[first:last + 1] = True
                 found.update(first=first, last=last, period_points=found["period_points"] * factor)
                 windows.append(found)
-    # The ring's trend: a rolling median two of the slowest cycles (16 points) wide (see _ringing).
+    # The ring's trend: a rolling median two of the slowest cycles fitted wide (see _ringing).
     detrended = y - rolling_median(y, 2 * int(_RING_PERIODS[-1]) + 1)
     for found in (_ringing(detrended, 2 * min_points, min_fraction, min_ring_amplitude)
                   + _ringing(detrended, min_points, min_fraction, min_ring_amplitude, short=True)):
@@ -109,26 +109,27 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     return hits
 
 
-# Periods (points) fitted, and the lags they are fitted over. Only a best fit of 12 points or
-# less counts: fitted up to 16 so that a slower wander, whose best fit would sit at the edge
-# of a range ending at 12, shows as what it is.
-_RING_PERIODS = np.arange(3.0, 16.01, 0.25)
-_RING_MAX_PERIOD = 12.0
-_RING_LAGS = np.arange(1, 17)
+# Periods (points) fitted, and the lags they are fitted over. Only a best fit of 16 points or
+# less counts: fitted up to 21 so that a slower wander, whose best fit would sit at the edge
+# of a range ending at 16, shows as what it is. 16: a heavy ball (momentum 0.97-0.99 on a
+# well-conditioned problem) rings with a period of 9 to 15 steps in the benchmark's runs.
+_RING_PERIODS = np.arange(3.0, 21.01, 0.25)
+_RING_MAX_PERIOD = 16.0
+_RING_LAGS = np.arange(1, 22)
 
 
 def _ringing(detrended: np.ndarray, size: int, min_fraction: float, min_amplitude: float,
              short: bool = False) -> list[dict]:
-    """Windows where the loss rings: its detrended autocorrelation over lags 1..13 follows a
-    cosine of period 3 to 12 points with weight `min_fraction` or more, and is negative at half
+    """Windows where the loss rings: its detrended autocorrelation over lags 1..21 follows a
+    cosine of period 3 to 16 points with weight `min_fraction` or more, and is negative at half
     that period (red noise, a smoothing logger's, is positive there). Why the autocorrelation:
     momentum ringing is a resonance excited by the noise at every step, a broad bump in the
     spectrum that no single frequency towers over, and when it fills the run a noise level taken
     from the same series absorbs it; its autocorrelation still swings with the ring's period.
     Batch noise is white: every lag's autocorrelation is N(0, 1/n), and their cosine-weighted
-    mean over 13 lags has a standard deviation of 1/sqrt(6.5 n), 0.035 over a 128-point window,
-    so that 0.3 stands 8 of them above noise whatever the number of windows tested (6 over a
-    64-point window). The trend is a rolling median two of the slowest cycles (16 points) wide:
+    mean over 21 lags has a standard deviation of 1/sqrt(10.5 n), 0.027 over a 128-point window,
+    so that 0.3 stands 11 of them above noise whatever the number of windows tested (8 over a
+    64-point window). The trend is a rolling median two of the slowest cycles fitted wide:
     it keeps them whole and follows the steep fall of a run's first steps, which a wider one
     leaves in the residual to drown the ring's autocorrelation."""
     if detrended.size < size // 2:
