@@ -9,13 +9,17 @@ command runs in a fresh process, side by side: the local pool (--jobs = cores), 
 steady state of a cluster). CPU is that of every process below the benchmark meanwhile: the command,
 the processes it started (Ray's: the benchmark is their subreaper, so none leaves its tree), and a
 running head's processes and workers.
-The JSON of each must equal the local pool's, byte for byte.
+The JSON of each must equal the local pool's, byte for byte. Run it from a copy of the tree that does
+not change meanwhile (`git archive HEAD | tar -x -C /tmp/snap`, then `PYTHONPATH=/tmp/snap python
+/tmp/snap/benchmarks/bench_analyze_ray.py --dir benchmarks/_ray_runs`): each command imports lrdiag
+afresh, Ray's workers too.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -189,6 +193,11 @@ def main() -> None:
     for result in results:
         print(f"{result['label']:28} {result['wall']:8.1f} {result['cpu']:8.1f} {args.runs / result['wall']:8.0f} "
               f"{result['wall'] / local['wall']:11.2f} {'yes' if result['json'] == local['json'] else 'NO':>10}")
+    for result in results[1:]:
+        if result["json"] != local["json"]:
+            ours, theirs = json.loads(local["json"]), json.loads(result["json"])
+            differ = next((a["run"] for a, b in zip(ours["runs"], theirs["runs"]) if a != b), "the errors")
+            print(f"{result['label']}: the JSON differs from the local pool's, first at {differ}")
     print(f"(CPU: every process below this one meanwhile, sampled every {SAMPLE} s: the command, the processes it "
           "started, Ray's included, and a running head's processes and workers)")
 
