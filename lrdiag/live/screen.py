@@ -19,8 +19,11 @@ few values and steps between them and its lowest value: O(1) work a point. It fi
   32 points after a candidate fire too;
 - on a metric the explosion rule (LRD106) reads, the value or the median of the last five stands at
   `factor` times the metric's lowest value or more: an explosion crosses `factor` times its starting
-  level (never under its lowest) on a 5-point median for `min_points` points. It fires for the first
-  2 x `min_points` + 5 points of such a stretch.
+  level (never under its lowest) on a 5-point median for `min_points` points, or stays at `factor` times
+  the lowest level it had reached for a quarter of the run. It fires for the first 2 x `min_points` + 5
+  points of such a stretch, and for as many again once the stretch spans a quarter of the metric's points;
+- a training loss is logged at a step where a grad norm was NaN: Transformers' stand-in for a NaN step's
+  loss, which the non-finite rule reads as non-finite.
 
 The screen is a Python loop over points, on purpose: a look brings a run 5 to 20 new points, fewer than it
 takes for numpy's per-call cost to pay off, and the state kept per metric is a few numbers.
@@ -59,6 +62,7 @@ class Screen:
         self.factor = factor
         self.settle = 2 * min_points + 5
         self.tracks: dict = {}
+        self.nan_grad_steps: set = set()  # steps at which a grad norm was NaN
 
     @classmethod
     def for_engine(cls, engine, roles: dict[str, str] | None = None) -> "Screen":
@@ -80,11 +84,16 @@ class Screen:
         if track is None:
             role = self.roles.get(tag) or infer_role(tag)
             track = self.tracks[key] = _Track(self.window, role in self.spike_roles, role in self.explosion_roles)
+            track.grad_norm, track.stands_in = role == "grad_norm", role == "train_loss"
         fire = step is not None and track.step is not None and step < track.step
         if step is not None:
             track.step = step
         if not math.isfinite(value):
+            if track.grad_norm and math.isnan(value) and step is not None:
+                self.nan_grad_steps.add(step)
             return True
+        if track.stands_in and step in self.nan_grad_steps:
+            return True  # Transformers' logged stand-in for a NaN step's loss: the non-finite rule reads it so
         if not (track.spike or track.explosion):
             return fire
         track.count += 1
@@ -108,9 +117,12 @@ class Screen:
             last5 = sorted([*list(track.recent)[-4:], value])
             if max(value, last5[2 if len(last5) == 5 else len(last5) // 2]) >= self.factor * lowest:
                 track.climb += 1
-                fire |= track.climb <= self.settle
+                if track.held is None and track.climb >= track.count // 4:
+                    track.held = track.count  # the climb now spans a quarter of the run
+                fire |= track.climb <= self.settle or (track.held is not None and
+                                                       track.count - track.held < self.settle)
             else:
-                track.climb = 0
+                track.climb, track.held = 0, None
         track.recent.append(value)
         ys.append(y)
         track.lowest = value if lowest is None else min(lowest, value)
@@ -154,8 +166,8 @@ def _noise(distances) -> float:
 
 
 class _Track:
-    __slots__ = ("spike", "explosion", "log", "recent", "ys", "noise", "scale", "dip", "lowest", "step", "count",
-                 "candidates", "climb")
+    __slots__ = ("spike", "explosion", "grad_norm", "stands_in", "log", "recent", "ys", "noise", "scale", "dip",
+                 "lowest", "step", "count", "candidates", "climb", "held")
 
     def __init__(self, window: int, spike: bool, explosion: bool) -> None:
         self.spike, self.explosion = spike, explosion
@@ -170,3 +182,5 @@ class _Track:
         self.count = 0
         self.candidates: list[int] = []
         self.climb = 0
+        self.held: int | None = None  # the point at which the current climb came to span a quarter of the run
+        self.grad_norm = self.stands_in = False
