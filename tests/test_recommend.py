@@ -444,6 +444,7 @@ def test_json_grows_a_kind_for_each_candidate():
 def test_warmup_rationale_says_when_the_length_was_brought_within_bounds():
     from lrdiag.recommend.candidates import _warmup_why
 
-    assert _warmup_why(31, 62, 62) == "twice the 31 steps up to the last early instability"
-    assert _warmup_why(1, 2, 20) == ("twice the 1 step up to the last early instability, 2, brought within "
-                                     "the 5-25 % of the run that common warmups take")
+    assert _warmup_why(31, 0, 62, 62) == "twice the 31 steps up to the last early instability"
+    assert _warmup_why(1, 0, 2, 20) == ("twice the 1 step up to the last early instability, 2, brought within "
+                                        "the 5-25 % of the run that common warmups take")
+    assert _warmup_why(25, 100, 200, 200) == "twice the run's own warmup of 100 steps"

@@ -280,25 +280,28 @@ def subsample(values: np.ndarray, first: int, points: int = CURVE_POINTS) -> lis
 def _warmup(findings: list, horizon: Horizon) -> list[Candidate]:
     """Instability early in the run under a full-size LR: warm up past it, then cosine."""
     cutoff = horizon.first + _EARLY * (horizon.total - 1)
-    early = [f for f in findings if _lr_driven(f) and f.step_start <= cutoff and _lr_high(f, horizon)]
+    # Early and over early: an instability that lasts through half the run or more (a loss locked
+    # to a cyclic LR, an oscillation that fills the run) is the peak's doing, not the start's.
+    early = [f for f in findings if _lr_driven(f) and f.step_start <= cutoff and _lr_high(f, horizon)
+             and f.step_end - f.step_start < 0.5 * (horizon.total - 1)]
     if not early:
         return []
     no_warmup = [f for f in findings if f.rule == NO_WARMUP_RULE]
     last = max(_step(f) for f in early) - horizon.first
     # Twice as long as the instability lasted: the LR then reaches its peak only once the
     # loss has settled, bounded to the 5-25 % of the run that common warmups take.
-    warmup = 2 * (last + 1)
+    wanted = 2 * (last + 1)
     warming = horizon.warmup > 0 and any(_lr_facts(f, horizon).get("lr_phase") == "warming up" for f in early)
     if warming:
-        warmup = max(warmup, 2 * horizon.warmup)  # the run's own warmup was too short
-    warmup = int(np.clip(warmup, math.ceil(_WARMUP_MIN * horizon.total), max(1, int(_WARMUP_MAX * horizon.total))))
+        wanted = max(wanted, 2 * horizon.warmup)  # the run's own warmup was too short
+    warmup = int(np.clip(wanted, math.ceil(_WARMUP_MIN * horizon.total), max(1, int(_WARMUP_MAX * horizon.total))))
     peak = _num(horizon.peak) if horizon.peak else None
     scheduler, classes = _cosine(horizon, peak, warmup)
     before = (f"its own warmup of {horizon.warmup} steps was too short" if warming
               else "the LR started at its peak, with no warmup")
     size = f"from {_num(_FLOOR * peak)!r} to {peak!r}" if peak else "from 1 % to 100 % of your LR"
     rationale = (f"{_cite(early + no_warmup, horizon)}: instability early in the run, and {before}. Warm the LR "
-                 f"up linearly {size} over the first {warmup} steps ({_warmup_why(last + 1, 2 * (last + 1), warmup)}), "
+                 f"up linearly {size} over the first {warmup} steps ({_warmup_why(last + 1, horizon.warmup if warming else 0, wanted, warmup)}), "
                  f"then anneal it with a cosine to 1 % of "
                  f"the peak at step {horizon.last}.")
     return [Candidate("warmup-cosine", rationale,
@@ -307,12 +310,13 @@ def _warmup(findings: list, horizon: Horizon) -> list[Candidate]:
                       _code(scheduler, classes, lr=peak), sorted({f.rule for f in early + no_warmup}))]
 
 
-def _warmup_why(steps: int, twice: int, warmup: int) -> str:
-    """Why the warmup is that long, in words whose numbers add up."""
-    unstable = f"{steps} step{'s' if steps != 1 else ''} up to the last early instability"
-    if warmup == twice:
-        return f"twice the {unstable}"
-    return f"twice the {unstable}, {twice}, brought within the 5-25 % of the run that common warmups take"
+def _warmup_why(steps: int, own: int, wanted: int, warmup: int) -> str:
+    """Why the warmup is that long, in words whose numbers add up: twice the steps up to the last
+    early instability, or twice the run's own warmup when that was longer, brought within the
+    5-25 % of the run that common warmups take."""
+    why = (f"twice the run's own warmup of {own} steps" if own and 2 * own >= 2 * steps
+           else f"twice the {steps} step{'s' if steps != 1 else ''} up to the last early instability")
+    return why if warmup == wanted else f"{why}, {wanted}, brought within the 5-25 % of the run that common warmups take"
 
 
 def _lower_peak(findings: list, horizon: Horizon) -> list[Candidate]:
