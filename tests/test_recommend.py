@@ -448,3 +448,15 @@ def test_warmup_rationale_says_when_the_length_was_brought_within_bounds():
     assert _warmup_why(1, 0, 2, 20) == ("twice the 1 step up to the last early instability, 2, brought within "
                                         "the 5-25 % of the run that common warmups take")
     assert _warmup_why(25, 100, 200, 200) == "twice the run's own warmup of 100 steps"
+
+
+def test_a_loss_locked_to_a_cyclic_lr_gets_a_lower_peak_not_a_warmup_to_the_same_top(engine):
+    # A triangular LR topped at 0.1: the loss rises every time the LR nears its top (LRD107).
+    run = read_run(find_runs([str(SAMPLES / "tensorboard/mlp_adam_cyclic_lr_oscillation")])[0])
+    findings = engine.run(run)
+    assert any(f.rule == "LRD107" for f in findings)
+    made = propose(run, findings)
+    assert made[0].name == "lower-peak"
+    assert not any("LRD107" in c.addresses for c in made if c.name == "warmup-cosine")
+    _no_lr_increase(run, made)
+    assert_quotes_are_logged(made[0].rationale, run)
