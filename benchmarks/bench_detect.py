@@ -67,11 +67,16 @@ def _tree(root: Path, base_files: list[Path], runs: int) -> Path:
     return tree
 
 
-def _analyze(tree: Path) -> tuple[float, int, int]:
+def _analyze(tree: Path) -> tuple[float, float, int, int]:
+    """Wall seconds, CPU seconds (the analysis and its workers: on a busy machine the wall time
+    says more about the neighbours than about lrdiag, the CPU time does not), points, findings."""
+    children = os.times()
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "lrdiag", "analyze", str(tree), "--format", "json", "--exit-zero"],
                          capture_output=True, text=True, check=True).stdout
     elapsed = time.perf_counter() - started
+    after = os.times()
+    cpu = (after.children_user - children.children_user) + (after.children_system - children.children_system)
     import json
 
     doc = json.loads(out)
@@ -79,7 +84,7 @@ def _analyze(tree: Path) -> tuple[float, int, int]:
     findings = sum(len(run["findings"]) for run in doc["runs"])
     if len(doc["runs"]) != sum(1 for _ in tree.iterdir()):
         raise SystemExit(f"lrdiag read {len(doc['runs'])} runs of the {sum(1 for _ in tree.iterdir())} in {tree}")
-    return elapsed, points, findings
+    return elapsed, cpu, points, findings
 
 
 def main() -> None:
@@ -93,10 +98,10 @@ def main() -> None:
     for points in (args.points // 2, args.points):
         base = _write_base(args.dir / f"base_{points}", points)
         tree = _tree(args.dir / f"p{points}", base, args.runs)
-        elapsed, total, findings = _analyze(tree)
+        elapsed, cpu, total, findings = _analyze(tree)
         results.append((points, elapsed, total))
         print(f"{args.runs} runs x {points:,} points/metric: {elapsed:6.1f} s, {total / elapsed / 1e6:.2f} M points/s, "
-              f"{findings} findings")
+              f"{findings} findings; {cpu:.1f} CPU s ({cpu / os.cpu_count():.1f} s of wall on {os.cpu_count()} idle cores)")
     (half, t_half, _), (full, t_full, _) = results
     print(f"\nend to end: {t_full:.1f} s for {args.runs} runs x {full:,} points (target < 30 s); "
           f"doubling the points multiplied the time by {t_full / t_half:.2f} (linear: 2.0)")
