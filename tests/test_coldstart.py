@@ -56,15 +56,18 @@ def test_analyze_of_a_small_csv_or_json_run_imports_no_scipy_protobuf_or_framewo
     assert heavy(modules, NOT_FOR_TABLES) == []
 
 
-def test_the_gates_numpy_median_filter_is_scipys_mirror_filter_exactly():
-    """gate.baseline filters short curves with numpy, long ones with scipy: the two must agree to the bit."""
+def test_the_gates_smoothing_without_scipy_is_scipys_mirror_median_filter_exactly():
+    """gate.baseline smooths short curves with numpy (robust.median_filter), long ones with scipy: gates and saved
+    baselines must not change with the path taken."""
     from scipy.ndimage import median_filter as scipy_median_filter
 
-    from lrdiag.gate.baseline import median_filter, window
+    from lrdiag.gate.baseline import smoothed, window
+    from lrdiag.series.model import Series
 
     rng = np.random.default_rng(0)
     for points in (0, 1, 2, 3, 49, 50, 150, 151, 1000, 5049, 19_999):
         values = np.round(rng.standard_normal(points), 1)  # ties, as logged losses have
-        size = window(points)
+        steps, curve, size = smoothed(Series("loss", np.arange(points, dtype=np.int64), values))
+        assert size == window(points)
         expected = scipy_median_filter(values, size=size, mode="mirror") if points else values
-        np.testing.assert_array_equal(median_filter(values, size), expected)
+        np.testing.assert_array_equal(curve, expected)

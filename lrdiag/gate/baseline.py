@@ -21,10 +21,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from lrdiag import __version__, safeio
 from lrdiag.detect.base import clean
+from lrdiag.detect.robust import median_filter
 from lrdiag.errors import LrdiagError
 from lrdiag.series.model import Run, Series
 
@@ -45,25 +45,7 @@ def smoothed(series: Series) -> tuple[np.ndarray, np.ndarray, int]:
     """Finite points in step order and their rolling median, with the window used."""
     steps, values = clean(series)
     size = window(values.size)
-    return steps, median_filter(values, size), size
-
-
-# Points x window up to which numpy's partition (~15 ms and 16 MB at the bound) beats importing scipy (~0.3 s CPU).
-_NUMPY_UP_TO = 2_000_000
-
-
-def median_filter(values: np.ndarray, size: int) -> np.ndarray:
-    """scipy.ndimage.median_filter(values, size, mode="mirror") for an odd size, exactly: by numpy's partition
-    over sliding windows up to _NUMPY_UP_TO, by scipy's O(n log size) filter (imported only then) beyond, so
-    that gating a short run does not pay scipy's import."""
-    size = min(size, values.size)
-    if size <= 1:
-        return values.copy()
-    if values.size * size > _NUMPY_UP_TO:
-        from scipy.ndimage import median_filter as scipy_median_filter
-        return scipy_median_filter(values, size=size, mode="mirror")
-    windows = sliding_window_view(np.pad(values, size // 2, mode="reflect"), size)  # numpy's reflect is scipy's mirror
-    return np.partition(windows, size // 2, axis=1)[:, size // 2]
+    return steps, (median_filter(values, size, mode="mirror") if values.size else values), size
 
 
 def reach_step(steps: np.ndarray, curve: np.ndarray, level: float) -> int | None:
