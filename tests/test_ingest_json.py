@@ -625,3 +625,22 @@ def test_damaged_trainer_state_is_not_streamed_and_keeps_its_salvage(tmp_path):
     result = jsonlog.read(path)
     assert any("not valid JSON" in problem.message for problem in result.problems)
     assert result.series["loss"].steps.size > 250
+
+
+def test_real_and_sample_trainer_states_read_the_same_streamed_and_whole(monkeypatch):
+    """Every trainer_state.json of the sample logs (and of ../shared/real_logs when present) is
+    streamed, and streaming gives exactly the whole read's series and problems."""
+    roots = [Path(__file__).parents[1] / "sample_logs"] + ([REAL_LOGS] if REAL_LOGS.is_dir() else [])
+    paths = sorted(path for root in roots for path in root.rglob("trainer_state.json"))
+    assert paths
+    streamed_reader = jsonlog._streamed_log_history
+    for path in paths:
+        assert streamed_reader(path.read_bytes()) is not None, path
+        streamed = jsonlog.read(path)
+        monkeypatch.setattr(jsonlog, "_streamed_log_history", lambda data: None)
+        whole = jsonlog.read(path)
+        monkeypatch.setattr(jsonlog, "_streamed_log_history", streamed_reader)
+        assert streamed.problems == whole.problems and list(streamed.series) == list(whole.series), path
+        for tag, series in whole.series.items():
+            np.testing.assert_array_equal(streamed.series[tag].steps, series.steps)
+            np.testing.assert_array_equal(streamed.series[tag].values, series.values)
