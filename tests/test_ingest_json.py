@@ -644,3 +644,17 @@ def test_real_and_sample_trainer_states_read_the_same_streamed_and_whole(monkeyp
         for tag, series in whole.series.items():
             np.testing.assert_array_equal(streamed.series[tag].steps, series.steps)
             np.testing.assert_array_equal(streamed.series[tag].values, series.values)
+
+
+def test_a_document_whose_second_line_outgrows_a_chunk_is_still_told_from_its_first_64_kib(tmp_path, monkeypatch):
+    """The format is told from the file's first 64 KiB even when the first chunk of whole lines is
+    shorter (a short first line, then one longer than a chunk)."""
+    from lrdiag.ingest import textlog
+
+    history = [{"epoch": step / 100, "loss": 1 / step, "step": step} for step in range(1, 3000)]
+    path = write(tmp_path, "trainer_state.json", '{\n"global_step": 2999, "log_history": ' + json.dumps(history) + "}\n")
+    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 16)
+    assert path.stat().st_size > 2 * textlog.CHUNK_BYTES
+    result = jsonlog.read(path)
+    assert result.source == "hf_trainer_state" and result.problems == []
+    assert result.series["loss"].steps.tolist() == list(range(1, 3000))

@@ -101,14 +101,18 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
     document = []  # a whole document read here, handed over so that its reader alone holds it
     try:
         head, _ = next(chunks, (b"", 0))
-        source = _detect(path.name, head[:HEAD_BYTES])
+        # the format is told from the file's first 64 KiB, which a first chunk of short lines
+        # followed by a very long one falls short of
+        sniff = head if len(head) >= HEAD_BYTES else data[:HEAD_BYTES] if data is not None else files.read_bytes(
+            path, HEAD_BYTES)
+        source = _detect(path.name, sniff[:HEAD_BYTES])
         if source in ("hf_trainer_state", "keras_history_json") and data is None:
             chunks.close()
             document.append(files.read_bytes(path))
     except OSError as error:
         return ReadResult(NAME, problems=[Problem(str(path), "", f"cannot read file: {error.strerror or error}")])
     if source is None:
-        message = "empty file" if not head.strip() else "not a recognised JSON training log"
+        message = "empty file" if not sniff.strip() else "not a recognised JSON training log"
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     result = ReadResult(source)
     if source == "hf_trainer_state":
