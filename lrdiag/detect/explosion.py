@@ -6,9 +6,13 @@ unless it ends the series in NaN/Inf, the usual end of an explosion. A climb the
 from for good, staying back to the end of the run for twice as long as it lasted, is a
 transient, left to the spike rule (a x100 excursion that is over within tens of steps). The
 starting level is the loss of the untrained model; the ordinary rises of a healthy run
-(warmup bumps, an LR restart, a harder curriculum stage) stay below it, so five times above it
-is a run that has lost everything it learned and more. The finding
-starts where the climb began: the last point at most twice the lowest level before it.
+(warmup bumps, an LR restart, a harder curriculum stage) stay below it, so three times above it
+(`factor`) is a run that has lost everything it learned and more; and three times the median of
+all its points before the climb, so that a loss that never settled (swinging +-55 % from its
+first step) is not judged against its luckiest first points. A validation loss must reach five
+times its start (`val_factor`): overfitting alone can triple an eval loss (the divergence rule's
+finding). The finding starts where the climb began: the last point at most twice the lowest
+level before it.
 
 A loss logged fewer than 2 x `min_points` times (an eval loss of a run evaluated 3 to 5 times)
 has no 5-point median to hold: its starting level is its first point and it has exploded when
@@ -18,9 +22,9 @@ run, logged often, may climb less and stay under the factor: clipping holds the 
 not the loss's, and an evaluation sees the model's state without the batch noise.
 
 A training loss that starts low (a regression whose targets the untrained model already nearly
-predicts) can lose all it learned without reaching five times its start: it has exploded too
-when, from some point to the end of the run, its 5-point median never comes back under `factor`
-times the lowest 5-point median it had reached before, for `min_points` points at least, and
+predicts) can lose all it learned without reaching three times its start: it has exploded too
+when, from some point to the end of the run, its 5-point median never comes back under
+`best_factor` (five) times the lowest 5-point median it had reached before, for `min_points` points at least, and
 for a quarter of the run unless the logged LR is known not to cycle: longer than the climb to
 one top of a cyclic LR (half a cycle, a sixth of a run of three cycles), whose loss comes back
 down with the LR. And more than 10 % above its starting level
@@ -45,9 +49,12 @@ from lrdiag.series.model import Series
 _BACK_AT_START = 1.1
 
 
-def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 3) -> list[Hit]:
+def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float = 5.0, best_factor: float = 5.0,
+           min_points: int = 3) -> list[Hit]:
     if series is not ctx.train_loss and series is not ctx.val_loss:
         return []  # a component (a PINN's boundary term, a detector's box loss) may rise by design
+    if series is not ctx.train_loss:
+        factor = val_factor  # an eval loss may triple by overfitting alone: the divergence rule's
     steps, values = clean(series, ctx)
     # A climb cut short by NaN/Inf (the usual end of one) counts however few points it has.
     ends_nonfinite = bool(series.values.size and not np.isfinite(series.values[-1]))
@@ -64,6 +71,11 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     stretches = [(a, b) for a, b in runs_of(above)
                  if (b == values.size - 1 and b - a >= 1 if few else b - a + 1 >= min_points)
                  or (ends_nonfinite and b == values.size - 1)]
+    # Far above where the loss had been, too: a loss that never settled (one swinging +-55 % from
+    # its first step) can sit at three times its first few points with nothing exploding; the
+    # stretch's median must stand at the factor over the median of all the points before it.
+    stretches = [(a, b) for a, b in stretches
+                 if a <= head or np.median(smooth[a:b + 1]) >= factor * float(np.median(values[:a]))]
     # An excursion the loss comes back from, and stays back from to the end of the run for twice
     # as long as it lasted, is a transient in the run's history: a spike (LRD101), however tall;
     # whatever follows it (a stall back at the starting level, say) is for the other rules.
@@ -73,11 +85,11 @@ def detect(series: Series, ctx: Context, factor: float = 5.0, min_points: int = 
     reference, level = f"its starting level {start:.4g}, {start_how}", start
     evidence = {"start_level": start, "start_points": head, "start_how": start_how}
     if not stretches and not few and series is ctx.train_loss:
-        # Five times the lowest level it had reached, for the rest of the run: the lowest 5-point
+        # Five times (best_factor) the lowest level it had reached, for the rest of the run: the lowest 5-point
         # median from each point on stands at the factor over the lowest one before it.
         best = np.minimum.accumulate(smooth)
         rest = np.minimum.accumulate(smooth[::-1])[::-1]
-        held = np.flatnonzero((rest >= factor * best) & (rest > _BACK_AT_START * start)
+        held = np.flatnonzero((rest >= best_factor * best) & (rest > _BACK_AT_START * start)
                               & (np.arange(values.size) <= values.size - max(min_points, _hold(ctx, values.size))))
         if held.size:
             stretches = [(int(held[0]), values.size - 1)]
