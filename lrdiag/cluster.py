@@ -93,7 +93,7 @@ def chunk_size(runs: int, cpus: int) -> int:
 def as_completed(ray, work, specs: list, args: tuple):
     """(index, `work(spec, *args)` or an error line) for every spec, as the tasks end."""
     size = chunk_size(len(specs), int(ray.cluster_resources().get("CPU", 1)))
-    shared = ray.put(args)  # sent to each node once, not with every chunk
+    shared = ray.put((os.getcwd(), args))  # sent to each node once, not with every chunk
     task = ray.remote(num_cpus=1, max_retries=1)(_analyze_chunk)
     pending = {task.remote(work, specs[start:start + size], shared): start for start in range(0, len(specs), size)}
     while pending:
@@ -107,7 +107,12 @@ def as_completed(ray, work, specs: list, args: tuple):
             yield from enumerate(results, start)
 
 
-def _analyze_chunk(work, specs: list, args: tuple) -> list:
+def _analyze_chunk(work, specs: list, shared: tuple) -> list:
+    cwd, args = shared
+    try:  # a relative path means there what it means to the driver (where the cwd is on the shared storage)
+        os.chdir(cwd)
+    except OSError:  # not there: a relative path is then a file not found, an error line that names it
+        pass
     return [safely(work, spec, *args) for spec in specs]
 
 

@@ -66,6 +66,13 @@ def test_ray_gives_the_json_of_the_local_pool_byte_for_byte(local_ray, runs):
     assert '"run": "run07"' in stdout and '"rule": "LRD105"' in stdout and '"rule": "LRD101"' in stdout
 
 
+def test_relative_paths_are_read_from_the_drivers_working_directory(local_ray, runs, monkeypatch):
+    monkeypatch.chdir(runs.parent)  # the workers were started elsewhere, with the module's Ray
+    relative = analyze_json(runs.name, "--executor", "ray")
+    assert relative == analyze_json(runs.name, "--jobs", "2")
+    assert f'"{runs.name}/run00/metrics.csv"' in relative[1] and relative[0] == 2
+
+
 def test_a_cluster_at_an_address_gives_the_same_json(local_ray, runs):
     # Another process joins this module's Ray by its address, as a driver joins a cluster's head.
     port = local_ray.get_runtime_context().gcs_address.rpartition(":")[2]
