@@ -80,7 +80,7 @@ def _check_reachable(address: str) -> None:
         raise LrdiagError(f"--address {address}: expected HOST:PORT (the head node's, e.g. 10.0.0.1:6379), "
                           "ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()  # [::1]:6379 too
     except OSError as error:
         raise LrdiagError(f"--address {address}: cannot reach a Ray head there ({error.strerror or error}); "
                           "is `ray start --head` running on it, and the port open?") from None

@@ -123,8 +123,8 @@ def test_an_address_where_no_ray_listens_is_one_line(runs):
     done = subprocess.run([sys.executable, "-m", "lrdiag", "analyze", str(runs), "--executor", "ray", "--address",
                            f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (f"lrdiag: error: --address 127.0.0.1:{port}: cannot reach a Ray head there (Connection refused); "
-                      "is `ray start --head` running on it, and the port open?\n")
+    assert done.stderr == (f"lrdiag: error: --address 127.0.0.1:{port}: cannot reach a Ray head there "
+                           "(Connection refused); is `ray start --head` running on it, and the port open?\n")
 
 
 def test_without_ray_installed_the_error_says_how_to_install_it(runs):
