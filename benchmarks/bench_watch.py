@@ -4,6 +4,7 @@ NaN written to its finding printed, and a training callback's cost per step.
 
     python benchmarks/bench_watch.py [--scale-runs 1000] [--rate 10] [--seconds 60] [--interval 2]
                                      [--runs 100] [--points 2000] [--dir /tmp/lrdiag-bench-watch]
+    python benchmarks/bench_watch.py --agreement dev|test   # the screen against a judgement at every look
 
 The scale run: a writer process appends `--rate` points a second to each of `--scale-runs` runs (a third
 CSV logs, a third detectron2 JSON lines, a third TensorBoard event files; each starts with `--points`
@@ -83,6 +84,62 @@ while time.time() - began < seconds:
     time.sleep(max(0.0, tick - (time.time() - tick_began)))
 print(json.dumps({"spikes": spikes, "points_per_run": step}), flush=True)
 """
+
+
+IMMEDIATE = ("spike", "nonfinite", "explosion")
+
+
+def agreement(runs: Path, split: str, pieces: int) -> None:
+    """The detection benchmark's runs written in `pieces` growing cuts, followed by watch's screened watcher
+    and by one judging every run at every look: how many spikes, NaNs and explosions the second printed
+    that the first had not printed by the same look, and how many judgements each made."""
+    from lrdiag.config import project_setup
+    from lrdiag.live.watcher import Watcher
+
+    _, engine, roles = project_setup(None)
+    records = [r for r in json.loads((runs / "manifest.json").read_text())["runs"].values() if r["split"] == split]
+    late, found, judged = [], 0, {"screened": 0, "every look": 0}
+    live = Path("/tmp/lrdiag-bench-watch/agreement")
+    for record in records:
+        source = runs / record["path"]
+        files = {path: path.read_bytes() for path in sorted(source.rglob("*")) if path.is_file()}
+        shutil.rmtree(live, ignore_errors=True)
+        watchers = {"screened": Watcher([str(live)], engine, roles), "every look": Watcher([str(live)], engine, roles,
+                                                                                            growth=0)}
+        for name, watcher in watchers.items():
+            watcher._detect = _counted(watcher._detect, judged, name)
+        seen: set = set()
+        for piece in range(1, pieces + 1):
+            for path, data in files.items():
+                target = live / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data[: len(data) * piece // pieces])
+            for watcher in watchers.values():
+                watcher.poll()
+            mine = {name: state.findings.reported for name, state in watchers["screened"].runs.items()}
+            for name, state in watchers["every look"].runs.items():
+                for finding in state.findings.reported:
+                    key = (name, finding.rule, finding.metric, finding.step_start)
+                    if finding.category not in IMMEDIATE or key in seen:
+                        continue
+                    seen.add(key)
+                    found += 1
+                    if not any(f.rule == finding.rule and f.metric == finding.metric
+                               and f.step_start <= finding.step_end and finding.step_start <= f.step_end
+                               for f in mine.get(name, [])):
+                        late.append((record["run"], *key[1:], piece))
+    print(f"{len(records)} {split} runs in {pieces} growing cuts: of {found} spikes, NaNs and explosions printed by a "
+          f"watcher judging every run at every look, {len(late)} came later from watch's screen; judgements "
+          f"{judged['screened']} screened against {judged['every look']}")
+    for run, rule, metric, step, piece in late:
+        print(f"  late: {run} {rule} {metric} step {step} (cut {piece})")
+
+
+def _counted(detect, counts: dict, name: str):
+    def counted(state):
+        counts[name] += 1
+        return detect(state)
+    return counted
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -221,11 +278,16 @@ def main() -> None:
     parser.add_argument("--scale-runs", type=int, default=1000, help="0: skip the scale run")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--agreement", choices=("dev", "test"),
+                        help="only replay that split of benchmarks/_detection_runs in growing cuts (see agreement())")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--points", type=int, default=2000)
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lrdiag-bench-watch"))
     args = parser.parse_args()
+    if args.agreement:
+        agreement(Path(__file__).resolve().parent / "_detection_runs", args.agreement, 30)
+        return
     if args.scale_runs:
         scale(args.dir / "scale", args.scale_runs, args.rate, args.points, args.seconds, args.interval)
     if args.runs:

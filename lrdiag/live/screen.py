@@ -17,10 +17,13 @@ few values and steps between them and its lowest value: O(1) work a point. It fi
   around it: half of `z` leaves room for the 64 points to read up to 1.4 times the 329. The rule's noise
   around a point also depends on the points after it (its local window reaches 20 points ahead), so the
   32 points after a candidate fire too;
-- on a metric the explosion rule (LRD106) reads, the value or the median of the last five stands at
-  `factor` times the metric's lowest value or more: an explosion crosses `factor` times its starting
-  level (never under its lowest) on a 5-point median for `min_points` points, or stays at `factor` times
-  the lowest level it had reached for a quarter of the run. It fires for the first 2 x `min_points` + 5
+- on a metric the explosion rule (LRD106) reads, the rule's centred 5-point median at the last three
+  points (the series mirrored at its end, as the rule pads it; the value itself for a metric logged fewer
+  than 2 x `min_points` times) stands at `factor` times the metric's lowest 5-point median (or first
+  values) or more, and above its start: an explosion crosses
+  `factor` times its starting level (never under its lowest) on a 5-point median for `min_points`
+  points, or stays at `factor` times the lowest level it had reached, and above its start, for a quarter
+  of the run. It fires for the first 2 x `min_points` + 5
   points of such a stretch, and for as many again once the stretch spans a quarter of the metric's points;
 - a training loss is logged at a step where a grad norm was NaN: Transformers' stand-in for a NaN step's
   loss, which the non-finite rule reads as non-finite.
@@ -61,6 +64,7 @@ class Screen:
         self.z = z
         self.factor = factor
         self.settle = 2 * min_points + 5
+        self.few = 2 * min_points  # the rule reads a loss logged fewer times raw, without a rolling median
         self.tracks: dict = {}
         self.nan_grad_steps: set = set()  # steps at which a grad norm was NaN
 
@@ -112,10 +116,18 @@ class Screen:
         if track.spike and ys and self._rises(y, track):
             track.candidates.append(track.count)
             fire = True
+        last5 = sorted([*list(track.recent)[-4:], value])
+        median5 = last5[len(last5) // 2]
         lowest = track.lowest
         if track.explosion and lowest is not None and lowest > 0:
-            last5 = sorted([*list(track.recent)[-4:], value])
-            if max(value, last5[2 if len(last5) == 5 else len(last5) // 2]) >= self.factor * lowest:
+            if len(last5) == 5 and track.count >= self.few:
+                # The rule's centred 5-point median at the last three points (the series mirrored at its end):
+                # a stretch above the bar that reaches the end holds for min_points when all three stand above.
+                y5, y4, y3, y2, y1 = [*list(track.recent)[-4:], value]
+                level = min(median5, sorted((y4, y3, y2, y1, y1))[2], sorted((y3, y2, y2, y1, y1))[2])
+            else:  # a metric logged a few times is read raw
+                level = value
+            if level >= self.factor * lowest and level > track.start:
                 track.climb += 1
                 if track.held is None and track.climb >= track.count // 4:
                     track.held = track.count  # the climb now spans a quarter of the run
@@ -123,9 +135,15 @@ class Screen:
                                                        track.count - track.held < self.settle)
             else:
                 track.climb, track.held = 0, None
+        if track.count <= 3:  # the rule's starting level is the median of the first three: at least their least
+            track.start = value if track.count == 1 else min(track.start, value)
         track.recent.append(value)
         ys.append(y)
-        track.lowest = value if lowest is None else min(lowest, value)
+        # The rule's lowest level is its 5-point median's: at most any full 5-point median, or (at the mirrored
+        # start) one of the first four values.
+        if track.count <= 4 or len(last5) == 5:
+            level = value if track.count <= 4 else median5
+            track.lowest = level if lowest is None else min(lowest, level)
         if track.spike and len(ys) == ys.maxlen:
             self._dip(track)
         return fire
@@ -167,7 +185,7 @@ def _noise(distances) -> float:
 
 class _Track:
     __slots__ = ("spike", "explosion", "grad_norm", "stands_in", "log", "recent", "ys", "noise", "scale", "dip",
-                 "lowest", "step", "count", "candidates", "climb", "held")
+                 "lowest", "start", "step", "count", "candidates", "climb", "held")
 
     def __init__(self, window: int, spike: bool, explosion: bool) -> None:
         self.spike, self.explosion = spike, explosion
@@ -178,6 +196,7 @@ class _Track:
         self.scale = 0.0
         self.dip = 0.0
         self.lowest: float | None = None
+        self.start = math.inf
         self.step: float | None = None
         self.count = 0
         self.candidates: list[int] = []
