@@ -73,9 +73,9 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
                  or (ends_nonfinite and b == values.size - 1)]
     # Far above where the loss had been, too: a loss that never settled (one swinging +-55 % from
     # its first step) can sit at three times its first few points with nothing exploding; the
-    # stretch's median must stand at the factor over the median of all the points before it.
+    # stretch's median must stand at the factor over the median of the points before its climb.
     stretches = [(a, b) for a, b in stretches
-                 if a <= head or np.median(smooth[a:b + 1]) >= factor * float(np.median(values[:a]))]
+                 if a <= head or np.median(smooth[a:b + 1]) >= factor * float(np.median(values[:_climb(smooth, a) + 1]))]
     # An excursion the loss comes back from, and stays back from to the end of the run for twice
     # as long as it lasted, is a transient in the run's history: a spike (LRD101), however tall;
     # whatever follows it (a stall back at the starting level, say) is for the other rules.
@@ -104,11 +104,16 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
     first, last = stretches[0][0], stretches[-1][1]
     peak = first + int(np.argmax(values[first:last + 1]))
     # The climb began where the loss last sat near its lowest level before crossing the factor.
-    low = float(smooth[: first + 1].min())
-    climb = int(np.flatnonzero(smooth[: first + 1] <= 2 * low)[-1])
+    climb = _climb(smooth, first)
     return [Hit(int(steps[climb]), int(steps[last]),
                 {"step": int(steps[climb]), "crossed_step": int(steps[first]), **evidence, "reference": reference,
                  "peak": float(values[peak]), "peak_step": int(steps[peak]), "ratio": float(values[peak] / level)})]
+
+
+def _climb(smooth: np.ndarray, crossed: int) -> int:
+    """Where the climb that crossed the factor at `crossed` began: the last point before it at
+    most twice the lowest level the loss had reached."""
+    return int(np.flatnonzero(smooth[: crossed + 1] <= 2 * smooth[: crossed + 1].min())[-1])
 
 
 def _hold(ctx: Context, points: int) -> int:
