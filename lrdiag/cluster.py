@@ -27,9 +27,10 @@ CONNECT_TIMEOUT = 5.0  # seconds: Ray itself waits minutes on an address where n
 
 
 @contextmanager
-def connected(address: str | None, cpus: int | None = None):
+def connected(address: str | None, cpus: int | None = None, option: str = "--address"):
     """Ray, connected to the cluster at `address`, or to a Ray of this machine started here with `cpus`
-    CPUs (None: all) and stopped afterwards; a Ray already running in this process is used as it is."""
+    CPUs (None: all) and stopped afterwards; a Ray already running in this process is used as it is.
+    `option` is the command-line option that gave the address, for the error message."""
     try:
         import ray
     except ImportError:
@@ -37,7 +38,7 @@ def connected(address: str | None, cpus: int | None = None):
     started_here = not ray.is_initialized()
     if started_here:
         if address and address != "auto":
-            _check_reachable(address)
+            _check_reachable(address, option)
         with _stderr_kept() as said:
             try:
                 if address:
@@ -46,7 +47,7 @@ def connected(address: str | None, cpus: int | None = None):
                     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                              logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
-                where = f"--address {address}: cannot connect to Ray" if address else "cannot start Ray here"
+                where = f"{option} {address}: cannot connect to Ray" if address else "cannot start Ray here"
                 hint = ("; the cluster wants a token: set RAY_AUTH_MODE=token, and give this machine the head's "
                         "~/.ray/auth_token (or RAY_AUTH_TOKEN)" if b"InvalidAuthToken" in said() else "")
                 raise LrdiagError(f"{where}: {_first_line(error)}{hint}") from None
@@ -74,15 +75,15 @@ def _stderr_kept():
             os.close(saved)
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str, option: str = "--address") -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise LrdiagError(f"--address {address}: expected HOST:PORT (the head node's, e.g. 10.0.0.1:6379), "
+        raise LrdiagError(f"{option} {address}: expected HOST:PORT (the head node's, e.g. 10.0.0.1:6379), "
                           "ray://HOST:PORT or auto")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()  # [::1]:6379 too
     except OSError as error:
-        raise LrdiagError(f"--address {address}: cannot reach a Ray head there ({error.strerror or error}); "
+        raise LrdiagError(f"{option} {address}: cannot reach a Ray head there ({error.strerror or error}); "
                           "is `ray start --head` running on it, and the port open?") from None
 
 

@@ -69,7 +69,6 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     # A log that starts late (a resumed run) does not show where training started.
     starts_early = steps[0] <= 0.2 * max(steps[-1], 1)
     head, tail = max(3, values.size // 20), max(3, values.size // 10)
-    enough = near_initial * unit
     if starts_early and _never_improved(steps, y, is_log, near_initial) and (
             main is None or _never_improved(*_log_series(main), near_initial)):
         # Never got anywhere: stuck from the first point, however slowly it may creep.

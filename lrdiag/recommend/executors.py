@@ -21,7 +21,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from lrdiag import safeio
-from lrdiag.errors import LrdiagError
 from lrdiag.recommend import replay
 
 EXECUTORS = ("local", "ray")
@@ -107,68 +106,59 @@ def _ray_replay(job) -> tuple[dict, dict[str, bytes]]:
 
 def _run_ray(jobs: list, concurrency: int | None, timeout: float, address: str | None,
              gpu_fraction: float | None, on_done) -> list[dict]:
-    try:
-        import ray
-    except ImportError:
-        raise LrdiagError("--executor ray needs Ray: pip install 'lrdiag[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:  # a local cluster of this machine, torn down afterwards
-                ray.init(include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise LrdiagError(f"--ray-address {address}: cannot connect to Ray: {error}".replace("\n", " ")) from None
-    try:
-        resources = ray.cluster_resources()
-        on_gpu = any(job.device.startswith("cuda") for job in jobs)
-        if on_gpu:
-            fraction = gpu_fraction or 1 / 8
-            slots = int(resources.get("GPU", 0) / fraction) or 1
-            task = ray.remote(num_gpus=fraction, num_cpus=1)(_ray_replay)
-        else:
-            slots = int(resources.get("CPU", 1))
-            task = ray.remote(num_gpus=0, num_cpus=1)(_ray_replay)
-        concurrency = concurrency or max(1, min(slots, int(resources.get("CPU", 1))))
-        pending = list(enumerate(jobs))[::-1]
-        running: dict = {}  # ref -> (index, job, started)
-        outcomes: dict[int, dict] = {}
-        while pending or running:
-            while pending and len(running) < concurrency:
-                index, job = pending.pop()
-                # On Ray the replay gets the GPU Ray assigned to it: CUDA_VISIBLE_DEVICES names it.
-                remote_job = replace(job, device="cuda" if job.device.startswith("cuda") else job.device)
-                running[task.remote(remote_job)] = (index, job, time.monotonic())
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=_POLL)
-            for ref in ready:
-                index, job, started = running.pop(ref)
-                try:
-                    result, files = ray.get(ref)
-                    for name, data in files.items():
-                        target = Path(job.logdir) / name
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        safeio.write_bytes(target, data, what="replay log")
-                except ray.exceptions.RayError as error:
-                    result = replay.outcome(job, "failed", f"the Ray task failed: {type(error).__name__}: "
-                                                           f"{str(error).splitlines()[0] if str(error) else ''}",
-                                            seconds=time.monotonic() - started)
-                outcomes[index] = result
+    from lrdiag.cluster import connected
+
+    with connected(address, option="--ray-address") as ray:
+        return _ray_replays(ray, jobs, concurrency, timeout, gpu_fraction, on_done)
+
+
+def _ray_replays(ray, jobs: list, concurrency: int | None, timeout: float, gpu_fraction: float | None,
+                 on_done) -> list[dict]:
+    resources = ray.cluster_resources()
+    on_gpu = any(job.device.startswith("cuda") for job in jobs)
+    if on_gpu:
+        fraction = gpu_fraction or 1 / 8
+        slots = int(resources.get("GPU", 0) / fraction) or 1
+        task = ray.remote(num_gpus=fraction, num_cpus=1)(_ray_replay)
+    else:
+        slots = int(resources.get("CPU", 1))
+        task = ray.remote(num_gpus=0, num_cpus=1)(_ray_replay)
+    concurrency = concurrency or max(1, min(slots, int(resources.get("CPU", 1))))
+    pending = list(enumerate(jobs))[::-1]
+    running: dict = {}  # ref -> (index, job, started)
+    outcomes: dict[int, dict] = {}
+    while pending or running:
+        while pending and len(running) < concurrency:
+            index, job = pending.pop()
+            # On Ray the replay gets the GPU Ray assigned to it: CUDA_VISIBLE_DEVICES names it.
+            remote_job = replace(job, device="cuda" if job.device.startswith("cuda") else job.device)
+            running[task.remote(remote_job)] = (index, job, time.monotonic())
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=_POLL)
+        for ref in ready:
+            index, job, started = running.pop(ref)
+            try:
+                result, files = ray.get(ref)
+                for name, data in files.items():
+                    target = Path(job.logdir) / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    safeio.write_bytes(target, data, what="replay log")
+            except ray.exceptions.RayError as error:
+                result = replay.outcome(job, "failed", f"the Ray task failed: {type(error).__name__}: "
+                                                       f"{str(error).splitlines()[0] if str(error) else ''}",
+                                        seconds=time.monotonic() - started)
+            outcomes[index] = result
+            if on_done:
+                on_done(result)
+        now = time.monotonic()
+        for ref, (index, job, started) in list(running.items()):
+            if now - started > timeout:
+                ray.cancel(ref, force=True)
+                del running[ref]
+                outcomes[index] = replay.outcome(job, "timeout", f"timed out after {timeout:g} s",
+                                                 seconds=now - started)
                 if on_done:
-                    on_done(result)
-            now = time.monotonic()
-            for ref, (index, job, started) in list(running.items()):
-                if now - started > timeout:
-                    ray.cancel(ref, force=True)
-                    del running[ref]
-                    outcomes[index] = replay.outcome(job, "timeout", f"timed out after {timeout:g} s",
-                                                     seconds=now - started)
-                    if on_done:
-                        on_done(outcomes[index])
-        return [outcomes[index] for index in range(len(jobs))]
-    finally:
-        if started_here:
-            ray.shutdown()
+                    on_done(outcomes[index])
+    return [outcomes[index] for index in range(len(jobs))]
 
 
 class GpuMonitor:

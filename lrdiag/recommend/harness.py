@@ -142,20 +142,9 @@ def _default_concurrency(devices: list[str]) -> int:
 
 def _ray_devices(plan: Plan) -> list[str]:
     """--device auto on Ray: CUDA when the cluster has GPUs, whatever this driver machine has."""
-    try:
-        import ray
-    except ImportError:
-        raise LrdiagError("--executor ray needs Ray: pip install 'lrdiag[ray]'") from None
     if not plan.ray_address:
         return resolve_device("auto")[:1]
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        try:
-            ray.init(address=plan.ray_address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise LrdiagError(f"--ray-address {plan.ray_address}: cannot connect to Ray: {error}".replace("\n", " ")) from None
-    try:
+    from lrdiag.cluster import connected
+
+    with connected(plan.ray_address, option="--ray-address") as ray:  # the executor connects again later
         return ["cuda"] if ray.cluster_resources().get("GPU", 0) > 0 else ["cpu"]
-    finally:
-        if connected_here:
-            ray.shutdown()  # the executor connects again, and disconnects when it is done
