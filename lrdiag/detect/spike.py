@@ -102,7 +102,9 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
              "z": float(rise / scale[peak]), "threshold_z": float(threshold),
              "points": int(last - first + 1), "recovered": recovered, "recovery_steps": recovery_steps,
              "recovery": recovery},
-            severity="error" if not recovered and points_after >= 3 else None,
+            # An error only once the loss had as many points as its level took to come back and
+            # did not: judged live, a spike three points old has not yet had its chance.
+            severity="error" if not recovered and points_after >= 2 * half else None,
         ))
     return hits
 
