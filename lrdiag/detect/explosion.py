@@ -17,7 +17,8 @@ level before it.
 A loss logged fewer than 2 x `min_points` times (an eval loss of a run evaluated 3 to 5 times)
 has no 5-point median to hold: its starting level is its first point and it has exploded when
 its last two points both stand at the factor or more (two evaluations in a row, as the
-divergence rule asks of a few evaluations: one alone is a spike). The training loss of the same
+divergence rule asks of a few evaluations: one alone is a spike), at `val_factor` whatever the
+loss (a training loss watched live has a few points at first, the first of them noisy). The training loss of the same
 run, logged often, may climb less and stay under the factor: clipping holds the gradient's size,
 not the loss's, and an evaluation sees the model's state without the batch noise.
 
@@ -59,6 +60,8 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
     # A climb cut short by NaN/Inf (the usual end of one) counts however few points it has.
     ends_nonfinite = bool(series.values.size and not np.isfinite(series.values[-1]))
     few = not ends_nonfinite and values.size < 2 * min_points  # a few evaluations: no rolling median
+    if few:
+        factor = max(factor, val_factor)  # a lone first point is a noisy start: the higher bar
     if values.size < (2 if ends_nonfinite else 3 if few else 2 * min_points) or (values <= 0).any():
         return []  # a ratio to the start means nothing for a loss that can be zero or negative
     head = 1 if few else min(3, values.size - 1)  # the untrained model's loss: the first logged points
