@@ -372,3 +372,58 @@ def test_a_big_file_read_in_chunks_gives_the_series_and_problems_of_one_read(tmp
     assert sorted(wheres(whole)) == sorted(["line 6", "line 12001", "line 20001", "line 25001", "line 39001"])
     loss = whole.series["loss"]
     assert loss.steps.size == 40_000 - 4 and math.isnan(loss.values[loss.steps == 21_999][0])
+
+
+# ---- cells to numbers without pandas -------------------------------------------------------------
+
+# Cells that pandas reads in its own way: its number grammar (no '1_000', '0x10' or Unicode digits, which
+# float() takes), nan/inf words, nulls, booleans (1/0 to pandas), integers past int64/uint64 and past a float.
+TRICKY_CELLS = ["1", "-0", "0", " 1", "1 ", "+1", "1.", ".5", "1e5", "1E-3", "1e", "e5", "1_000", "inf", "-Infinity",
+                "iNf", "nan", "NaN", "-nan", " nan\xa0", "null", "None", "True", "false", "x", "", " ", "\t2", "١",
+                "9223372036854775808", "18446744073709551616", "-9223372036854775809", "1" + "0" * 400, "1e400",
+                "nan(1)", "0x10", "1.5\x0b", "1\x1c"]
+JSON_CELL = st.one_of(st.sampled_from(TRICKY_CELLS), st.text(max_size=5), st.none(), st.booleans(), st.integers(),
+                      st.floats(), st.just([1]), st.just({"a": 1}))
+
+
+def same_floats(left: np.ndarray, right: np.ndarray) -> bool:
+    """Equal bit for bit, NaN's sign and payload aside (-0.0 is not 0.0)."""
+    return (left.shape == right.shape and np.array_equal(np.isnan(left), np.isnan(right))
+            and np.array_equal(left[~np.isnan(left)].view(np.int64), right[~np.isnan(right)].view(np.int64)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(cells=st.lists(JSON_CELL, max_size=6), infer=st.booleans())
+def test_cells_to_numbers_of_a_list_is_pandas_own_reading_of_the_cells(cells, infer):
+    """What the JSON reader passes (a list of json.loads values, or a numpy array) reads as the same cells in a
+    pandas Series (dtype inferred, as DataFrame.from_records does, or object) read by pandas."""
+    pd = pytest.importorskip("pandas")
+    series = pd.Series(cells, dtype=None if infer and cells else object)
+    places = np.arange(len(cells)) + 2
+    by_pandas, without = [], []
+    expected = textlog.cells_to_numbers(series, places, "loss", Path("log.json"), by_pandas)
+    got = textlog.cells_to_numbers(cells, places, "loss", Path("log.json"), without)
+    assert without == by_pandas
+    assert (got is None) == (expected is None)
+    if got is not None:
+        assert np.array_equal(got[0], expected[0]) and same_floats(got[1], expected[1])
+    assert same_floats(textlog.to_floats(cells), textlog.to_floats(series))
+    assert same_floats(textlog.to_floats(np.array(cells, dtype=object)), textlog.to_floats(series))
+
+
+def test_cells_to_numbers_reads_words_nulls_and_text_without_pandas():
+    problems = []
+    present, values = textlog.cells_to_numbers(["1.5", None, "nan", "null", "x", 2, " -Inf", float("nan"), True],
+                                               np.arange(9), "loss", Path("log.json"), problems, where="row {}")
+    assert present.tolist() == [True, False, True, False, False, True, True, False, True]
+    assert values[[0, 5, 6, 8]].tolist() == [1.5, 2.0, -math.inf, 1.0] and math.isnan(values[2])
+    assert [(problem.where, problem.message) for problem in problems] == [
+        ("row 4", "value 'x' of 'loss' is not a number; point skipped")]
+    assert textlog.cells_to_numbers(["a", None, "b"], np.arange(3), "mode", Path("log.json"), []) is None
+    assert textlog.cells_to_numbers(np.array([1, 2]), np.arange(2), "loss", Path("log.json"), [])[1].tolist() == [1, 2]
+
+
+def test_an_integer_past_a_floats_range_is_infinite_not_a_crash(tmp_path):
+    path = write(tmp_path, "metrics.csv", "step,loss\n0,1\n1,1" + "0" * 400 + "\n2,-1" + "0" * 400 + "\n")
+    result = csvlog.read(path)
+    assert result.series["loss"].values.tolist() == [1.0, math.inf, -math.inf] and not result.problems

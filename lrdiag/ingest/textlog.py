@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,13 @@ NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
 # A broken file can hold a million bad cells: list this many, then count the rest.
 MAX_PROBLEMS = 100
 _NEWLINE = ord("\n")
+# A number cell as pandas reads one (its C parser and to_numeric): ASCII digits with an optional sign, point
+# and exponent, or inf/infinity in any case, between ASCII blanks; not '1_000', '0x10' or Unicode digits,
+# which Python's float() would take.
+_NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?))[ \t\n\v\f\r]*",
+                     re.ASCII | re.IGNORECASE)
+# Integers pandas holds as int64 or uint64.
+_INT_MIN, _UINT_END = -(1 << 63), 1 << 64
 
 
 def line_chunks(path: pathlib.Path, data: bytes | None) -> Iterator[tuple[bytes, int]]:
@@ -99,30 +107,105 @@ def per_line_count(data: bytes, ends: np.ndarray, char: bytes) -> np.ndarray:
     return np.diff(np.searchsorted(positions, ends), prepend=0)
 
 
-def cells_to_numbers(cells: pd.Series, places: np.ndarray, tag: str, path: pathlib.Path,
+def cells_to_numbers(cells: pd.Series | np.ndarray | Sequence, places: np.ndarray, tag: str, path: pathlib.Path,
                      problems: list[Problem], where: str = "line {}") -> tuple[np.ndarray, np.ndarray] | None:
     """(present, values) for one column of raw cells, or None when the column holds text, not numbers.
 
-    Empty cells (NaN/None) and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point; any
-    other non-numeric cell in a numeric column is a problem at `where.format(place)` and no point."""
+    `cells`: a pandas Series, or a numpy array or list of cells (str, int, float, bool, None, ...), which is
+    read without pandas, to the same result. Empty cells (NaN/None) and JSON nulls are no point; 'nan'/'inf'
+    text is a NaN/Inf point; any other non-numeric cell in a numeric column is a problem at
+    `where.format(place)` and no point."""
+    if not isinstance(cells, (np.ndarray, list, tuple)):
+        return _series_to_numbers(cells, places, tag, path, problems, where)
+    cells = cells if isinstance(cells, np.ndarray) else np.array(cells, dtype=object)
+    if cells.dtype.kind in "iuf":
+        values = cells.astype(np.float64)
+        return ~np.isnan(values), values
+    raw = cells.astype(object)
+    present = np.array([not _missing(cell) and not (isinstance(cell, str) and cell == "null") for cell in raw], bool)
+    numbers = to_floats(raw)
+    failed = present & np.isnan(numbers)
+    for index in np.flatnonzero(failed):
+        failed[index] = str(raw[index]).strip().lower() not in NAN_WORDS
+    return _checked(present, failed, numbers, lambda index: raw[index], places, tag, path, problems, where)
+
+
+def _series_to_numbers(cells: pd.Series, places: np.ndarray, tag: str, path: pathlib.Path, problems: list[Problem],
+                       where: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """cells_to_numbers for a pandas Series: pandas' vectorized conversion, for the big files that pandas parses."""
     import pandas as pd
     if pd.api.types.is_numeric_dtype(cells.dtype) and not pd.api.types.is_bool_dtype(cells.dtype):
         values = cells.to_numpy(dtype=np.float64, na_value=np.nan)
         return ~np.isnan(values), values
     raw = cells.astype(object)
     present = raw.notna().to_numpy() & (raw != "null").to_numpy()
-    numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    numbers = to_floats(raw)
     failed = present & np.isnan(numbers)
     if failed.any():
         words = raw[failed].astype(str).str.strip().str.lower()
         failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    return _checked(present, failed, numbers, lambda index: raw.iloc[index], places, tag, path, problems, where)
+
+
+def _checked(present: np.ndarray, failed: np.ndarray, numbers: np.ndarray, cell: Callable[[int], object],
+             places: np.ndarray, tag: str, path: pathlib.Path, problems: list[Problem],
+             where: str) -> tuple[np.ndarray, np.ndarray] | None:
     if failed.any() and not (present & ~failed).any():
         return None
     report(problems, path, np.flatnonzero(failed),
            lambda index: (where.format(places[index]),
-                          f"value {str(raw.iloc[index])[:40]!r} of {tag!r} is not a number; point skipped"),
+                          f"value {str(cell(index))[:40]!r} of {tag!r} is not a number; point skipped"),
            f"non-numeric values of {tag!r} skipped")
     return present & ~failed, numbers
+
+
+def to_floats(cells: pd.Series | np.ndarray | Sequence) -> np.ndarray:
+    """The cells as float64, NaN where a cell is no number: `pandas.to_numeric(cells, errors="coerce")`, and
+    without pandas for a numpy array or a list. A number is what pandas' parser takes: ASCII digits with an
+    optional sign, point and exponent, or inf/infinity in any case, between ASCII blanks; True/False are 1/0
+    (as in pandas); an integer beyond a float's range is +-inf (where pandas raises OverflowError)."""
+    if not isinstance(cells, (np.ndarray, list, tuple)):
+        import pandas as pd
+        try:
+            return pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        except OverflowError:  # a Python int of 309 digits or more
+            cells = cells.to_numpy(dtype=object)
+    cells = cells if isinstance(cells, np.ndarray) else np.array(cells, dtype=object)
+    if cells.dtype.kind in "iufb":
+        return cells.astype(np.float64)
+    values = np.empty(len(cells), np.float64)
+    whole = True  # pandas gives integers (and so 0 for "-0") when every cell is one
+    for index, cell in enumerate(cells.tolist()):
+        if isinstance(cell, str):
+            match = _NUMBER.fullmatch(cell)
+            values[index] = float(match[1]) if match else np.nan
+            whole = whole and match is not None and _is_whole(match[1])
+        elif isinstance(cell, (bool, int)):
+            values[index] = _int_to_float(cell)
+            whole = whole and _INT_MIN <= cell < _UINT_END
+        elif isinstance(cell, float):
+            values[index] = cell
+            whole = False
+        else:  # None, a list or dict from JSON, ...
+            values[index] = np.nan
+            whole = False
+    return values + 0.0 if whole else values
+
+
+def _is_whole(text: str) -> bool:
+    return text.lstrip("+-").isdigit() and _INT_MIN <= int(text) < _UINT_END
+
+
+def _int_to_float(number: int) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        return np.inf if number > 0 else -np.inf
+
+
+def _missing(cell: object) -> bool:
+    """pandas.isna for one cell."""
+    return cell is None or (isinstance(cell, float) and cell != cell)
 
 
 def report(problems: list[Problem], path: pathlib.Path, places: Sequence, describe: Callable[[object], tuple[str, str]],
