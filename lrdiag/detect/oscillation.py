@@ -42,6 +42,7 @@ from lrdiag.detect.robust import log_scale, rolling_median, runs_of
 from lrdiag.series.model import Series
 
 _FAMILY_ALPHA = 1e-3  # chance that a run of pure noise shows any oscillating window
+_CALM = 0.99  # a window's variance under this share of what its smallest reported swing needs: not tested
 
 
 def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float = 12.0,
@@ -73,6 +74,11 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
         detrended = blocks - rolling_median(blocks, max(4, width // min_cycles) & ~1)
         starts = np.unique(np.r_[np.arange(0, blocks.size - width + 1, max(1, width // 2)), blocks.size - width])
         segments = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
+        # A window's swing cannot carry more variance than the window has (the quadratic fit
+        # and the winsorizing only take some away): a window calmer than the smallest swing
+        # reported is passed over untested, as most of a healthy run's are.
+        loud = segments.var(axis=1) >= _CALM * min_amplitude**2 / 2
+        starts, segments = starts[loud], segments[loud]
         for start, found in zip(starts.tolist(), _windows(segments, min_cycles, needed, min_fraction, min_amplitude)):
             if found:
                 first, last = start * factor, min((start + width) * factor, y.size) - 1
@@ -116,6 +122,9 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
 _RING_PERIODS = np.arange(3.0, 21.01, 0.25)
 _RING_MAX_PERIOD = 16.0
 _RING_LAGS = np.arange(1, 22)
+_RING_COSINES = np.cos(2 * np.pi * _RING_LAGS[None, :] / _RING_PERIODS[:, None])
+# The largest weight a fitted cosine can take when every autocorrelation lies within +-1.
+_RING_MAX_WEIGHT = float((np.abs(_RING_COSINES).sum(axis=1) / (_RING_COSINES**2).sum(axis=1)).max())
 
 
 def _ringing(detrended: np.ndarray, size: int, min_fraction: float, min_amplitude: float,
@@ -137,6 +146,13 @@ def _ringing(detrended: np.ndarray, size: int, min_fraction: float, min_amplitud
     width = min(size, detrended.size)
     starts = np.unique(np.r_[np.arange(0, detrended.size - width + 1, max(1, width // 2)), detrended.size - width])
     rows = np.lib.stride_tricks.sliding_window_view(detrended, width)[starts]
+    # The fitted cosine's weight is at most _RING_MAX_WEIGHT (every autocorrelation is within
+    # +-1), so a window whose variance is below what the smallest ring needs at that weight is
+    # calm: passed over untested.
+    loud = 2 * _RING_MAX_WEIGHT * rows.var(axis=1) >= _CALM * min_amplitude**2
+    starts, rows = starts[loud], rows[loud]
+    if starts.size == 0:
+        return []
     rows = rows - rows.mean(axis=1, keepdims=True)
     sigma = 1.4826 * np.median(np.abs(rows), axis=1, keepdims=True)
     rows = np.clip(rows, -4 * sigma, 4 * sigma)  # a lone spike must not write its own autocorrelation
@@ -144,7 +160,7 @@ def _ringing(detrended: np.ndarray, size: int, min_fraction: float, min_amplitud
     with np.errstate(divide="ignore", invalid="ignore"):
         acf = np.stack([(rows[:, :-lag] * rows[:, lag:]).sum(axis=1) for lag in _RING_LAGS], axis=1) / power[:, None]
     acf = np.nan_to_num(acf)
-    cosines = np.cos(2 * np.pi * _RING_LAGS[None, :] / _RING_PERIODS[:, None])
+    cosines = _RING_COSINES
     # Per window and period. einsum, not a matrix product: a product this size (600+ windows)
     # wakes OpenBLAS's threads, whose spinning costs more CPU than the product itself.
     weights = np.einsum("wl,pl->wp", acf, cosines) / (cosines**2).sum(axis=1)

@@ -61,7 +61,11 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     # Loggers round (Transformers keeps 4 decimals): near zero, one rounding step doubles a
     # loss. A rise must span several of the smallest steps between distinct logged values.
     level_values = np.exp(before) if is_log else before
-    sudden &= np.nan_to_num(values - level_values, nan=0.0) >= 5 * _quantum(values)
+    above = np.nan_to_num(values - level_values, nan=0.0)
+    # The smallest step between consecutive values bounds the quantum from above: where every
+    # candidate clears five of those, the exact quantum (a sort of all the values) is not needed.
+    if (sudden & (above < 5 * _quantum_bound(values))).any():
+        sudden &= above >= 5 * _quantum(values)
     # A point with fewer than `window` points before it has a shaky level: it must also stand
     # above the points after it (a spike that recovers), not start a new, higher level.
     early = np.arange(y.size) < half
@@ -122,6 +126,14 @@ def _quantum(values: np.ndarray) -> float:
     return float(steps.min()) if steps.size else 0.0
 
 
+def _quantum_bound(values: np.ndarray) -> float:
+    """The smallest nonzero step between consecutive values: at least the quantum (two distinct
+    values are at least a quantum apart), found without sorting."""
+    steps = np.abs(np.diff(values))
+    steps = steps[steps > 0]
+    return float(steps.min()) if steps.size else 0.0
+
+
 def _deepest(dip_z: np.ndarray) -> float:
     """The run's deepest dip, in noise sigmas, as evidence of its tails: no deeper than 1.5 times its
     second deepest (dips a point apart are one dip). Heavy-tailed noise dips deep again and again;
@@ -129,8 +141,8 @@ def _deepest(dip_z: np.ndarray) -> float:
     taken alone it would set the bar for every spike in the run at twice itself."""
     if dip_z.size == 0:
         return 0.0
-    order = np.argsort(dip_z)[::-1]
-    first = float(dip_z[order[0]])
-    apart = order[np.abs(order - order[0]) > 2]
-    second = float(dip_z[apart[0]]) if apart.size else 0.0
+    deepest = int(np.argmax(dip_z))
+    first = float(dip_z[deepest])
+    apart = np.r_[dip_z[:max(0, deepest - 2)], dip_z[deepest + 3:]]  # dips a point apart are one dip
+    second = float(apart.max()) if apart.size else 0.0
     return min(first, _LONE * max(second, 0.0))
