@@ -201,7 +201,7 @@ def _per_length(lengths: np.ndarray, function) -> np.ndarray:
     return np.array([function(length) for length in distinct.tolist()], np.uint32)[np.searchsorted(distinct, lengths)]
 
 
-def _fold_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, stored: np.ndarray) -> np.ndarray:
+def _fold_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, stored: np.ndarray, scratch: bytearray) -> np.ndarray:
     """Per record: False where its span of records fails the joint checksum test.
 
     Records lie end to end in the file. A scratch copy of a span of them has each header zeroed
@@ -221,7 +221,8 @@ def _fold_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, stored: np.nd
     bounds = np.sort(np.concatenate(([0], breaks, budget, [starts.size])))
     bounds = bounds[np.diff(bounds, prepend=-1) != 0]
     sizes = record_ends[bounds[1:] - 1] - record_starts[bounds[:-1]]
-    scratch = bytearray(int(sizes.max()))  # one buffer reused: fresh pages cost more than the copy
+    if len(scratch) < sizes.max():  # one buffer for a whole file: fresh pages cost more than the copy
+        scratch.extend(bytes(int(sizes.max()) - len(scratch)))
     source = memoryview(buf.raw)
     for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         begin, end = int(record_starts[first]), int(record_ends[last - 1])
@@ -252,9 +253,9 @@ def _records_ok(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, crc_at: np
                      for s, n, c in zip(starts.tolist(), lengths.tolist(), crc_at.tolist())], dtype=bool)
 
 
-def _checked(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, at: np.ndarray) -> np.ndarray:
+def _checked(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, at: np.ndarray, scratch: bytearray) -> np.ndarray:
     """Which messages match their stored masked CRC: folded first, one by one only on failure."""
-    ok = _fold_ok(buf, starts, lengths, buf.u32[at])
+    ok = _fold_ok(buf, starts, lengths, buf.u32[at], scratch)
     if not ok.all():
         suspects = np.flatnonzero(~ok)
         ok[suspects] = _records_ok(buf, starts[suspects], lengths[suspects], at[suspects])
@@ -278,7 +279,7 @@ def _resync(buf: Buffer, start: int) -> int | None:
 
 
 def _verified(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, data_starts: list, data_lengths: list,
-              damage: list) -> int | None:
+              damage: list, scratch: bytearray) -> int | None:
     """Append the data starts and lengths of the walked records whose checksums hold, a slice at a time (the
     temporaries of 65,536 records stay in the CPU's cache); the offset of a bad length checksum, else None.
 
@@ -292,7 +293,7 @@ def _verified(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, data_starts:
             first_bad = int(np.argmin(head_ok))
             bad_from = int(some_starts[first_bad])
             some_starts, some_lengths = some_starts[:first_bad], some_lengths[:first_bad]
-        data_ok = _checked(buf, some_starts + HEADER, some_lengths, some_starts + HEADER + some_lengths)
+        data_ok = _checked(buf, some_starts + HEADER, some_lengths, some_starts + HEADER + some_lengths, scratch)
         if not data_ok.all():
             for bad in np.flatnonzero(~data_ok).tolist():
                 damage.append((int(some_starts[bad]), "record data checksum mismatch; record skipped"))
@@ -309,12 +310,13 @@ def frame(buf: Buffer, verify: bool = True) -> Records:
     all_starts: list[np.ndarray] = []
     all_lengths: list[np.ndarray] = []
     damage: list[tuple[int, str]] = []
+    scratch = bytearray()  # _fold_ok's copies of records
     pos = 0
     while True:
         starts, lengths, stop = walk(buf, pos)
         bad_from = None
         if verify:
-            bad_from = _verified(buf, starts, lengths, all_starts, all_lengths, damage)
+            bad_from = _verified(buf, starts, lengths, all_starts, all_lengths, damage, scratch)
         else:
             all_starts.append(starts + HEADER)
             all_lengths.append(lengths)
