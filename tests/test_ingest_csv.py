@@ -381,7 +381,7 @@ def test_a_big_file_read_in_chunks_gives_the_series_and_problems_of_one_read(tmp
 TRICKY_CELLS = ["1", "-0", "0", " 1", "1 ", "+1", "1.", ".5", "1e5", "1E-3", "1e", "e5", "1_000", "inf", "-Infinity",
                 "iNf", "nan", "NaN", "-nan", " nan\xa0", "null", "None", "True", "false", "x", "", " ", "\t2", "١",
                 "9223372036854775808", "18446744073709551616", "-9223372036854775809", "1" + "0" * 400, "1e400",
-                "nan(1)", "0x10", "1.5\x0b", "1\x1c"]
+                "nan(1)", "0x10", "1.5\x0b", "1\x1c", " inf", "-inf ", "\tInfinity", "\r1"]
 JSON_CELL = st.one_of(st.sampled_from(TRICKY_CELLS), st.text(max_size=5), st.none(), st.booleans(), st.integers(),
                       st.floats(), st.just([1]), st.just({"a": 1}))
 
@@ -413,7 +413,7 @@ def test_cells_to_numbers_of_a_list_is_pandas_own_reading_of_the_cells(cells, in
 
 def test_cells_to_numbers_reads_words_nulls_and_text_without_pandas():
     problems = []
-    present, values = textlog.cells_to_numbers(["1.5", None, "nan", "null", "x", 2, " -Inf", float("nan"), True],
+    present, values = textlog.cells_to_numbers(["1.5", None, "nan", "null", "x", 2, "-Inf", float("nan"), True],
                                                np.arange(9), "loss", Path("log.json"), problems, where="row {}")
     assert present.tolist() == [True, False, True, False, False, True, True, False, True]
     assert values[[0, 5, 6, 8]].tolist() == [1.5, 2.0, -math.inf, 1.0] and math.isnan(values[2])
@@ -427,3 +427,105 @@ def test_an_integer_past_a_floats_range_is_infinite_not_a_crash(tmp_path):
     path = write(tmp_path, "metrics.csv", "step,loss\n0,1\n1,1" + "0" * 400 + "\n2,-1" + "0" * 400 + "\n")
     result = csvlog.read(path)
     assert result.series["loss"].values.tolist() == [1.0, math.inf, -math.inf] and not result.problems
+
+
+# ---- the plain parser (small files, no pandas) reads what pandas reads ------------------------------------------
+
+SAMPLES = Path(__file__).parents[1] / "sample_logs"
+
+
+def read_both_ways(path: Path, monkeypatch, data: bytes | None = None) -> tuple:
+    """(pandas' reading, the plain parser's reading, how often the plain one left a chunk to pandas)."""
+    pytest.importorskip("pandas")
+    declined = []
+    plain_table = csvlog._plain_table
+
+    def spied(*args):
+        table = plain_table(*args)
+        declined.extend([args] if table is None else [])
+        return table
+    monkeypatch.setattr(csvlog, "_plain_table", spied)
+    monkeypatch.setattr(csvlog, "PLAIN_BYTES", 0)
+    by_pandas = csvlog.read(path, data)
+    monkeypatch.setattr(csvlog, "PLAIN_BYTES", 1 << 40)
+    plain = csvlog.read(path, data)
+    return by_pandas, plain, len(declined)
+
+
+def assert_same_reading(by_pandas, plain) -> None:
+    assert plain.source == by_pandas.source
+    assert list(plain.series) == list(by_pandas.series)
+    for tag, series in by_pandas.series.items():
+        assert plain.series[tag].steps.dtype == series.steps.dtype
+        assert np.array_equal(plain.series[tag].steps, series.steps)
+        assert same_floats(plain.series[tag].values, series.values), tag
+    assert plain.problems == by_pandas.problems
+
+
+CSV_FILES = sorted(path for folder in (SAMPLES, REAL_LOGS) if folder.is_dir() for path in folder.rglob("*")
+                   if path.is_file() and claims(path))
+
+
+def test_the_samples_hold_csv_logs():
+    assert len([path for path in CSV_FILES if SAMPLES in path.parents]) >= 5
+
+
+@pytest.mark.parametrize("path", CSV_FILES, ids=lambda path: str(path.relative_to(path.parents[2])))
+def test_every_sample_and_real_csv_reads_the_same_without_pandas(path, monkeypatch):
+    by_pandas, plain, declined = read_both_ways(path, monkeypatch)
+    assert declined == 0  # the plain parser read it itself
+    assert by_pandas.series
+    assert_same_reading(by_pandas, plain)
+
+
+def test_a_small_csv_is_read_without_pandas_and_a_big_one_with_it(tmp_path):
+    code = ("import sys; from pathlib import Path; from lrdiag.ingest import csvlog; "
+            "result = csvlog.read(Path(sys.argv[1])); print(len(result.series['loss']), 'pandas' in sys.modules)")
+    rows = "".join(f"{step},{1 / (step + 1)!r}\n" for step in range(100_000))
+    small = write(tmp_path, "small.csv", "step,loss\n" + rows[:50_000])
+    big = write(tmp_path, "big.csv", "step,loss\n" + rows)
+    assert big.stat().st_size > csvlog.PLAIN_BYTES > small.stat().st_size
+    import subprocess
+    import sys
+    done = [subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+            for path in (small, big)]
+    assert [outcome.stdout.split()[1] for outcome in done] == ["False", "True"]
+
+
+# Cells pandas reads in a way of its own (see TRICKY_CELLS), quoting, blanks, and what breaks a line.
+ODD_CELL = st.one_of(st.sampled_from(TRICKY_CELLS + ['"1.5"', '" 2"', '""', '" "', '"a,b"', ' "x"', '"q""q"', 'a"b',
+                                                  "\ufffd", "True", "TRUE", " true", "1\r", "-0", "00"]),
+                     st.text(st.sampled_from('0123456789.-+eE, "xnaif\t'), max_size=6))
+NUMBER_CELL = st.one_of(st.integers(-5, 10**6).map(str), st.floats(allow_nan=False).map(repr), st.just(""))
+COLUMN_NAME = st.sampled_from(["loss", "val_loss", "lr", "acc", "", " loss", '"acc"', "time", "note", "step", "epoch",
+                               "Step", "global_step"])
+
+
+@st.composite
+def csv_text(draw) -> tuple[list[str], list[list[str]]]:
+    """A header (a step column, mostly) and rows of mostly numbers, some odd cells, some rows of the wrong width."""
+    step = draw(st.sampled_from(["step", "epoch", "global_step", "", " step", '"step"', "iteration"]))
+    header = [step] + draw(st.lists(COLUMN_NAME, min_size=1, max_size=4))
+    odd = draw(st.sampled_from([0.0, 0.1, 0.5]))  # the share of odd cells
+    cell = st.floats(0, 1).flatmap(lambda chance: ODD_CELL if chance < odd else NUMBER_CELL)
+    widths = st.sampled_from([len(header)] * 8 + [1, len(header) - 1, len(header) + 1])
+    rows = draw(st.lists(widths.flatmap(lambda width: st.lists(cell, min_size=width, max_size=width)), max_size=15))
+    return header, rows
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=csv_text(), sep=st.sampled_from([",", "\t"]), bom=st.booleans(), crlf=st.booleans(),
+       newline_at_end=st.booleans(), damage=st.lists(st.tuples(st.integers(0, 300), st.binary(max_size=4) | st.sampled_from(
+           [b'"', b",", b"\n", b"\r", b"\xff", b"\0", b"\xef\xbb\xbf"])), max_size=3))
+def test_generated_and_damaged_csvs_read_the_same_without_pandas(tmp_path_factory, table, sep, bom, crlf,
+                                                                 newline_at_end, damage):
+    header, rows = table
+    lines = [sep.join(header)] + [sep.join(row) for row in rows]
+    data = bytearray(("\r\n" if crlf else "\n").join(lines).encode() + (b"\n" if newline_at_end else b""))
+    for position, garbage in damage:
+        data[position:position] = garbage
+    data = (b"\xef\xbb\xbf" if bom else b"") + bytes(data)
+    path = write(tmp_path_factory.mktemp("csv"), "metrics.tsv" if sep == "\t" else "metrics.csv", data)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        by_pandas, plain, _ = read_both_ways(path, monkeypatch)
+    assert_same_reading(by_pandas, plain)

@@ -6,17 +6,21 @@ import csv
 import io
 import itertools
 import pathlib
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                   join_lines, line_bounds, line_chunks, normalized, per_line_count, report,
-                                   whole_steps)
+                                   is_missing, join_lines, line_bounds, line_chunks, normalized, per_line_count,
+                                   report, to_floats, whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
     import pandas as pd
+
+    # The parsed rows, a column of cells a name: pandas Series (pandas' parser) or numpy arrays (the plain one).
+    Table = dict[str, pd.Series | np.ndarray]
 
 NAME = "csv"
 _SUFFIXES = (".csv", ".tsv", ".log", ".txt")
@@ -25,6 +29,20 @@ _SUFFIXES = (".csv", ".tsv", ".log", ".txt")
 _LOG_NAME_WORDS = ("train", "log", "history", "metrics", "results", "progress")
 _INDEX_HEADERS = ("", "unnamed: 0", "index")
 _KNOWN_NAMES = ("metrics.csv", "results.csv", "training.log")
+# Files smaller than this are parsed by the csv module and numpy, to the cells pandas' C parser would give
+# (tests/test_ingest_csv.py reads every sample and real log both ways): importing pandas (with pyarrow) costs
+# 0.4-0.7 s of CPU, more than the plain parser spends on a file of several MB (~40 ms a MB), while pandas'
+# parser is ~10x faster once loaded; at 1 MB a small run's `lrdiag analyze` stays well under 0.3 s, and big
+# files, whose parse dominates the start-up, keep pandas.
+PLAIN_BYTES = 1 << 20
+# What pandas' C parser reads as an integer, a float or a boolean (with skipinitialspace: leading spaces are
+# gone); the float grammar is textlog's (ASCII digits, point, exponent between ASCII blanks, or a bare inf).
+_BLANK = r"[ \t\v\f\r]*"
+_INTEGERS = re.compile(rf"(?:{_BLANK}[+-]?\d+{_BLANK}\n)*", re.ASCII)
+_LONG_INTEGER = re.compile(rf"^{_BLANK}[+-]?\d{{19,}}{_BLANK}$", re.ASCII | re.MULTILINE)
+_FLOATS = re.compile(rf"(?:(?:{_BLANK}[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?{_BLANK}|[+-]?inf(?:inity)?)\n)*",
+                     re.ASCII | re.IGNORECASE)
+_BOOLEANS = {"true": True, "false": False}
 
 
 def claims(path: pathlib.Path, head: bytes) -> bool:
@@ -50,6 +68,7 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     source, step_column, sep = found
+    plain = len(head) < PLAIN_BYTES  # a first chunk under CHUNK_BYTES is the whole file
     header, parts, columns, rows, byte = b"", {}, None, 0, 0
     try:
         for chunk, first_line in itertools.chain([(head, 0)], chunks):
@@ -61,13 +80,13 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
                 chunk = header + chunk
             else:
                 header = chunk[:chunk.find(b"\n") + 1] or chunk + b"\n"
-            frame, row_lines = _parse(chunk, path, chunk_problems, sep, max(first_line - 1, 0))
+            frame, row_lines = _parse(chunk, path, chunk_problems, sep, max(first_line - 1, 0), plain)
             # the header's own problems were reported with the first chunk
             problems.extend(problem for problem in chunk_problems if not first_line or problem.where != "line 1")
             if frame is None:
                 continue
-            columns = columns or {column: position for position, column in enumerate(frame.columns)}
-            rows += len(frame)
+            columns = columns or {column: position for position, column in enumerate(frame)}
+            rows += len(row_lines)
             for tag, series in _series_from_frame(frame, row_lines, step_column, path, problems).items():
                 parts.setdefault(tag, []).append(series)
     except OSError as error:
@@ -152,14 +171,14 @@ def _quoted_field_count(line: bytes, sep: str) -> int:
 
 
 def _parse(data: bytes, path: pathlib.Path, problems: list[Problem], sep: str = ",",
-           line_offset: int = 0) -> tuple[pd.DataFrame | None, np.ndarray]:
-    """The rows as a DataFrame of raw cells, and the 1-based file line of each row (a chunk's
-    lines after its header are `line_offset` lines further down the file).
+           line_offset: int = 0, plain: bool = False) -> tuple[Table | None, np.ndarray]:
+    """The rows as a table of raw cells, and the 1-based file line of each row (a chunk's
+    lines after its header are `line_offset` lines further down the file). `plain`: parse without
+    pandas where the plain parser gives pandas' cells for sure (else pandas parses).
 
     Lines with the wrong number of fields are found beforehand (pandas' C parser would pad short
     ones silently), reported, and left out of what the parser sees, so every good row before and
     after them is kept and a stray quote on a bad line cannot swallow the lines after it."""
-    import pandas as pd
     data = normalized(data)
     starts, ends = line_bounds(data)
     blank = ends == starts
@@ -194,29 +213,79 @@ def _parse(data: bytes, path: pathlib.Path, problems: list[Problem], sep: str = 
     good = ~blank & ~wrong
     good[0] = True
     good_lines = np.flatnonzero(good)
+    header = data[starts[0]:ends[0]].decode("utf-8", "replace")
+    try:
+        names = [cell.strip() for cell in next(csv.reader([header], delimiter=sep))]
+    except csv.Error:  # a lone carriage return in it: the cells between separators
+        names = [cell.strip() for cell in header.split(sep)]
+    row_lines = good_lines[1:] + 1 + line_offset
+    table = _plain_table(data, good_lines, sep, len(names)) if plain else None
+    if table is not None:
+        return _first_of_each_name(names, table, path, problems), row_lines
+    import pandas as pd
     try:
         frame = pd.read_csv(io.BytesIO(join_lines(data, starts, ends, good_lines)), sep=sep, engine="c",
                             lineterminator="\n", keep_default_na=False, na_values=[""], skipinitialspace=True)
     except (ValueError, pd.errors.ParserError) as error:  # not expected after the checks above; never a crash
         problems.append(Problem(str(path), "", f"cannot parse as CSV: {str(error).strip()}"))
         return None, np.empty(0, np.int64)
-    header = next(csv.reader([data[starts[0]:ends[0]].decode("utf-8", "replace")], delimiter=sep))
-    frame = _first_of_each_name(frame, [cell.strip() for cell in header], path, problems)
-    row_lines = good_lines[1:] + 1 + line_offset
+    if len(names) != frame.shape[1]:  # an unnamed index column pandas added: keep its names
+        names = [str(column).strip() for column in frame.columns]
     if len(row_lines) != len(frame):  # not expected either; keep numbering sane rather than fail
         row_lines = np.arange(len(frame)) + 2 + line_offset
-    return frame, row_lines
+    return _first_of_each_name(names, [frame.iloc[:, position] for position in range(frame.shape[1])],
+                               path, problems), row_lines
 
 
-def _first_of_each_name(frame: pd.DataFrame, names: list[str], path: pathlib.Path,
-                        problems: list[Problem]) -> pd.DataFrame:
-    """The frame under the header's own names, keeping the first of columns that share a name.
+def _plain_table(data: bytes, good_lines: np.ndarray, sep: str, width: int) -> list[np.ndarray] | None:
+    """The good lines' columns (header line first, left out) as pandas' C parser would give them (skipinitialspace,
+    "" empty, an int64, float64 or bool column where every filled cell is one, else text), without pandas;
+    None where pandas' reading is not certain to be this one: a quote after a blank (which splits differently
+    with skipinitialspace), an integer cell of 19 digits or more (pandas' int64/uint64/object choice)."""
+    lines = data.decode("utf-8").split("\n")
+    rows = []
+    try:
+        for index in good_lines[1:].tolist():
+            line = lines[index]
+            cells = next(csv.reader([line], delimiter=sep, skipinitialspace=True)) if '"' in line else [
+                cell.lstrip(" ") for cell in line.split(sep)]
+            if len(cells) != width:
+                return None
+            rows.append(cells)
+        header = lines[good_lines[0]]
+        if '"' in header and len(next(csv.reader([header], delimiter=sep, skipinitialspace=True))) != width:
+            return None
+    except csv.Error:  # e.g. a lone carriage return in a quoted line
+        return None
+    columns = [_plain_column(cells) for cells in zip(*rows)] if rows else [np.empty(0, object)] * width
+    return None if any(column is None for column in columns) else columns
+
+
+def _plain_column(cells: tuple[str, ...]) -> np.ndarray | None:
+    """One column's cells as pandas' C parser types them (None: leave this file to pandas)."""
+    filled = [cell for cell in cells if cell]
+    if not filled:
+        return np.full(len(cells), np.nan)
+    text = "\n".join(filled) + "\n"
+    if _LONG_INTEGER.search(text):
+        return None
+    if _INTEGERS.fullmatch(text) or _FLOATS.fullmatch(text):
+        values = np.full(len(cells), np.nan)
+        values[[index for index, cell in enumerate(cells) if cell]] = [float(cell) for cell in filled]
+        # an integer column (pandas reads it as int64, and so "-0" as 0) holds no -0.0
+        return values + 0.0 if _INTEGERS.fullmatch(text) else values
+    if all(cell.lower() in _BOOLEANS for cell in filled):
+        flags = [_BOOLEANS[cell.lower()] if cell else np.nan for cell in cells]
+        return np.array(flags, dtype=bool if len(filled) == len(cells) else object)
+    return np.array([cell if cell else np.nan for cell in cells], dtype=object)
+
+
+def _first_of_each_name(names: list[str], columns: list, path: pathlib.Path, problems: list[Problem]) -> Table:
+    """The columns under the header's own names, keeping the first of columns that share a name.
 
     pandas would call a second `loss` `loss.1`, a metric nobody logged, which could then pass for
     the loss in role inference; which of the two is the real loss is not knowable, so the first is
     read (as a reader of the header would) and the others are named in a problem."""
-    if len(names) != frame.shape[1]:  # an unnamed index column pandas added: keep its names
-        names = [str(column).strip() for column in frame.columns]
     first = {}
     for position, name in enumerate(names):
         first.setdefault(name, position)
@@ -225,30 +294,27 @@ def _first_of_each_name(frame: pd.DataFrame, names: list[str], path: pathlib.Pat
         problems.append(Problem(str(path), "line 1", f"column {name!r} appears {len(where)} times in the header "
                                                      f"(columns {', '.join(map(str, where))}); the first is read, "
                                                      "the others skipped"))
-    frame = frame.iloc[:, sorted(first.values())]
-    frame.columns = list(first)
-    return frame
+    return {name: columns[position] for name, position in first.items()}
 
 
-def _series_from_frame(frame: pd.DataFrame, row_lines: np.ndarray, step_column: str, path: pathlib.Path,
+def _series_from_frame(frame: Table, row_lines: np.ndarray, step_column: str, path: pathlib.Path,
                        problems: list[Problem]) -> dict[str, Series]:
     """One series per metric column: its points are the rows where its cell is filled (Lightning rows are sparse)."""
-    import pandas as pd
-    if step_column not in frame.columns:  # an unnamed index column comes back as 'Unnamed: 0'
-        step_column = frame.columns[0]
+    if step_column not in frame:  # an unnamed index column comes back as 'Unnamed: 0'
+        step_column = next(iter(frame))
     step_cells = frame[step_column]
-    steps = pd.to_numeric(step_cells, errors="coerce").to_numpy(dtype=np.float64)
+    steps = to_floats(step_cells)
     has_step = np.isfinite(steps)
 
     def describe(index: int) -> tuple[str, str]:
-        cell = step_cells.iloc[index]
-        what = (f"no {step_column!r} value" if pd.isna(cell)
+        cell = step_cells[index] if isinstance(step_cells, np.ndarray) else step_cells.iloc[index]
+        what = (f"no {step_column!r} value" if is_missing(cell)
                 else f"{step_column!r} value {str(cell)[:40]!r} is not a finite number")
         return f"line {row_lines[index]}", f"{what}; row skipped"
     report(problems, path, np.flatnonzero(~has_step), describe, f"rows without {step_column!r} skipped")
     has_step, steps = whole_steps(steps, has_step, row_lines, step_column, path, problems)
     series = {}
-    for tag in frame.columns:
+    for tag in frame:
         if tag == step_column or is_bookkeeping(tag):
             continue
         cells = cells_to_numbers(frame[tag], row_lines, tag, path, problems)

@@ -35,9 +35,9 @@ NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
 MAX_PROBLEMS = 100
 _NEWLINE = ord("\n")
 # A number cell as pandas reads one (its C parser and to_numeric): ASCII digits with an optional sign, point
-# and exponent, or inf/infinity in any case, between ASCII blanks; not '1_000', '0x10' or Unicode digits,
-# which Python's float() would take.
-_NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?))[ \t\n\v\f\r]*",
+# and exponent between ASCII blanks, or inf/infinity in any case, signed, with no blank; not '1_000', '0x10'
+# or Unicode digits, which Python's float() would take.
+_NUMBER = re.compile(r"[ \t\n\v\f\r]*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[ \t\n\v\f\r]*|[+-]?inf(?:inity)?",
                      re.ASCII | re.IGNORECASE)
 # Integers pandas holds as int64 or uint64.
 _INT_MIN, _UINT_END = -(1 << 63), 1 << 64
@@ -122,7 +122,7 @@ def cells_to_numbers(cells: pd.Series | np.ndarray | Sequence, places: np.ndarra
         values = cells.astype(np.float64)
         return ~np.isnan(values), values
     raw = cells.astype(object)
-    present = np.array([not _missing(cell) and not (isinstance(cell, str) and cell == "null") for cell in raw], bool)
+    present = np.array([not is_missing(cell) and not (isinstance(cell, str) and cell == "null") for cell in raw], bool)
     numbers = to_floats(raw)
     failed = present & np.isnan(numbers)
     for index in np.flatnonzero(failed):
@@ -178,8 +178,8 @@ def to_floats(cells: pd.Series | np.ndarray | Sequence) -> np.ndarray:
     for index, cell in enumerate(cells.tolist()):
         if isinstance(cell, str):
             match = _NUMBER.fullmatch(cell)
-            values[index] = float(match[1]) if match else np.nan
-            whole = whole and match is not None and _is_whole(match[1])
+            values[index] = float(cell) if match else np.nan
+            whole = whole and match is not None and _is_whole(cell)
         elif isinstance(cell, (bool, int)):
             values[index] = _int_to_float(cell)
             whole = whole and _INT_MIN <= cell < _UINT_END
@@ -193,6 +193,7 @@ def to_floats(cells: pd.Series | np.ndarray | Sequence) -> np.ndarray:
 
 
 def _is_whole(text: str) -> bool:
+    text = text.strip(" \t\n\v\f\r")
     return text.lstrip("+-").isdigit() and _INT_MIN <= int(text) < _UINT_END
 
 
@@ -203,9 +204,9 @@ def _int_to_float(number: int) -> float:
         return np.inf if number > 0 else -np.inf
 
 
-def _missing(cell: object) -> bool:
-    """pandas.isna for one cell."""
-    return cell is None or (isinstance(cell, float) and cell != cell)
+def is_missing(cell: object) -> bool:
+    """pandas.isna for one cell (None, NaN, pandas.NA), without pandas."""
+    return cell is None or (isinstance(cell, float) and cell != cell) or type(cell).__name__ == "NAType"
 
 
 def report(problems: list[Problem], path: pathlib.Path, places: Sequence, describe: Callable[[object], tuple[str, str]],
