@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from detection.score import CATEGORIES, any_loud, score_run, tally  # noqa: E402
+from detection.score import CATEGORIES, acceptable, any_loud, score_run, tally  # noqa: E402
 from gen_detection import DEFAULT_OUT  # noqa: E402
 
 ANCHORS = {"spike": "Lightning SpikeDetection", "stall": "SageMaker LossNotDecreasing",
@@ -69,7 +69,7 @@ def anchor_outcomes(record: dict, run_dir: Path) -> dict[str, str | None]:
     labelled = {label["category"] for label in record["labels"]}
     outcome = {}
     for category, fired in flags.items():
-        if fired is None or (category not in labelled and category in record["acceptable"]):
+        if fired is None or (category not in labelled and category in acceptable(record)):
             outcome[category] = None
         elif category in labelled:
             outcome[category] = "TP" if fired else "FN"

@@ -14,7 +14,8 @@ somewhere else in the run.
 
 Per run and category: TP (labelled, detected), FN (labelled, not detected), FP (not labelled, not
 an acceptable consequence of the run's pathology, yet a warning or error of that category on any
-metric), TN; a category listed as acceptable and not labelled is not counted either way.
+metric), TN; a category listed as acceptable and not labelled is not counted either way (the
+scenario's consequences, and what the run's log measured besides: labels.measured_acceptable).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def matches(finding: dict, label: dict, metrics: dict, tol: float) -> bool:
     return on_metric and finding["step_start"] <= end + tol and finding["step_end"] >= label["onset"] - tol
 
 
+def acceptable(record: dict) -> list[str]:
+    """The categories not counted on a run that is not labelled with them: its scenario's
+    consequences, and what its log measured besides (labels.measured_acceptable)."""
+    return [*record.get("acceptable", []), *record.get("acceptable_measured", [])]
+
+
 def score_run(record: dict, entry: dict) -> dict[str, str | None]:
     """{category: 'TP' | 'FN' | 'FP' | 'TN' | None (acceptable, not counted)} for one run."""
     findings, metrics = entry.get("findings", []), entry.get("metrics", {})
@@ -52,7 +59,7 @@ def score_run(record: dict, entry: dict) -> dict[str, str | None]:
         if labels:
             found = any(matches(f, label, metrics, tolerance(label, metrics)) for label in labels for f in findings)
             outcome[category] = "TP" if found else "FN"
-        elif category in record.get("acceptable", []):
+        elif category in acceptable(record):
             outcome[category] = None
         else:
             loud = any(f["category"] == category and f["severity"] in LOUD for f in findings)
