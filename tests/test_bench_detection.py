@@ -41,6 +41,21 @@ def test_an_unlabelled_category_is_a_false_positive_unless_acceptable():
     assert score_run(SPIKE_AT_150, entry)["stall"] == "FP"
     assert score_run({**SPIKE_AT_150, "acceptable": ["stall"]}, entry)["stall"] is None
     assert score_run(SPIKE_AT_150, entry)["oscillation"] == "TN"
+    # What the run's log measured besides its own category (an oscillating run that overfits too).
+    assert score_run({**SPIKE_AT_150, "acceptable_measured": ["stall"]}, entry)["stall"] is None
+
+
+def test_an_oscillating_run_that_overfits_makes_divergence_acceptable(tmp_path, monkeypatch):
+    from detection import labels
+    from detection.plan import draw
+
+    plan = draw(next(seed for seed in range(1, 2000) if draw(seed, "dev").scenario == "osc_cyclic"), "dev")
+    tags = {"val_loss": ["val/loss"]}
+    for values, expected in (([1.0, 0.8, 0.7, 0.9], ["train_val_divergence"]), ([1.0, 0.8, 0.7, 0.72], [])):
+        monkeypatch.setattr(labels, "read_back", lambda run_dir, v=values: {"val/loss": (list(range(len(v))), v)})
+        assert labels.measured_acceptable(plan, tmp_path, tags) == expected
+    plan.scenario = "spike_batch"  # excluded by labels.make when it overfits, never made acceptable
+    assert labels.measured_acceptable(plan, tmp_path, tags) == []
 
 
 def test_tally_gives_precision_recall_f1_and_macro_f1():
