@@ -56,6 +56,15 @@ def test_analyze_of_a_small_csv_or_json_run_imports_no_scipy_protobuf_or_framewo
     assert heavy(modules, NOT_FOR_TABLES) == []
 
 
+@pytest.mark.parametrize("run", ["lightning_csv/mlp_adam_overfit", "keras_csv/mlp_adam_overfit"])
+def test_analyze_of_a_small_csv_run_imports_no_pandas(run):
+    """A CSV under csvlog.PLAIN_BYTES is parsed by the csv module and numpy: pandas (and pyarrow, which it loads)
+    cost more to import (0.4-0.7 s of CPU) than the whole analysis of a small run."""
+    modules = imported("analyze", str(SAMPLES / run))
+    assert "lrdiag.ingest.csvlog" in modules
+    assert heavy(modules, NOT_FOR_EVENTS) == []
+
+
 def test_the_gates_smoothing_without_scipy_is_scipys_mirror_median_filter_exactly():
     """gate.baseline smooths short curves with numpy (robust.median_filter), long ones with scipy: gates and saved
     baselines must not change with the path taken."""
