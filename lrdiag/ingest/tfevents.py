@@ -23,6 +23,7 @@ from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "tensorboard"
 _CHUNK = 1 << 16  # records decoded at a time: bounds the temporaries' memory
+_SAMPLE_ROWS = 1024  # rows whose distinct tags are found by sorting; the others are matched against them
 
 # TensorProto dtypes holding a scalar we can turn into a float, and the field that carries it.
 _DTYPE_NUMPY = {1: "<f4", 2: "<f8", 3: "<i4", 4: "u1", 5: "<i2", 6: "i1", 9: "<i8", 10: "?",
@@ -202,16 +203,36 @@ def _group_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, tags: _
     for word in words:
         digest = (digest ^ word) * np.uint64(1099511628211)
         digest ^= digest >> np.uint64(29)
-    _, first, inverse = np.unique(digest, return_index=True, return_inverse=True)
-    first_seen = first[np.argsort(first)]  # new tags get ids in the order the file shows them
+    group, first = _digest_groups(digest)
+    in_order = np.argsort(first)  # new tags get ids in the order the file shows them
     ids = np.empty(first.size, np.int64)
-    ids[np.argsort(first)] = tags.id_list(_decoded_tags(buf, tag_start[first_seen], tag_len[first_seen]))
-    # A hash collision would merge two tags: confirm every row's bytes equal its representative's.
-    representative = first[inverse]
-    same = tag_len == tag_len[representative]
+    ids[in_order] = tags.id_list(_decoded_tags(buf, tag_start[first[in_order]], tag_len[first[in_order]]))
+    # A hash collision would merge two tags: confirm every row's bytes equal its group's first row's.
+    same = tag_len == tag_len[first][group]
     for word in words:
-        same &= word == word[representative]
-    return ids[inverse], same
+        same &= word == word[first][group]
+    return ids[group], same
+
+
+def _digest_groups(digest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group of each row, first row of each group) for equal digests. A file repeats a few tags, so the
+    groups met in the first rows usually cover every row: rows are matched against those, and only the
+    rows left over (a file of many distinct tags) are sorted, where np.unique sorts every row."""
+    known, first = np.unique(digest[:_SAMPLE_ROWS], return_index=True)
+    group = np.full(digest.size, -1, np.int64)
+    if known.size <= 8:  # a comparison per tag beats a binary search
+        for index, value in enumerate(known.tolist()):
+            group[digest == np.uint64(value)] = index
+    else:
+        where = np.minimum(np.searchsorted(known, digest), known.size - 1)
+        found = known[where] == digest
+        group[found] = where[found]
+    rest = np.flatnonzero(group < 0)
+    if rest.size:
+        _, rest_first, rest_group = np.unique(digest[rest], return_index=True, return_inverse=True)
+        group[rest] = known.size + rest_group.reshape(-1)
+        first = np.concatenate([first, rest[rest_first]])
+    return group, first
 
 
 def _decoded_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray) -> list[str]:
