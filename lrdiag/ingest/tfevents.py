@@ -401,15 +401,19 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
                 for column, part in zip(decoded, _fast_scalars(buf, starts[others], lengths[others])):
                     column[others] = part
             ok, step, wall, value, tag_start, tag_len = decoded
-            tag_id, same = _group_tags(buf, tag_start[ok], tag_len[ok], tags)
-            confirmed = np.flatnonzero(ok)[same]
-            ok[:] = False
-            ok[confirmed] = True
-            points.add(index[ok], tag_id[same], step[ok], wall[ok], value[ok])
-            fast_records.append(index[ok])
-            slow = ~ok
-            _slow_records(buf, starts[slow], lengths[slow], index[slow].tolist(), tags, points, controls,
-                          problems, path)
+            every = bool(ok.all())  # the usual file: no row to pick out, no copies
+            rows = slice(None) if every else ok
+            tag_id, same = _group_tags(buf, tag_start[rows], tag_len[rows], tags)
+            if not same.all():
+                ok[np.flatnonzero(ok)[~same]] = False
+                tag_id, every = tag_id[same], False
+            rows = slice(None) if every else ok
+            points.add(index[rows], tag_id, step[rows], wall[rows], value[rows])
+            fast_records.append(index[rows])
+            if not every:
+                slow = ~ok
+                _slow_records(buf, starts[slow], lengths[slow], index[slow].tolist(), tags, points, controls,
+                              problems, path)
         record_base += records.data_starts.size
     del buf, records
     columns = points.columns()
