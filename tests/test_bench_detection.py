@@ -50,9 +50,13 @@ def test_an_oscillating_run_that_overfits_makes_divergence_acceptable(tmp_path, 
     from detection.plan import draw
 
     plan = draw(next(seed for seed in range(1, 2000) if draw(seed, "dev").scenario == "osc_cyclic"), "dev")
-    tags = {"val_loss": ["val/loss"]}
-    for values, expected in (([1.0, 0.8, 0.7, 0.9], ["train_val_divergence"]), ([1.0, 0.8, 0.7, 0.72], [])):
-        monkeypatch.setattr(labels, "read_back", lambda run_dir, v=values: {"val/loss": (list(range(len(v))), v)})
+    tags = {"val_loss": ["val/loss"], "train_loss": ["loss"]}
+    falling, growing = [2.0, 1.0, 0.8, 0.6, 0.5, 0.5, 0.4, 0.4, 0.3, 0.3], [2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 9.0, 7.0, 8.0, 9.0]
+    for val, train, expected in (([1.0, 0.8, 0.7, 0.9], falling, ["train_val_divergence"]),
+                                 ([1.0, 0.8, 0.7, 0.72], falling, []),
+                                 ([1.0, 0.8, 0.7, 0.72], growing, ["explosion"])):
+        monkeypatch.setattr(labels, "read_back", lambda run_dir, v=val, t=train: {
+            "val/loss": (list(range(len(v))), v), "loss": (list(range(len(t))), t)})
         assert labels.measured_acceptable(plan, tmp_path, tags) == expected
     plan.scenario = "spike_batch"  # excluded by labels.make when it overfits, never made acceptable
     assert labels.measured_acceptable(plan, tmp_path, tags) == []

@@ -188,18 +188,25 @@ def _check_healthy(run, tags, x, y, last):
 
 
 def measured_acceptable(plan, run_dir: Path, tags: dict) -> list[str]:
-    """Categories the run shows besides its own, measured from its log: an oscillating run (its
-    schedule did not make it overfit, its small training set can) whose eval loss ends 10 % above
-    its best diverges too, and a train/val divergence finding on it is true, not a false alarm. Spike
-    and stall runs that overfit are excluded instead (_no_overfit); an oscillation case stays in the
-    benchmark, so that its oscillation is still scored."""
+    """Categories an oscillating run shows besides its own, measured from its log by the measures
+    that label those categories: its eval loss ends 10 % above its best (its schedule did not make
+    it overfit, its small training set can: _no_overfit), or its training loss ends 3 times above
+    its start, as an explode_clipped run must (a heavy ball whose ringing grows). A divergence or
+    explosion finding on such a run is true, not a false alarm. Spike and stall runs that overfit
+    are excluded instead (_no_overfit); an oscillation case stays in the benchmark, so that its
+    oscillation is still scored."""
     if not plan.scenario.startswith("osc_"):
         return []
+    run, found = read_back(run_dir), []
     try:
-        _no_overfit(read_back(run_dir), tags)
+        _no_overfit(run, tags)
     except Excluded:
-        return ["train_val_divergence"]
-    return []
+        found.append("train_val_divergence")
+    x, y = _series(run, tags["train_loss"])
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if _median(y[x >= 0.75 * x[-1]]) >= 3 * _median(y[x <= 0.1 * x[-1]]):
+        found.append("explosion")
+    return found
 
 
 def _no_overfit(run, tags):
