@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lrdiag.ingest import files
+from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS,
                                    cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, line_chunks,
@@ -41,6 +41,8 @@ _DEPTH_WINDOW = 1 << 22  # characters searched for the deepest point of a too-de
 # Lines the fast path cannot split into key/value pairs are at most this many before it gives up
 # on checking them one by one and counts braces per line instead.
 _FEW_LINES = 10_000
+# Fewer flat lines than this, left over by the blocks, go through json.loads: a pandas call costs more.
+_FEW_FLAT = 1000
 # Lines with more keys than this go through json.loads: a parser column per key costs more.
 _WIDEST = 256
 _READ_BOOKKEEPING = frozenset(STEP_COLUMNS) | {"mode"}  # bookkeeping keys the formats below read
@@ -92,8 +94,9 @@ def claims(path: pathlib.Path, head: bytes) -> bool:
     return _detect(path.name, head) is not None
 
 
-def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
-    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far).
+def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) -> ReadResult:
+    """The file's series; `data`: its bytes already in hand (a live log's whole lines so far);
+    `exact`: JSON lines parsed one by one with json.loads, the reference the fast paths are tested against.
 
     JSON lines bigger than a chunk are parsed a chunk of whole lines at a time
     (textlog.line_chunks), so that the parser's buffers stay the size of a chunk."""
@@ -120,7 +123,8 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
     elif source == "keras_history_json":
         result.series = _read_keras_history(document.pop() if document else data, path, result.problems)
     else:
-        numbers, texts, line_count = _parse_json_lines(itertools.chain([(head, 0)], chunks), path, result.problems)
+        numbers, texts, line_count = _parse_json_lines(itertools.chain([(head, 0)], chunks), path, result.problems,
+                                                       exact)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
         metrics, steps_by_line, step_name = build(numbers, texts, line_count)
         del numbers, texts  # what the format reads is in metrics now: memory for the series
@@ -228,15 +232,38 @@ class _Chunks:
         self.ids: dict[str, int] = {}
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.unused: list[bool] = []  # by id: a bookkeeping key that no format reads
+        # by id: the 1-based line where the key first appears, and its place among that line's keys
+        self.first_line, self.first_place = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.sightings: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # this chunk's (ids, lines, places)
 
     def key_ids(self, names) -> np.ndarray:
         ids = self.ids
         return np.array([ids.setdefault(name, len(ids)) for name in names], dtype=np.int64)
 
+    def seen(self, ids: np.ndarray, lines: np.ndarray | int, places: np.ndarray | int) -> None:
+        """Keys met at (1-based line in the chunk, place among the line's keys); each path of the
+        parser reports them, so that keys are ordered as the file shows them whichever path read them."""
+        ids, lines, places = np.broadcast_arrays(ids, lines, places)
+        self.sightings.append((ids, lines, places))
+
     def settle(self, first_part: int, first_line: int) -> None:
         """The parts from `first_part` on: lines moved `first_line` down the file, and the points
         of bookkeeping keys (time, eta_seconds, ...), which are never metrics and which no format
-        reads, dropped before they are copied again; step counters and mmdetection's `mode` stay."""
+        reads, dropped before they are copied again; step counters and mmdetection's `mode` stay.
+        Keys new in this chunk get where they first appear."""
+        known = len(self.first_line)
+        if len(self.ids) > known:
+            ids, lines, places = (np.concatenate(column) for column in zip(*self.sightings))
+            new = ids >= known
+            ids, lines, places = ids[new], lines[new], places[new]
+            order = np.lexsort((places, lines, ids))
+            ids, lines, places = ids[order], lines[order], places[order]
+            first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            self.first_line = np.concatenate([self.first_line, np.zeros(len(self.ids) - known, np.int64)])
+            self.first_place = np.concatenate([self.first_place, np.zeros(len(self.ids) - known, np.int64)])
+            self.first_line[ids[first]] = lines[first] + first_line
+            self.first_place[ids[first]] = places[first]
+        self.sightings = []
         new_names = list(self.ids)[len(self.unused):]
         self.unused.extend(is_bookkeeping(name) and name not in _READ_BOOKKEEPING for name in new_names)
         unused = np.array(self.unused, dtype=bool)
@@ -250,13 +277,15 @@ class _Chunks:
         self.parts[first_part:] = settled
 
 
-def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path,
-                      problems: list[Problem]) -> tuple[Keyed, Keyed, int]:
+def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, problems: list[Problem],
+                      exact: bool = False) -> tuple[Keyed, Keyed, int]:
     """Numeric keys and text keys (like mmdetection's `mode`) as tables of points; and the line count.
 
-    `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Flat lines go
-    through pandas' C parser; lines it cannot take (nested values, escapes, more keys than usual,
-    malformed JSON) go through json.loads one by one, which names the bad ones."""
+    `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Runs of flat
+    lines that share a layout are read as blocks (jsonblocks); other flat lines go through pandas'
+    C parser; lines neither can take (nested values, escapes, more keys than usual, malformed
+    JSON) go through json.loads one by one, which names the bad ones. `exact`: every line through
+    json.loads (what the fast paths are tested against)."""
     parsed = _Chunks()
     line_count = 0
     for data, first_line in pieces:
@@ -265,13 +294,39 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path,
         blank = ends == starts
         flat = _flat_lines(data, starts, ends, blank)
         first_part = len(parsed.parts)
-        rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), parsed)
+        if exact:
+            rejected = np.flatnonzero(flat)
+        else:
+            blocks, left = jsonblocks.parse_blocks(data, starts, ends, np.flatnonzero(flat))
+            for block in blocks:
+                _add_block(block, parsed)
+            # a few lines left over (detectron2's evaluation records) cost json.loads less than a parser call
+            rejected = _parse_flat_lines(data, starts, ends, left, parsed) if len(left) > _FEW_FLAT else left
         slow = np.union1d(np.flatnonzero(~flat & ~blank), rejected)
         _parse_slow_lines(data, starts, ends, slow, parsed, path, problems, first_line)
         parsed.settle(first_part, first_line)
         line_count = first_line + len(starts)
     numbers, texts = _tabled(parsed, path, problems)
     return numbers, texts, line_count
+
+
+def _add_block(block: jsonblocks.Block, chunks: _Chunks) -> None:
+    """A block's points as parts: its numbers key by key, then its text constants (mmdetection's
+    `mode`); null constants are no point, booleans are text, as json.loads' path makes them."""
+    layout, lines = block.template, block.lines + 1
+    # bookkeeping no format reads (time, eta_seconds) is left out here rather than copied first
+    slots = [slot for slot, key in enumerate(layout.keys) if not is_bookkeeping(key) or key in _READ_BOOKKEEPING]
+    ids = chunks.key_ids([layout.keys[slot] for slot in slots])
+    chunks.seen(ids, lines[0], [layout.places[layout.keys[slot]] for slot in slots])
+    chunks.parts.append((np.tile(lines, len(slots)), np.repeat(ids, len(lines)), block.values[:, slots].T.ravel()))
+    for key, constant in layout.constants.items():
+        if constant is not None:
+            cells = np.empty(len(lines), dtype=object)
+            cells[:] = constant if isinstance(constant, str) else json.dumps(constant)
+            ids = chunks.key_ids([key])
+            chunks.seen(ids, lines[0], layout.places[key])
+            chunks.parts.append((lines, ids.repeat(len(lines)), cells))
+
 
 
 def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed]:
@@ -281,6 +336,14 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
     import pandas as pd
     names = list(chunks.ids)
+    # key ids in the order the file first shows the keys (by line, then place in the line)
+    order = np.lexsort((chunks.first_place, chunks.first_line))
+    renamed = not np.array_equal(order, np.arange(len(order)))
+    if renamed:
+        names = [names[key] for key in order.tolist()]
+        new_id = np.empty(len(order), np.int64)
+        new_id[order] = np.arange(len(order))
+        chunks.parts = [(lines, new_id[ids], values) for lines, ids, values in chunks.parts]
     numeric = [list(part) for part in chunks.parts if part[2].dtype.kind == "f"]
     textual = [list(part) for part in chunks.parts if part[2].dtype.kind != "f"]
     chunks.parts = []
@@ -388,13 +451,15 @@ def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: n
         valid &= (key.isna() == value.isna()).to_numpy() & np.append(usable, True)[key.cat.codes.to_numpy()]
         usable_names.append(usable)
     lines = taken + 1
-    for key, value, usable in zip(keys, values, usable_names):
+    for place, (key, value, usable) in enumerate(zip(keys, values, usable_names)):
         codes = key.cat.codes.to_numpy()
         rows = valid & (codes >= 0)
         if not rows.any():
             continue
         ids = np.full(len(usable), -1, np.int64)
         ids[usable] = chunks.key_ids(np.asarray(key.cat.categories, dtype=object)[usable].tolist())
+        codes_here, first_rows = np.unique(codes[rows], return_index=True)
+        chunks.seen(ids[codes_here], lines[rows][first_rows], place)
         if pd.api.types.is_bool_dtype(value.dtype):  # true/false: text, never a metric
             cells = np.where(value.to_numpy(dtype=bool), "true", "false").astype(object)
         elif pd.api.types.is_numeric_dtype(value.dtype):
@@ -433,6 +498,7 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
     the line in the file: `first_line` lines before these)."""
     lines: list[int] = []
     names: list[str] = []
+    places: list[int] = []  # of each key among its line's keys
     values: list = []
     bad: list[tuple[int, str]] = []
     for index in slow.tolist():
@@ -447,10 +513,12 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
         if set(map(type, record.values())) <= _PLAIN:  # the usual record: numbers and text only
             names.extend(record)
             values.extend(record.values())
+            places.extend(range(len(record)))
         else:
-            for key, value in record.items():
+            for place, (key, value) in enumerate(record.items()):
                 if value is not None:
                     names.append(key)
+                    places.append(place)
                     # Booleans and nested values are text here: never metrics.
                     values.append(value if type(value) in _PLAIN else _value_text(value))
         lines.extend([index + 1] * (len(names) - before))
@@ -464,7 +532,9 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
     if names:
         cells = np.empty(len(values), dtype=object)
         cells[:] = values
-        chunks.parts.append((np.array(lines, dtype=np.int64), chunks.key_ids(names), cells))
+        line_numbers, ids = np.array(lines, dtype=np.int64), chunks.key_ids(names)
+        chunks.parts.append((line_numbers, ids, cells))
+        chunks.seen(ids, line_numbers, np.array(places, dtype=np.int64))
 
 
 # ---- JSON lines: per-format steps and tags ---------------------------------------------------

@@ -1,0 +1,317 @@
+"""JSON lines that share one layout, parsed as a block: numpy checks the layout, pandas' C parser reads the numbers.
+
+A logger writes the same keys in the same order on line after line (detectron2's metrics.json,
+mmdetection's training records): only the numbers change. A *template* is one such line cut
+into its separators (every byte that is not a number: braces, quoted keys, `": `, `, `, and
+values that are text, true, false or null) and the number slots between them. A line belongs
+to the template when its commas fall where the template's do and every separator byte equals
+the template's, compared eight bytes at a time; its numbers are then checked against the JSON
+grammar (json.loads rejects `01`, `+1`, `.5`, `1.`, NaN, Infinity) and parsed all at once.
+
+Anything else (another layout, a nested value, an escape, a number json.loads would give
+differently: -0, a value past 2**53 or not finite, any damage) is left for the caller's exact
+path, line by line: a line read here gives the very cells json.loads gives (float bits equal).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+# A line is tried as a template this many times a chunk (a file whose lines all differ costs
+# this many vector passes, then its lines go the exact way); a layout shared by fewer lines
+# than this is left to the exact path, which is as fast for so few.
+_ATTEMPTS, _FEWEST = 8, 16
+_KEY = re.compile(rb'\s*("[^"\\]*")\s*:\s*')
+_NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_CONSTANT = re.compile(rb'"[^"\\]*"|true|false|null')
+_AFTER_VALUE = re.compile(rb"\s*([,}])")
+_NEWLINE, _COMMA = 10, 44
+# A block's numbers as CSV: the bytes of JSON numbers, commas and newlines as they are, E as e,
+# and any other byte as `#`, which no number holds.
+_CSV_BYTES = bytes(code if chr(code) in "0123456789.-+e,\n" else ord("e") if code == ord("E") else ord("#")
+                   for code in range(256))
+
+_EXACT_INTEGERS = 2.0 ** 53  # below this a float64 holds every integer, as json's int would give it
+
+
+@dataclass
+class Template:
+    """One line's layout: separators[i] comes before number slot i (the last one closes the line)."""
+
+    separators: list[bytes]
+    keys: list[str]  # the key of each number slot
+    constants: dict[str, object]  # keys whose value is part of the layout: text, bool or None
+    places: dict[str, int]  # every key's place among the line's keys
+
+
+@dataclass
+class Block:
+    """Lines of one template: 0-based line indices in the chunk and their numbers, a column per slot."""
+
+    lines: np.ndarray
+    template: Template
+    values: np.ndarray  # float64, (lines, slots)
+
+
+def template(line: bytes) -> Template | None:
+    """The layout of a flat JSON object line with at least one number, or None."""
+    try:
+        record = json.loads(line, parse_constant=lambda word: None)  # NaN / Infinity: never a layout
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not line.startswith(b"{"):
+        return None
+    separators, keys, constants, cut, at, seen = [], [], {}, 0, 1, 0
+    while True:
+        key = _KEY.match(line, at)
+        if key is None:
+            return None
+        seen += 1
+        number = _NUMBER.match(line, key.end())
+        if number is not None and _AFTER_VALUE.match(line, number.end()):
+            separators.append(line[cut:number.start()])
+            keys.append(json.loads(key.group(1)))
+            cut, at = number.end(), number.end()
+        else:
+            constant = _CONSTANT.match(line, key.end())
+            if constant is None:
+                return None
+            name = json.loads(key.group(1))
+            constants[name] = json.loads(constant.group())
+            at = constant.end()
+        end = _AFTER_VALUE.match(line, at)
+        if end is None:
+            return None
+        at = end.end()
+        if end.group(1) == b"}":
+            break
+    separators.append(line[cut:])
+    # a repeated key (json keeps its last value), a number json.loads reads otherwise, or text after `}`
+    if at != len(line) or seen != len(record) or not keys or any(
+            type(record[key]) not in (int, float) for key in keys):
+        return None
+    return Template(separators, keys, constants, {key: place for place, key in enumerate(record)})
+
+
+
+def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
+                 candidates: np.ndarray) -> tuple[list[Block], np.ndarray]:
+    """Blocks of the candidate lines (0-based indices of flat lines: `{` first, `}` last, no other
+    brace, no `[`, no backslash) that share a layout; and the candidates left for the exact path."""
+    buffer = np.frombuffer(data, np.uint8)
+    if len(candidates) < _FEWEST or len(data) < 16:
+        return [], candidates
+    commas = np.flatnonzero(buffer == _COMMA)
+    commas_per_line = np.diff(np.searchsorted(commas, ends), prepend=0)
+    blocks, left, tried = [], candidates, set()
+    for _ in range(_ATTEMPTS):
+        first = next((line for line in left.tolist() if line not in tried), None)
+        if first is None or len(left) < _FEWEST:
+            break
+        tried.add(first)
+        layout = template(data[starts[first]:ends[first]])
+
+        if layout is None:
+            continue
+        comma_count = sum(separator.count(b",") for separator in layout.separators)
+        same = left[commas_per_line[left] == comma_count]
+        if len(same) < _FEWEST:
+            continue
+        matched, places = _match(data, starts, ends, same, commas, layout)
+        block = _read_block(buffer, starts, ends, same[matched], places[:, matched], layout)
+        if block is not None and len(block.lines):
+            blocks.append(block)
+            taken = np.zeros(len(starts), bool)
+            taken[block.lines] = True
+            left = left[~taken[left]]
+    return blocks, left
+
+
+def _words(data, size: int = 8) -> np.ndarray:
+    """The buffer as overlapping little-endian words: word i is bytes i .. i + size - 1."""
+    return np.ndarray((len(data) - size + 1,), f"<u{size}", data, 0, (1,))
+
+
+def _match(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, commas: np.ndarray,
+           layout: Template) -> tuple[np.ndarray, np.ndarray]:
+    """(lines whose separators are the layout's, byte by byte; where each separator starts, (slots + 1, lines))."""
+    separators = layout.separators
+    slots = len(separators) - 1
+    first_comma = np.searchsorted(commas, starts[lines])
+    places = np.empty((slots + 1, len(lines)), np.int64)
+    places[0] = starts[lines]
+    places[slots] = ends[lines] - len(separators[slots])
+    rank = separators[0].count(b",")
+    for slot in range(1, slots):
+        # a separator between two numbers starts with the comma after the number: the line's next one
+        places[slot] = commas[np.minimum(first_comma + rank, len(commas) - 1)] - _structural_comma(separators[slot])
+        rank += separators[slot].count(b",")
+    lengths = np.array([len(separator) for separator in separators])
+    matched = np.logical_and.reduce(places[1:] - places[:-1] - lengths[:-1, None] >= 1)  # a number in each slot
+    rows, offsets, masks, expected = _probes(separators)
+    at = places[rows] + offsets[:, None]
+    if at.min() < 0 or at.max() > len(data) - 8:  # a short line or separator at the chunk's edge
+        at = np.clip(at, 0, len(data) - 8)
+    words = _words(data)[at]
+    partial = masks != np.uint64(2 ** 64 - 1)
+    words[partial] &= masks[partial, None]
+    matched &= np.logical_and.reduce(words == expected[:, None])
+    return matched, places
+
+
+def _probes(separators: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Eight-byte words that cover every separator: (separator, offset, mask, expected word) each.
+
+    A short separator is read from its start (the bytes after it masked off), the line's last one
+    from eight bytes before its end (the bytes before it masked off), so that no read leaves the line."""
+    columns, offsets, masks, expected = [], [], [], []
+    last = len(separators) - 1
+    for column, separator in enumerate(separators):
+        size = len(separator)
+        if size >= 8:
+            spots = sorted({*range(0, size - 7, 8), size - 8})
+            words = [(spot, separator[spot:spot + 8], b"\xff" * 8) for spot in spots]
+        elif column == last:
+            words = [(size - 8, bytes(8 - size) + separator, bytes(8 - size) + b"\xff" * size)]
+        else:
+            words = [(0, separator + bytes(8 - size), b"\xff" * size + bytes(8 - size))]
+        for offset, word, mask in words:
+            columns.append(column)
+            offsets.append(offset)
+            masks.append(int.from_bytes(mask, "little"))
+            expected.append(int.from_bytes(word, "little"))
+    return (np.array(columns), np.array(offsets), np.array(masks, np.uint64), np.array(expected, np.uint64))
+
+
+def _read_block(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, places: np.ndarray,
+                layout: Template) -> Block | None:
+    """The numbers of lines that matched a layout, each a valid JSON number that parses as json.loads would."""
+    import pandas as pd
+    separators = layout.separators
+    lengths = np.array([len(separator) for separator in separators])
+    good = _grammatical(buffer, places[:-1] + lengths[:-1, None], places[1:])
+    lines, places = lines[good], places[:, good]
+    if not len(lines):
+        return None
+    # The numbers as CSV: separators become NUL bytes (normalized() left none in the data) but for
+    # their structural comma, and the NULs are deleted.
+    text = buffer.copy()
+    rows, offsets, _, _ = _probes(separators)
+    long = lengths[rows] >= 8
+    _words(text)[places[rows[long]] + offsets[long, None]] = 0
+    for row in np.flatnonzero(lengths < 8):
+        for offset in range(lengths[row]):
+            text[places[row] + offset] = 0
+    for slot in range(1, len(separators) - 1):
+        text[places[slot] + _structural_comma(separators[slot])] = _COMMA
+    _blank_other_lines(text, starts, ends, lines)
+    # other lines are empty now (the parser skips them); a byte no JSON number holds becomes `#`
+    block = text.tobytes().translate(_CSV_BYTES, b"\0")
+    if not _only_numbers(block):
+        good = _lines_of_numbers(block)
+        _blank_other_lines(text, starts, ends, lines[good], lines[~good])
+        lines = lines[good]
+        if not len(lines):
+            return None
+        block = text.tobytes().translate(_CSV_BYTES, b"\0")
+    try:
+        frame = pd.read_csv(io.BytesIO(block), header=None, names=range(len(separators) - 1), dtype=np.float64,
+                            na_filter=False, quoting=csv.QUOTE_NONE, engine="c", low_memory=False, **_precise())
+    except (ValueError, pd.errors.ParserError):  # a token json.loads would refuse too: the exact path says which
+        return None
+    values = frame.to_numpy(dtype=np.float64)
+    if values.shape != (len(lines), len(separators) - 1):
+        return None
+    # what json.loads gives otherwise: an int for -0 (0, not -0.0); Infinity for an overflowing float
+    # (pandas agrees, but such a line is too rare to be worth proving it); ints past 2**53 (exact there)
+    with np.errstate(invalid="ignore"):
+        same = ((np.abs(values) < _EXACT_INTEGERS) & ~((values == 0) & np.signbit(values))).all(axis=1)
+    return Block(lines[same], layout, values[same])
+
+
+def _structural_comma(separator: bytes) -> int:
+    """Where the comma between two key/value pairs lies in a separator (`, "key": `; a key may hold commas too)."""
+    return separator.index(b",")
+
+
+@functools.cache
+def _precise() -> dict:
+    """pandas before 3.1 parses floats exactly only when asked to (its default could be 1 ulp off)."""
+    import pandas as pd
+    major, minor = (int(part) for part in re.findall(r"\d+", pd.__version__)[:2])
+    return {} if (major, minor) >= (3, 1) else {"float_precision": "round_trip"}
+
+
+def _blank_other_lines(text: np.ndarray, starts: np.ndarray, ends: np.ndarray, kept: np.ndarray,
+                       among: np.ndarray | None = None) -> None:
+    """NUL bytes over every line (of `among`, else of the chunk) but the kept ones, so that they are
+    empty lines once the NULs are deleted."""
+    other = np.ones(len(starts), bool) if among is None else np.isin(np.arange(len(starts)), among)
+    other[kept] = False
+    other &= ends > starts
+    others = np.flatnonzero(other)
+    if len(others) <= 256:
+        for first, last in zip(starts[others].tolist(), ends[others].tolist()):
+            text[first:last] = 0
+        return
+    edges = np.zeros(len(text) + 1, np.int8)  # +1 where a blanked line starts, -1 where it ends
+    edges[starts[others]] = 1
+    edges[ends[others]] = -1
+    text[np.cumsum(edges[:-1], dtype=np.int8).view(bool)] = 0
+
+
+def _grammatical(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per line: each number (starts/ends: (slots, lines)) starts and ends as a JSON number must
+    (`-` or a digit first, a digit last, no leading zero, a digit after a leading `-`).
+
+    pandas refuses the rest of what JSON refuses (`1e`, `1.2.3`, `--1`, `1-2`) save `1.e5` and a
+    `+` outside an exponent, which _only_numbers looks for."""
+    size = len(buffer)
+    heads = np.ascontiguousarray(_words(buffer, 4)[np.minimum(starts, size - 4)])
+    first, second, third = (heads.view(np.uint8).reshape(*starts.shape, 4)[..., byte] for byte in range(3))
+    last = buffer[ends - 1]
+    widths = ends - starts
+    minus, zero = first == ord("-"), first == ord("0")
+    good = (_is_digit(first) | minus) & _is_digit(last) & (starts <= size - 4)  # near the end: exact path
+    good &= ~(zero & (widths >= 2) & _is_digit(second))
+    good &= ~(minus & ~_is_digit(second))
+    good &= ~(minus & (second == ord("0")) & (widths >= 3) & _is_digit(third))
+    return np.logical_and.reduce(good)
+
+
+def _is_digit(codes: np.ndarray) -> np.ndarray:
+    return (codes - ord("0")) < 10  # unsigned: bytes below "0" wrap round to large numbers
+
+
+def _only_numbers(block: bytes) -> bool:
+    """The CSV holds only the bytes of JSON numbers (no `#`), an e only after a digit (pandas
+    reads `1.e5`) and a `+` only right after an e (pandas reads `+1`)."""
+    if b"#" in block:
+        return False
+    if b"e" in block:
+        codes = np.frombuffer(block, np.uint8)
+        exponents = np.flatnonzero(codes == ord("e"))
+        if exponents[0] == 0 or not _is_digit(codes[exponents - 1]).all():
+            return False
+    return b"+" not in block or block.count(b"+") == block.count(b"e+")
+
+
+def _lines_of_numbers(block: bytes) -> np.ndarray:
+    """Per line of the CSV that is not empty: whether it passes _only_numbers (the rare case where one does not)."""
+    codes = np.frombuffer(block, np.uint8)
+    newlines = np.append(np.flatnonzero(codes == _NEWLINE), np.array([len(codes)] if block[-1:] != b"\n" else [], int))
+    not_empty = newlines > np.append(0, newlines[:-1] + 1)
+    bad = codes == ord("#")
+    exponents = np.flatnonzero(codes == ord("e"))
+    bad[exponents[(exponents == 0) | ~_is_digit(codes[np.maximum(exponents - 1, 0)])]] = True
+    pluses = np.flatnonzero(codes == ord("+"))
+    bad[pluses[(pluses == 0) | (codes[np.maximum(pluses - 1, 0)] != ord("e"))]] = True
+    return ~np.isin(np.arange(len(newlines)), np.searchsorted(newlines, np.flatnonzero(bad)))[not_empty]
+

@@ -1,0 +1,188 @@
+"""JSON lines read as blocks of one layout (jsonblocks) give exactly what json.loads line by line gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lrdiag.ingest import jsonblocks, jsonlog
+from lrdiag.ingest.textlog import line_bounds
+
+ROOT = Path(__file__).parents[1]
+REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
+SAMPLE_JSON = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "sample_logs").rglob("*.json")
+                     if path.name != "manifest.json")
+REAL_JSON = sorted(str(path.relative_to(REAL_LOGS)) for path in REAL_LOGS.rglob("*.json")
+                   if "wandb" not in path.parts) if REAL_LOGS.is_dir() else []
+
+
+def assert_same_reading(path: Path, data: bytes | None = None) -> jsonlog.ReadResult:
+    """read() and read(exact=True) agree: tags in order, steps, value bits, problems, notes."""
+    fast, exact = jsonlog.read(path, data), jsonlog.read(path, data, exact=True)
+    assert fast.source == exact.source
+    assert list(fast.series) == list(exact.series)
+    for tag, series in fast.series.items():
+        assert series.steps.tolist() == exact.series[tag].steps.tolist(), tag
+        assert series.values.view(np.int64).tolist() == exact.series[tag].values.view(np.int64).tolist(), tag
+    assert fast.problems == exact.problems
+    assert fast.notes == exact.notes
+    return fast
+
+
+def block_lines(data: bytes) -> int:
+    """How many lines of `data` the block reader takes."""
+    starts, ends = line_bounds(data)
+    blocks, _ = jsonblocks.parse_blocks(data, starts, ends, np.arange(len(starts)))
+    return sum(len(block.lines) for block in blocks)
+
+
+@pytest.mark.parametrize("relative", SAMPLE_JSON)
+def test_sample_json_logs_read_the_same_as_line_by_line(relative):
+    assert_same_reading(ROOT / relative)
+
+
+@pytest.mark.parametrize("relative", REAL_JSON or ["absent"])
+def test_real_json_logs_read_the_same_as_line_by_line(relative):
+    if not REAL_JSON:
+        pytest.skip(f"{REAL_LOGS} is absent")
+    assert_same_reading(REAL_LOGS / relative)
+
+
+def test_real_json_lines_are_mostly_read_as_blocks():
+    if not REAL_LOGS.is_dir():
+        pytest.skip(f"{REAL_LOGS} is absent")
+    path = REAL_LOGS / "detectron2_mmdet/NYU-Semi-Supervise-Object-Detection/metrics.json"
+    data = path.read_bytes()
+    assert block_lines(data) >= 0.99 * data.count(b"\n")
+
+
+def test_sample_detectron2_lines_are_all_read_as_blocks():
+    data = (ROOT / "sample_logs/detectron2/detector_lr_spikes/metrics.json").read_bytes()
+    assert block_lines(data) == data.count(b"\n")
+
+
+# ---- one odd line among lines of one layout --------------------------------------------------
+
+def layout_lines(value: str, count: int = 40, at: int = 17) -> bytes:
+    """detectron2-like lines; line `at` (0-based) has `value` as its loss."""
+    lines = []
+    for index in range(count):
+        loss = value if index == at else repr(1 / (index + 3))
+        lines.append(f'{{"data_time": 0.0042, "iteration": {index}, "loss": {loss}, "lr": 0.02, "mode": "train"}}')
+    return ("\n".join(lines) + "\n").encode()
+
+
+# every spelling json.loads refuses or reads otherwise than a plain float, and a few it reads as usual
+TOKENS = ["1", "-1", "0", "-0", "-0.0", "0.0", "01", "-01", "00", "+1", "1.", ".5", "-.5", "1.e5", "1e5", "1E5",
+          "1e+5", "1E-05", "1e", "1e+", "-", ".", "e5", "1.2.3", "1e5e5", "1e5.3", "--1", "1-2", "1+2", "inf",
+          "-inf", "Infinity", "-Infinity", "NaN", "nan", "true", "false", "null", '"1"', '"x"', "1e400", "-1e400",
+          "1e-400", "9007199254740993", "12345678901234567890123", "-9223372036854775809", "1_000", "0x10",
+          " 1", "1 ", "1 2", "\t1", "1\t", "[1]", "{}", "1e05", "0e0", "-0e-0", "1.5E+300", "2.2250738585072014e-308",
+          "4.9e-324", "1.7976931348623157e308", "0.1000000000000000055511151231257827", "١", "1\x00"]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_one_odd_number_reads_as_json_loads_reads_it(tmp_path, token):
+    data = layout_lines(token)
+    path = tmp_path / "metrics.json"
+    path.write_bytes(data)
+    result = assert_same_reading(path)
+    assert len(result.series["loss"]) in (39, 40)
+
+
+def test_regular_lines_are_read_as_blocks_and_odd_ones_are_not():
+    assert block_lines(layout_lines("0.5")) == 40
+    for token in ("01", "+1", "1.", ".5", "1.e5", "-0", "NaN", "true", "1e400", "9007199254740993", "1 2"):
+        assert block_lines(layout_lines(token)) == 39, token
+
+
+# lines whose commas fall where the layout's do, but some other byte differs
+LOOKALIKES = [
+    '{"data_time": 0.0042, "iteration": 17, "lose": 0.5, "lr": 0.02, "mode": "train"}',  # a key renamed
+    '{"data_time": 0.0042, "iteration": 17, "lr": 0.5, "loss": 0.02, "mode": "train"}',  # keys swapped
+    '{"data_time": 0.0042, "iteration": 17, "loss":0.5, "lr": 0.02, "mode": "train"}',  # spacing
+    '{"data_time": 0.0042, "iteration": 17, "loss": 0.5, "lr": 0.02, "mode": "tra,n"}',  # a comma moved into text
+    '{"data_time": 0.0042, "iteration": 17, "loss": 0.5, "lr": 0.02, "mode": "valid"}',  # other text
+    '{"data_time": 0.0042, "iteration": 17, "loss": 0.5, "lr": 0.02, "mode": "train" }',  # a space before }
+    '{"data_time": 0.0042, "iteration": 17, "loss": 0.5, "lr": 0.02, "mode": 1}',  # a number for text
+    '{"data_time": 0.0042, "iteration": 17, "loss": 0.5, "lr": 0.02, "mode": "train", "x": 1}',  # one more key
+    '{"data_time": 0.0042, "iteration": 17, "loss": 0.5, "lr": 0.02}',  # one key fewer
+]
+
+
+@pytest.mark.parametrize("line", LOOKALIKES)
+def test_a_line_like_the_layout_but_for_one_byte_is_read_as_itself(tmp_path, line):
+    lines = layout_lines("0.25").decode().splitlines()
+    lines[17] = line
+    data = ("\n".join(lines) + "\n").encode()
+    assert block_lines(data) == 39
+    path = tmp_path / "metrics.json"
+    path.write_bytes(data)
+    result = assert_same_reading(path)
+    assert (17 in result.series["loss"].steps) == ('"loss":' in line)
+
+
+def test_text_constants_of_a_layout_are_text_points(tmp_path):
+    lines = [json.dumps({"mode": "train", "epoch": 1, "iter": i, "lr": 0.1, "loss": 1 / i, "flag": True, "x": None})
+             for i in range(1, 30)]
+    path = tmp_path / "run.log.json"
+    path.write_text("\n".join(lines) + "\n")
+    assert block_lines(path.read_bytes()) == 29
+    result = assert_same_reading(path)
+    assert result.source == "mmdet_json"
+    assert result.series["loss"].values.tolist() == [1 / i for i in range(1, 30)]
+
+
+# ---- generated files: regular lines mixed with irregular ones --------------------------------
+
+KEYS = st.sampled_from(["iteration", "loss", "lr", "total_loss", "a,b", "k:v", "ünï", "loss_cls", "x y"])
+NUMBERS = st.one_of(
+    st.integers(-10 ** 20, 10 ** 20).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda number: f"{number:.3e}"),
+    st.sampled_from(TOKENS),
+)
+
+
+@st.composite
+def files(draw) -> bytes:
+    keys = draw(st.lists(KEYS, min_size=1, max_size=5, unique=True))
+    keys = ["iteration"] + [key for key in keys if key != "iteration"]
+    separator = draw(st.sampled_from([", ", ",", " , "]))
+    colon = draw(st.sampled_from([": ", ":", " : "]))
+    rows = [[str(index)] + [repr((index + 1) * 0.37 + slot) for slot in range(1, len(keys))]
+            for index in range(draw(st.integers(0, 60)))]
+    for _ in range(draw(st.integers(0, 4)) if rows else 0):  # a value spelled otherwise
+        rows[draw(st.integers(0, len(rows) - 1))][draw(st.integers(0, len(keys) - 1))] = draw(NUMBERS)
+    lines = ["{" + separator.join(f"{json.dumps(key)}{colon}{value}" for key, value in zip(keys, row)) + "}"
+             for row in rows]
+    twin = keys[:]  # the same keys renamed (same length) or in another order: commas where the layout has them
+    twin[draw(st.integers(0, len(keys) - 1))] = draw(st.sampled_from(["iteratioN", "lost", "lR", "a;b", "k.v"]))
+    twin = draw(st.permutations(twin))
+    odd = st.one_of(
+        st.integers(0, 99).map(lambda index: "{" + separator.join(
+            f"{json.dumps(key)}{colon}{index * 0.5}" for key in twin) + "}"),
+        st.just(None),  # a line cut short
+        st.text(max_size=30),  # anything at all
+        st.dictionaries(KEYS, st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.booleans(), st.none(),
+                                        st.lists(st.integers(), max_size=2)), max_size=4).map(json.dumps),
+    )
+    for _ in range(draw(st.integers(0, 4)) if lines else 0):
+        at = draw(st.integers(0, len(lines) - 1))
+        change = draw(odd)
+        lines[at] = lines[at][:draw(st.integers(0, len(lines[at])))] if change is None else change.replace("\n", " ")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=files())
+def test_generated_json_lines_read_the_same_as_line_by_line(tmp_path, data):
+    path = tmp_path / "metrics.json"
+    path.write_bytes(data)
+    if jsonlog.claims(path, data[:65536]):
+        assert_same_reading(path)
