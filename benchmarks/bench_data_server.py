@@ -16,6 +16,10 @@ point count and the sum of every value, compared with an independent reading (Ev
 - tbparse: `SummaryReader(DIR, pivot=False).scalars`.
 
 CPU seconds (user + system) are the fair measure on a shared machine; wall seconds are printed too.
+Each contender but tbparse runs --repeat times (default 3) and its median run is shown (CPU and wall
+medians apart), after one unmeasured run of lrdiag that warms the disk cache and writes lrdiag's bytecode:
+PYTHONDONTWRITEBYTECODE is unset for the children, as in bench_coldstart.py (users' installs have .pyc
+files; without them every lrdiag module edited since its last compile is compiled at each start).
 The server is skipped with a note where its binary or grpcio is absent.
 """
 
@@ -25,6 +29,7 @@ import argparse
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,7 @@ from bench_ingest import write_events  # noqa: E402 - the one writer of this ben
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CHILD_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 
 # Each prints: points, sum of values (NaN-free input), peak resident MB of the process.
 LRDIAG_READ = """
@@ -66,7 +72,7 @@ def timed(command: list[str]) -> tuple[float, float, str, str]:
     """(wall seconds, CPU seconds of the child, its stdout, its stderr)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=CHILD_ENV)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode not in (0, 1):  # analyze exits 1 on findings
@@ -160,11 +166,23 @@ def rust_data_server(run_dir: Path, tags: int, last_step: int, checksum: bool) -
             "points": sum(len(one.value) for one in data), "sum": sum(math.fsum(one.value) for one in data)}
 
 
+def median_run(run, times: int) -> dict | str:
+    """The contender's figures over `times` runs: median CPU and median wall (each on its own), the rest
+    from the last run; a skip note as it comes."""
+    results = [run() for _ in range(max(times, 1))]
+    if isinstance(results[-1], str):
+        return results[-1]
+    return {**results[-1], "cpu": statistics.median(r["cpu"] for r in results),
+            "wall": statistics.median(r["wall"] for r in results),
+            "peak_mb": statistics.median(r["peak_mb"] for r in results)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--tags", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lrdiag-bench"))
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each contender but tbparse (median shown)")
     args = parser.parse_args()
     run_dir = args.dir / f"events_{args.steps}x{args.tags}"
     if not list(run_dir.glob("*tfevents*")):
@@ -173,6 +191,7 @@ def main() -> None:
     size = sum(path.stat().st_size for path in run_dir.glob("*tfevents*"))
     print(f"{run_dir}: {args.steps * args.tags:,} scalars, {size / 1e6:.1f} MB\n")
     reference = python_snippet(REFERENCE, run_dir)
+    lrdiag_analyze(run_dir)  # unmeasured: disk cache and lrdiag's bytecode
     contenders = {
         "lrdiag analyze (end to end)": lambda: lrdiag_analyze(run_dir),
         "lrdiag read (fresh process)": lambda: python_snippet(LRDIAG_READ, run_dir),
@@ -181,9 +200,11 @@ def main() -> None:
         "tbparse": lambda: python_snippet(TBPARSE, run_dir),
     }
     results = {}
+    print(f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} on {os.cpu_count()} cores; "
+          f"median of {args.repeat} runs (tbparse: 1)\n")
     print(f"{'contender':32} {'CPU s':>7} {'wall s':>7} {'peak MB':>8} {'points':>10}  check")
     for name, run in contenders.items():
-        result = run()
+        result = median_run(run, 1 if name == "tbparse" else args.repeat)
         if isinstance(result, str):
             print(f"{name:32} {result}")
             continue
@@ -193,7 +214,7 @@ def main() -> None:
         print(f"{name:32} {result['cpu']:7.2f} {result['wall']:7.2f} {result['peak_mb']:8.0f} "
               f"{result['points']:10,}  {check}")
     analyze = results["lrdiag analyze (end to end)"]
-    print()
+    print(f"\nload average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end\n")
     for anchor in ("Rust data server (default)", "Rust data server --checksum", "tbparse"):
         if anchor in results:
             target = "  (target >= 2x)" if anchor.startswith("Rust") else ""
