@@ -188,14 +188,15 @@ def _check_healthy(run, tags, x, y, last):
 
 
 def measured_acceptable(plan, run_dir: Path, tags: dict) -> list[str]:
-    """Categories an oscillating run shows besides its own, measured from its log by the measures
-    that label those categories: its eval loss ends 10 % above its best (its schedule did not make
-    it overfit, its small training set can: _no_overfit), or its training loss ends 3 times above
-    its start, as an explode_clipped run must (a heavy ball whose ringing grows). A divergence or
-    explosion finding on such a run is true, not a false alarm. Spike and stall runs that overfit
-    are excluded instead (_no_overfit); an oscillation case stays in the benchmark, so that its
-    oscillation is still scored."""
-    if not plan.scenario.startswith("osc_"):
+    """Categories a pathological run shows besides its own, measured from its log by the measures
+    that label those categories: its eval loss ends 10 % above its best (_no_overfit: a small
+    training set can overfit whatever the pathology), its training loss ends 3 times above its
+    start (explode_clipped's measure: a heavy ball whose ringing grows), or its finite training
+    loss moved less than 10 % from its first 5 % to its last 10 % (stall_tiny_lr's measure: a run
+    that learned nothing before its NaN). A finding of such a category is true, not a false alarm.
+    Spike and stall runs that overfit are excluded instead (_no_overfit, in make); a healthy
+    control stays strict: any warning on it is a false alarm."""
+    if plan.scenario.startswith("healthy"):
         return []
     run, found = read_back(run_dir), []
     try:
@@ -206,7 +207,13 @@ def measured_acceptable(plan, run_dir: Path, tags: dict) -> list[str]:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if _median(y[x >= 0.75 * x[-1]]) >= 3 * _median(y[x <= 0.1 * x[-1]]):
         found.append("explosion")
-    return found
+    bad = np.flatnonzero(~np.isfinite(y))
+    x, y = (x[:bad[0]], y[:bad[0]]) if bad.size else (x, y)
+    if x.size >= 10:
+        first, final = _median(y[x <= x[0] + 0.05 * (x[-1] - x[0])]), _median(y[x >= x[0] + 0.9 * (x[-1] - x[0])])
+        if abs(final - first) <= 0.1 * first:
+            found.append("stall")
+    return [category for category in found if category != plan.category]
 
 
 def _no_overfit(run, tags):
