@@ -30,10 +30,11 @@ _LOG_NAME_WORDS = ("train", "log", "history", "metrics", "results", "progress")
 _INDEX_HEADERS = ("", "unnamed: 0", "index")
 _KNOWN_NAMES = ("metrics.csv", "results.csv", "training.log")
 # Files smaller than this are parsed by the csv module and numpy, to the cells pandas' C parser would give
-# (tests/test_ingest_csv.py reads every sample and real log both ways): importing pandas (with pyarrow) costs
-# 0.4-0.7 s of CPU, more than the plain parser spends on a file of several MB (~40 ms a MB), while pandas'
-# parser is ~10x faster once loaded; at 1 MB a small run's `lrdiag analyze` stays well under 0.3 s, and big
-# files, whose parse dominates the start-up, keep pandas.
+# (tests/test_ingest_csv.py reads every sample and real log both ways). Measured on a sparse Lightning log:
+# the plain parser costs ~75-95 ms of CPU a MB, pandas' ~8 ms, but importing pandas (with pyarrow) costs
+# 0.3-0.6 s: below ~3 MB the plain parser is the faster way to a first reading. 1 MB keeps a small run's
+# `lrdiag analyze` near 0.3 s of CPU at worst and the plain parser's Python objects (~20 MB for 1 MB of
+# cells) small; bigger files, whose parse outweighs the import, and chunked reads keep pandas.
 PLAIN_BYTES = 1 << 20
 # What pandas' C parser reads as an integer, a float or a boolean (with skipinitialspace: leading spaces are
 # gone); the float grammar is textlog's (ASCII digits, point, exponent between ASCII blanks, or a bare inf).
@@ -241,21 +242,16 @@ def _plain_table(data: bytes, good_lines: np.ndarray, sep: str, width: int) -> l
     """The good lines' columns (header line first, left out) as pandas' C parser would give them (skipinitialspace,
     "" empty, an int64, float64 or bool column where every filled cell is one, else text), without pandas;
     None where pandas' reading is not certain to be this one: a quote after a blank (which splits differently
-    with skipinitialspace), an integer cell of 19 digits or more (pandas' int64/uint64/object choice)."""
+    with skipinitialspace), a lone carriage return, an integer cell of 19 digits or more (pandas'
+    int64/uint64/object choice)."""
     lines = data.decode("utf-8").split("\n")
-    rows = []
     try:
-        for index in good_lines[1:].tolist():
-            line = lines[index]
-            cells = next(csv.reader([line], delimiter=sep, skipinitialspace=True)) if '"' in line else [
-                cell.lstrip(" ") for cell in line.split(sep)]
-            if len(cells) != width:
-                return None
-            rows.append(cells)
-        header = lines[good_lines[0]]
-        if '"' in header and len(next(csv.reader([header], delimiter=sep, skipinitialspace=True))) != width:
-            return None
-    except csv.Error:  # e.g. a lone carriage return in a quoted line
+        header = next(csv.reader([lines[good_lines[0]]], delimiter=sep, skipinitialspace=True))
+        rows = list(csv.reader([lines[index] for index in good_lines[1:].tolist()], delimiter=sep,
+                               skipinitialspace=True))
+    except csv.Error:  # a lone carriage return
+        return None
+    if len(header) != width or any(len(row) != width for row in rows):
         return None
     columns = [_plain_column(cells) for cells in zip(*rows)] if rows else [np.empty(0, object)] * width
     return None if any(column is None for column in columns) else columns
@@ -263,21 +259,23 @@ def _plain_table(data: bytes, good_lines: np.ndarray, sep: str, width: int) -> l
 
 def _plain_column(cells: tuple[str, ...]) -> np.ndarray | None:
     """One column's cells as pandas' C parser types them (None: leave this file to pandas)."""
-    filled = [cell for cell in cells if cell]
+    filled = list(filter(None, cells))
     if not filled:
         return np.full(len(cells), np.nan)
     text = "\n".join(filled) + "\n"
     if _LONG_INTEGER.search(text):
         return None
-    if _INTEGERS.fullmatch(text) or _FLOATS.fullmatch(text):
-        values = np.full(len(cells), np.nan)
-        values[[index for index, cell in enumerate(cells) if cell]] = [float(cell) for cell in filled]
-        # an integer column (pandas reads it as int64, and so "-0" as 0) holds no -0.0
-        return values + 0.0 if _INTEGERS.fullmatch(text) else values
+    whole = _INTEGERS.fullmatch(text)
+    if whole or _FLOATS.fullmatch(text):
+        values = numbers = np.array(filled, dtype=np.float64)
+        if len(filled) < len(cells):
+            values = np.full(len(cells), np.nan)
+            values[np.fromiter(map(bool, cells), bool, len(cells))] = numbers
+        return values + 0.0 if whole else values  # pandas reads an integer column as int64: "-0" is 0
     if all(cell.lower() in _BOOLEANS for cell in filled):
         flags = [_BOOLEANS[cell.lower()] if cell else np.nan for cell in cells]
         return np.array(flags, dtype=bool if len(filled) == len(cells) else object)
-    return np.array([cell if cell else np.nan for cell in cells], dtype=object)
+    return np.array([cell or np.nan for cell in cells], dtype=object)
 
 
 def _first_of_each_name(names: list[str], columns: list, path: pathlib.Path, problems: list[Problem]) -> Table:
