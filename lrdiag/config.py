@@ -17,7 +17,6 @@ Command-line flags override the file: --select replaces `select`, --ignore adds 
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,5 +211,6 @@ def _near_rule(selector: str, rules: list[Rule]) -> str:
 
 
 def _did_you_mean(word: str, options) -> str:
+    import difflib  # only for a config mistake: not at every start
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
