@@ -492,6 +492,17 @@ def test_a_small_csv_is_read_without_pandas_and_a_big_one_with_it(tmp_path):
     assert [outcome.stdout.split()[1] for outcome in done] == ["False", "True"]
 
 
+@pytest.mark.filterwarnings("ignore:Columns .* have mixed types")
+def test_rows_that_pandas_would_type_in_blocks_are_left_to_pandas(tmp_path, monkeypatch):
+    """pandas types 65,536 rows of 10 columns at a time: booleans in one block and integers in the next stay
+    True and 1 (numbers, to pandas), where the whole column would be text."""
+    rows = "".join(f"{step},{'True' if step < 65_536 else 1}" + ",1" * 8 + "\n" for step in range(70_000))
+    path = write(tmp_path, "metrics.csv", "step,flag," + ",".join(f"c{index}" for index in range(8)) + "\n" + rows)
+    by_pandas, plain, declined = read_both_ways(path, monkeypatch)
+    assert declined == 1 and by_pandas.series["flag"].values[[0, -1]].tolist() == [1.0, 1.0]
+    assert_same_reading(by_pandas, plain)
+
+
 # Cells pandas reads in a way of its own (see TRICKY_CELLS), quoting, blanks, and what breaks a line.
 ODD_CELL = st.one_of(st.sampled_from(TRICKY_CELLS + ['"1.5"', '" 2"', '""', '" "', '"a,b"', ' "x"', '"q""q"', 'a"b',
                                                   "\ufffd", "True", "TRUE", " true", "1\r", "-0", "00"]),

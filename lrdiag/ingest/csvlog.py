@@ -44,6 +44,10 @@ _LONG_INTEGER = re.compile(rf"^{_BLANK}[+-]?\d{{19,}}{_BLANK}$", re.ASCII | re.M
 _FLOATS = re.compile(rf"(?:(?:{_BLANK}[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?{_BLANK}|[+-]?inf(?:inity)?)\n)*",
                      re.ASCII | re.IGNORECASE)
 _BOOLEANS = {"true": True, "false": False}
+# pandas' C parser (low_memory) types a column's cells in blocks of 2**20 // columns rows rounded up to a power of
+# two, then joins the blocks (ints in one and text in another stay apart, as objects): the plain parser, which
+# types a column whole, takes at most half that many rows.
+_PANDAS_BLOCK_CELLS = 1 << 20
 
 
 def claims(path: pathlib.Path, head: bytes) -> bool:
@@ -243,7 +247,7 @@ def _plain_table(data: bytes, good_lines: np.ndarray, sep: str, width: int) -> l
     "" empty, an int64, float64 or bool column where every filled cell is one, else text), without pandas;
     None where pandas' reading is not certain to be this one: a quote after a blank (which splits differently
     with skipinitialspace), a lone carriage return, an integer cell of 19 digits or more (pandas'
-    int64/uint64/object choice)."""
+    int64/uint64/object choice), more rows than pandas types at once."""
     lines = data.decode("utf-8").split("\n")
     try:
         header = next(csv.reader([lines[good_lines[0]]], delimiter=sep, skipinitialspace=True))
@@ -252,6 +256,8 @@ def _plain_table(data: bytes, good_lines: np.ndarray, sep: str, width: int) -> l
     except csv.Error:  # a lone carriage return
         return None
     if len(header) != width or any(len(row) != width for row in rows):
+        return None
+    if 2 * len(rows) * width >= _PANDAS_BLOCK_CELLS:  # pandas would type the rows block by block
         return None
     columns = [_plain_column(cells) for cells in zip(*rows)] if rows else [np.empty(0, object)] * width
     return None if any(column is None for column in columns) else columns
