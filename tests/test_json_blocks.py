@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,12 @@ SAMPLE_JSON = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "sample_log
                      if path.name != "manifest.json")
 REAL_JSON = sorted(str(path.relative_to(REAL_LOGS)) for path in REAL_LOGS.rglob("*.json")
                    if "wandb" not in path.parts) if REAL_LOGS.is_dir() else []
+
+
+@pytest.fixture(autouse=True)
+def blocks_for_small_files_too(monkeypatch):
+    """The blocks (and pandas) read every chunk here, however small: the tests' files are small."""
+    monkeypatch.setattr(jsonlog, "_SMALL", 0)
 
 
 def assert_same_reading(path: Path, data: bytes | None = None) -> jsonlog.ReadResult:
@@ -186,3 +194,54 @@ def test_generated_json_lines_read_the_same_as_line_by_line(tmp_path, data):
     path.write_bytes(data)
     if jsonlog.claims(path, data[:65536]):
         assert_same_reading(path)
+
+
+# ---- small logs: read without pandas, to what the pandas paths give ---------------------------
+
+@pytest.mark.parametrize("relative", SAMPLE_JSON + [f"real/{relative}" for relative in REAL_JSON])
+def test_small_json_logs_read_without_pandas_as_with_it(monkeypatch, relative):
+    path = REAL_LOGS / relative.removeprefix("real/") if relative.startswith("real/") else ROOT / relative
+    monkeypatch.setattr(jsonlog, "_SMALL", 1 << 30)  # every chunk line by line, values converted in Python
+    without = jsonlog.read(path)
+    monkeypatch.setattr(jsonlog, "_SMALL", 0)
+    monkeypatch.setattr(jsonlog, "_PYTHON_CELLS", -1)  # blocks, pandas' parser, pandas' conversions
+    with_pandas = jsonlog.read(path)
+    assert list(without.series) == list(with_pandas.series)
+    for tag, series in without.series.items():
+        assert series.steps.tolist() == with_pandas.series[tag].steps.tolist()
+        assert series.values.view(np.int64).tolist() == with_pandas.series[tag].values.view(np.int64).tolist()
+    assert without.problems == with_pandas.problems
+
+
+def test_reading_small_json_logs_imports_no_pandas():
+    code = ("import pathlib, sys\n"
+            "from lrdiag.ingest import jsonlog\n"
+            f"for path in {[str(ROOT / relative) for relative in SAMPLE_JSON]!r}:\n"
+            "    assert jsonlog.read(pathlib.Path(path)).series\n"
+            "print('pandas' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+CELLS = st.lists(st.one_of(st.integers(-10 ** 30, 10 ** 30), st.floats(), st.text(max_size=6), st.booleans(),
+                           st.none(), st.sampled_from(["null", "NaN", " nan ", "-Infinity", "1e5", " 7", "0x1", "-0"])),
+                 max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cells=CELLS)
+def test_json_values_convert_in_python_as_in_pandas(cells):
+    raw = np.empty(len(cells), dtype=object)
+    raw[:] = cells
+    in_python = jsonlog._cells_to_floats(raw)
+    saved = jsonlog._PYTHON_CELLS
+    try:
+        jsonlog._PYTHON_CELLS = -1
+        in_pandas = jsonlog._cells_to_floats(raw)
+    except OverflowError:  # pandas' to_numeric gives up on an int past a float's range: Python reads it as +-inf
+        return
+    finally:
+        jsonlog._PYTHON_CELLS = saved
+    assert in_python[0].tolist() == in_pandas[0].tolist()
+    assert in_python[1].view(np.int64).tolist() == in_pandas[1].view(np.int64).tolist()
+    assert in_python[2].tolist() == in_pandas[2].tolist()

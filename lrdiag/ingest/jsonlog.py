@@ -10,19 +10,16 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
-from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS,
-                                   cap_problems, cells_to_numbers, is_bookkeeping, join_lines, line_bounds, line_chunks,
-                                   normalized, per_line_count, report, whole_steps)
-from lrdiag.series.model import Problem, ReadResult, Series
+from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, cap_problems, cells_to_numbers,
+                                   is_bookkeeping, is_missing, join_lines, line_bounds, line_chunks, normalized,
+                                   per_line_count, report, to_floats, whole_steps)
 
-if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
-    import pandas as pd
+from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "json"
 
@@ -41,7 +38,11 @@ _DEPTH_WINDOW = 1 << 22  # characters searched for the deepest point of a too-de
 # Lines the fast path cannot split into key/value pairs are at most this many before it gives up
 # on checking them one by one and counts braces per line instead.
 _FEW_LINES = 10_000
+# Chunks smaller than this are parsed line by line with json.loads, and JSON values converted to
+# numbers in Python below _PYTHON_CELLS of them: pandas' import (0.3 s) costs more than it saves there.
+_SMALL, _PYTHON_CELLS = 1 << 20, 100_000
 # Fewer flat lines than this, left over by the blocks, go through json.loads: a pandas call costs more.
+
 _FEW_FLAT = 1000
 # Lines with more keys than this go through json.loads: a parser column per key costs more.
 _WIDEST = 256
@@ -294,7 +295,7 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, p
         blank = ends == starts
         flat = _flat_lines(data, starts, ends, blank)
         first_part = len(parsed.parts)
-        if exact:
+        if exact or len(data) < _SMALL:  # a small log: no pandas import (its parser would cost more)
             rejected = np.flatnonzero(flat)
         else:
             blocks, left = jsonblocks.parse_blocks(data, starts, ends, np.flatnonzero(flat))
@@ -334,7 +335,6 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
 
     Empty cells and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point. A key with no
     numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
-    import pandas as pd
     names = list(chunks.ids)
     # key ids in the order the file first shows the keys (by line, then place in the line)
     order = np.lexsort((chunks.first_place, chunks.first_line))
@@ -348,12 +348,7 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     textual = [list(part) for part in chunks.parts if part[2].dtype.kind != "f"]
     chunks.parts = []
     raw = _joined(textual, 2, object)
-    present_raw = pd.notna(raw) & (raw != "null")
-    converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64) if raw.size else np.zeros(0)
-    failed = present_raw & np.isnan(converted)
-    if failed.any():
-        words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
-        failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    present_raw, converted, failed = _cells_to_floats(raw)
     # numeric parts first, then the text parts: the last raw.size points are the text cells
     lines = _joined(numeric + textual, 0, np.int64)
     keys = _joined(numeric + textual, 1, np.int64)
@@ -373,6 +368,29 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     text_points = present_raw & is_text_key[keys[offset:]]
     texts = Keyed(names, lines[offset:][text_points], keys[offset:][text_points], raw[text_points])
     return numbers, texts
+
+
+def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(present, numbers, failed) of JSON values (an object array): present unless null; the
+    number of each (NaN if none); failed where a present value is no number and no NaN word.
+
+    In Python up to _PYTHON_CELLS values (a small log imports no pandas), in pandas' C loops above."""
+    if raw.size <= _PYTHON_CELLS:
+        present = np.array([not is_missing(cell) and not (isinstance(cell, str) and cell == "null")
+                            for cell in raw.tolist()], bool)
+        converted = to_floats(raw)
+        failed = present & np.isnan(converted)
+        for index in np.flatnonzero(failed):
+            failed[index] = str(raw[index]).strip().lower() not in NAN_WORDS
+        return present, converted, failed
+    import pandas as pd
+    present = pd.notna(raw) & (raw != "null")
+    converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
+    failed = present & np.isnan(converted)
+    if failed.any():
+        words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
+        failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    return present, converted, failed
 
 
 def _joined(parts: list[list], column: int, dtype) -> np.ndarray:
@@ -565,10 +583,8 @@ def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
 def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
     """Train keys keep their names; keys of other modes become `<mode>/<key>` so that a
     validation `loss` never mixes with the training `loss`."""
-    import pandas as pd
     metrics = _metrics(numbers)
-    mode_codes, mode_names = pd.factorize(modes)  # no mode (the mmdetection header line): -1
-    mode_names = list(mode_names)
+    mode_codes, mode_names = _factorized(modes)  # no mode (the mmdetection header line): -1
     point_modes = mode_codes[metrics.lines]
     train = mode_names.index("train") if "train" in mode_names else -2
     is_lr = np.array([name == "lr" for name in metrics.names], dtype=bool)
@@ -588,15 +604,22 @@ def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
     return Keyed(names, metrics.lines[keep], keys.reshape(-1).astype(np.int64), metrics.values[keep])
 
 
+def _factorized(modes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """pandas.factorize of a line's mode (text, or None where a line has none): a code per line
+    (-1 for None) and the modes in the order the file first shows them."""
+    table: dict[str, int] = {}
+    codes = [-1 if mode is None else table.setdefault(mode, len(table)) for mode in modes.tolist()]
+    return np.array(codes, dtype=np.int64), list(table)
+
+
 def _mmdet(numbers: Keyed, texts: Keyed, line_count: int):
     """mmdetection 2.x: `iter` restarts every epoch, so step = (epoch - 1) * iters per epoch + iter.
 
     Iters per epoch is the largest `iter` seen; a validation record's `iter` is the epoch's
     length, which the last logged training iter may fall short of."""
-    import pandas as pd
     modes = _by_line(texts.get("mode"), line_count, fill=None)
     epochs, iters = _by_line(numbers.get("epoch"), line_count), _by_line(numbers.get("iter"), line_count)
-    records = pd.notna(modes)  # the header line (env_info, config, seed) has no mode
+    records = np.not_equal(modes, None)  # the header line (env_info, config, seed) has no mode
     by_epoch = records & ~np.isnan(epochs)
     iters_per_epoch = np.nanmax(iters[by_epoch]) if (by_epoch & ~np.isnan(iters)).any() else 0
     steps = np.where(np.isnan(epochs), iters, (epochs - 1) * iters_per_epoch + iters)  # iter-based runners: no epoch
@@ -608,7 +631,6 @@ def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
     """mmengine scalars.json: `step` keys every line. Validation lines carry no `iter`, and with
     an epoch-based loop their `step` is the epoch; they move to the last training iter of that
     epoch so that every series counts iterations."""
-    import pandas as pd
     steps = _by_line(numbers.get("step"), line_count)
     if numbers.get("iter") is None:
         return _metrics(numbers), steps, "step"
@@ -616,9 +638,11 @@ def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
     validation = ~np.isnan(steps) & np.isnan(iters)
     training = ~np.isnan(iters) & ~np.isnan(epochs)
     if training.any():
-        last_iter_of_epoch = pd.Series(iters[training]).groupby(epochs[training]).max()
-        moved = pd.Series(steps[validation]).map(last_iter_of_epoch).to_numpy(dtype=np.float64)
-        steps[validation] = np.where(np.isnan(moved), steps[validation], moved)
+        epoch_values, epoch_of = np.unique(epochs[training], return_inverse=True)
+        last_iter_of_epoch = np.full(len(epoch_values), -np.inf)
+        np.maximum.at(last_iter_of_epoch, epoch_of, iters[training])
+        at = np.minimum(np.searchsorted(epoch_values, steps[validation]), len(epoch_values) - 1)
+        steps[validation] = np.where(epoch_values[at] == steps[validation], last_iter_of_epoch[at], steps[validation])
     modes = np.where(validation, "val", "train").astype(object)
     return _split_by_mode(numbers, modes), steps, "step"
 
@@ -698,13 +722,12 @@ def _decoded(data: bytes, path: pathlib.Path, problems: list[Problem]) -> str:
 
 
 def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
-    import pandas as pd
     streamed = _streamed_log_history(data)
     if streamed is not None:
         del data  # tabled: the bytes go before the table is joined (a 1 GB file: 2.0x -> 1.4x its size)
-        state, frames, places, not_objects = streamed
-        frame = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
-        del frames
+        state, entries, places, not_objects = streamed
+        columns = entries.columns()
+        del entries
     else:  # damaged (or not shaped as usual): read whole, which names what is wrong
         text = _decoded(data, path, problems)
         try:
@@ -718,29 +741,33 @@ def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]
             return {}
         is_object = np.array([isinstance(entry, dict) for entry in entries], dtype=bool)
         places, not_objects = np.flatnonzero(is_object), np.flatnonzero(~is_object)
-        frame = pd.DataFrame.from_records([_flattened(entries[index]) for index in places])
+        table = _Entries()
+        for index in places.tolist():
+            table.add(entries[index])
+        columns = table.columns()
     report(problems, path, not_objects,
            lambda index: (f"log_history[{index}]", "entry is not a JSON object; skipped"), "entries that are not objects")
-    if frame.empty:
+    if not len(places) or not columns:
         problems.append(Problem(str(path), "", "log_history is empty"))
         return {}
     # The closing summary row (train_runtime, total_flos, ...) has a `train_loss` that is the mean
     # over the whole run, not a point of the curve; as its own one-point series it would also pass
     # for the training loss in role inference. Leave the row out.
-    if "train_runtime" in frame:
-        summary = frame["train_runtime"].notna().to_numpy()
-        frame, places = frame[~summary].reset_index(drop=True), places[~summary]
-    steps = _trainer_steps(frame, state)
+    if "train_runtime" in columns:
+        summary = ~_missing(columns["train_runtime"])
+        columns = {tag: cells[~summary] for tag, cells in columns.items()}
+        places = places[~summary]
+    steps = _trainer_steps(columns, len(places), state)
     report(problems, path, np.flatnonzero(np.isnan(steps)),
            lambda index: (f"log_history[{places[index]}]", "no step and no epoch; entry skipped"),
            "entries without step or epoch skipped")
     has_step, _ = whole_steps(steps, ~np.isnan(steps), places, "step", path, problems, where="log_history[{}]")
     steps = np.where(has_step, steps, np.nan)
     series = {}
-    for tag in frame.columns:
+    for tag, column in columns.items():
         if is_bookkeeping(tag):
             continue
-        cells = cells_to_numbers(frame[tag], places, tag, path, problems, where="log_history[{}]")
+        cells = cells_to_numbers(column, places, tag, path, problems, where="log_history[{}]")
         if cells is None:
             continue
         points = cells[0] & ~np.isnan(steps)
@@ -750,19 +777,18 @@ def _read_trainer_state(data: bytes, path: pathlib.Path, problems: list[Problem]
 
 
 def _streamed_log_history(data: bytes):
-    """(state without log_history, frames of the flattened entries, the log_history index of each
-    row, indices of entries that are not objects) of a well-formed trainer_state.json, decoded a
-    window at a time and tabled a batch of entries at a time, so that memory holds the bytes and
+    """(state without log_history, the entries that are objects as _Entries, the log_history index
+    of each, indices of entries that are not objects) of a well-formed trainer_state.json, decoded
+    a window at a time and tabled a batch of entries at a time, so that memory holds the bytes and
     the table but never a Python object per value of the whole file (a 66 MiB file took 6.4x its
     size read whole). None when anything is off (bad UTF-8 or JSON, no log_history list, nesting
     past the parser's limit): the caller then reads the document whole and names the damage."""
-    import pandas as pd
     key = data.find(b'"log_history"')
     bracket = data.find(b"[", key)
     if key < 0 or bracket < 0 or data[key + len(b'"log_history"'):bracket].strip() != b":":
         return None
     decoder = json.JSONDecoder(parse_constant=str)
-    frames, batch, places, not_objects = [], [], [], []
+    entries, places, not_objects = _Entries(), [], []
     index, text, at, byte = 0, "", 0, bracket + 1  # `text`: the bytes before `byte` not yet parsed
 
     def window() -> None:
@@ -791,14 +817,11 @@ def _streamed_log_history(data: bytes):
                 window()  # an entry longer than the look-ahead: decode it with more in view
                 continue
             if isinstance(entry, dict):
-                batch.append(_flattened(entry))
+                entries.add(entry)
                 places.append(index)
             else:
                 not_objects.append(index)
             index += 1
-            if len(batch) >= _BATCH:
-                frames.append(pd.DataFrame.from_records(batch))
-                batch = []
         # The state's other keys (global_step, epoch): the document with an empty log_history.
         after = byte - len(text[at + 1:].encode("utf-8"))
         state = _loads(data[:bracket + 1].decode("utf-8-sig") + "]" + data[after:].decode("utf-8"))
@@ -806,32 +829,98 @@ def _streamed_log_history(data: bytes):
         return None
     if not isinstance(state, dict):
         return None
-    if batch or not frames:
-        frames.append(pd.DataFrame.from_records(batch))
-    return state, frames, np.array(places, dtype=np.int64), np.array(not_objects, dtype=np.int64)
+    return state, entries, np.array(places, dtype=np.int64), np.array(not_objects, dtype=np.int64)
 
 
-def _trainer_steps(frame: pd.DataFrame, state: dict) -> np.ndarray:
+class _Entries:
+    """log_history entries as columns, without pandas and never a Python object per value of the
+    whole file: entries are kept a batch at a time, grouped by their keys (a trainer logs a few
+    kinds of entry, each with the same keys every time), and each group's numbers become one
+    float64 block. Columns come in the order the entries first show their keys, as
+    pandas.DataFrame.from_records orders them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.batch: dict[tuple, tuple[list[int], list[list]]] = {}  # keys -> (rows, values of each row)
+        self.pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # column -> (rows, cells) pieces
+
+    def add(self, entry: dict) -> None:
+        rows, values = self.batch.setdefault(tuple(entry), ([], []))
+        rows.append(self.count)
+        values.append(list(entry.values()))
+        self.count += 1
+        if self.count % _BATCH == 0:
+            self._table()
+
+    def _table(self) -> None:
+        for keys, (rows, values) in self.batch.items():
+            for key in keys:
+                self.pieces.setdefault(key, [])
+            rows = np.array(rows, dtype=np.int64)
+            block = None
+            if set(map(type, itertools.chain.from_iterable(values))) <= {int, float}:
+                try:
+                    block = np.array(values, dtype=np.float64)
+                except OverflowError:  # an int past a float's range: the cells' own conversion says what it is
+                    pass
+            for column, key in enumerate(keys):
+                if block is not None:
+                    cells = block[:, column]
+                else:  # text, booleans, nulls, nested values (as their markers)
+                    cells = np.empty(len(values), dtype=object)
+                    cells[:] = [_value_text(row[column]) if isinstance(row[column], (dict, list)) else row[column]
+                                for row in values]
+                self.pieces[key].append((rows, cells))
+        self.batch = {}
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Each key's cells by row: float64 (NaN where an entry lacks the key) when every cell is a
+        number, else object (None where it lacks it)."""
+        self._table()
+        columns = {}
+        for key, pieces in self.pieces.items():
+            numeric = all(cells.dtype.kind == "f" for _, cells in pieces)
+            column = np.full(self.count, np.nan) if numeric else np.full(self.count, None, dtype=object)
+            for rows, cells in pieces:
+                column[rows] = cells
+            columns[key] = column
+        self.pieces = {}
+        return columns
+
+
+def _missing(cells: np.ndarray) -> np.ndarray:
+    """pandas.isna of a column from _Entries."""
+    return np.isnan(cells) if cells.dtype.kind == "f" else np.array([is_missing(cell) for cell in cells.tolist()], bool)
+
+
+def _trainer_steps(columns: dict[str, np.ndarray], count: int, state: dict) -> np.ndarray:
     """The step of each log_history row.
 
     A row without `step` (Seq2SeqTrainer's predict_* rows) was logged right after the row before
     it, so it takes that row's step. Rows before any step get epoch x steps per epoch, the ratio
     measured on the rows that have both (or the state's global_step / epoch)."""
-    import pandas as pd
-    nothing = pd.Series(np.nan, index=frame.index)
-    steps = pd.to_numeric(frame.get("step", nothing), errors="coerce")
-    epochs = pd.to_numeric(frame.get("epoch", nothing), errors="coerce")
-    filled = steps.ffill()
-    if filled.isna().any():
-        measured = (epochs > 0) & steps.notna()
+    nothing = np.full(count, np.nan)
+    steps, epochs = (to_floats(columns[key]) if key in columns else nothing for key in ("step", "epoch"))
+    last_known = np.maximum.accumulate(np.where(np.isnan(steps), -1, np.arange(count)))  # ffill
+    filled = np.where(last_known >= 0, steps[np.maximum(last_known, 0)], np.nan)
+    with np.errstate(all="ignore"):  # a step of 1e308 over an epoch of 0.1 is inf, as pandas gives it
+        return _filled_from_epochs(filled, steps, epochs, state)
+
+
+def _filled_from_epochs(filled: np.ndarray, steps: np.ndarray, epochs: np.ndarray, state: dict) -> np.ndarray:
+    if np.isnan(filled).any():
+        measured = (epochs > 0) & ~np.isnan(steps)
+
         if measured.any():
-            per_epoch = (steps[measured] / epochs[measured]).median()
+            ratios = steps[measured] / epochs[measured]
+            per_epoch = np.median(ratios[~np.isnan(ratios)]) if not np.isnan(ratios).all() else np.nan
         else:
             global_step, epoch = state.get("global_step"), state.get("epoch")
             known = isinstance(global_step, (int, float)) and isinstance(epoch, (int, float)) and epoch
             per_epoch = global_step / epoch if known else np.nan
-        filled = filled.fillna((epochs * per_epoch).round())
-    return filled.to_numpy(dtype=np.float64)
+        filled = np.where(np.isnan(filled), np.round(epochs * per_epoch), filled)
+    return filled
+
 
 
 def _salvage_log_history(text: str, error: json.JSONDecodeError, path: pathlib.Path, problems: list[Problem]) -> list:
@@ -869,7 +958,6 @@ def _salvage_log_history(text: str, error: json.JSONDecodeError, path: pathlib.P
 def _read_keras_history(data: bytes, path: pathlib.Path, problems: list[Problem]) -> dict[str, Series]:
     """Keras `History.history`: steps are the list index, i.e. the 0-based epoch that Keras'
     own CSVLogger writes too."""
-    import pandas as pd
     text = _decoded(data, path, problems)
     try:
         history = _loads(text)
@@ -882,7 +970,8 @@ def _read_keras_history(data: bytes, path: pathlib.Path, problems: list[Problem]
             continue
         where = tag.replace("{", "{{").replace("}", "}}") + "[{}]"
         epochs = np.arange(len(values))
-        cells = cells_to_numbers(pd.Series(_flattened(values), dtype=object), epochs, tag, path, problems, where=where)
+        cells = cells_to_numbers(_flattened(values), epochs, tag, path, problems, where=where)
+
         if cells is not None and cells[0].any():
             series[tag] = Series(tag, epochs[cells[0]], cells[1][cells[0]])
     return series
