@@ -108,3 +108,44 @@ def test_fixed_layout_decoder_never_disagrees_with_the_general_one_on_odd_or_dam
                 del record[where]
         records.append(bytes(record))
     assert_short_agrees_with_general(records)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_strided_field_reads_equal_gathers_whatever_the_records_lengths_and_order(data):
+    """FieldReader reads a word at a distance from each record's start with strided copies when the records
+    repeat a cycle of lengths end to end; on any records (cycles, a length change, a record missing, few
+    records) and any distances (constant, per record, past the file's end) it returns what a gather does."""
+    from lrdiag.ingest.tfrecord import FOOTER, HEADER, FieldReader
+
+    cycle = data.draw(st.lists(st.integers(0, 40), min_size=1, max_size=6), label="cycle of lengths")
+    count = data.draw(st.integers(1, 400), label="records")
+    lengths = [cycle[index % len(cycle)] for index in range(count)]
+    if data.draw(st.booleans(), label="a length changes"):
+        lengths[data.draw(st.integers(0, count - 1))] += 1
+    raw = b"".join(struct.pack("<Q", length) + bytes(4) + bytes(np.random.default_rng(length).integers(
+        0, 256, length, dtype=np.uint8)) + bytes(FOOTER) for length in lengths)
+    buf = Buffer.from_bytes(raw)
+    framed = frame(buf, verify=False)
+    starts, lengths_read = framed.data_starts, framed.lengths
+    if data.draw(st.booleans(), label="a record left out") and starts.size > 1:
+        keep = np.ones(starts.size, bool)
+        keep[data.draw(st.integers(0, starts.size - 1))] = False
+        starts, lengths_read = starts[keep], lengths_read[keep]
+    reader = FieldReader(buf, starts, lengths_read)
+    for view in (buf.u8, buf.u32, buf.u64):
+        for distance in (0, 3, -HEADER, lengths_read - 4, lengths_read + 30, np.arange(starts.size) % 3):
+            np.testing.assert_array_equal(reader.read(view, distance), view[buf.clip(starts + distance)])
+
+
+def test_records_repeating_a_cycle_of_lengths_are_read_strided_and_others_are_not():
+    from lrdiag.ingest.tfrecord import FieldReader
+
+    records = [scalar_record(step, tag, 1.0) for step in range(200, 300) for tag in ("loss", "lr", "val/acc")]
+    buf = Buffer.from_bytes(b"".join(struct.pack("<Q", len(r)) + bytes(4) + r + bytes(4) for r in records))
+    framed = frame(buf, verify=False)
+    assert FieldReader(buf, framed.data_starts, framed.lengths).period == 3
+    assert FieldReader(buf, framed.data_starts[1:], framed.lengths[1:]).period == 3  # any phase first
+    keep = np.arange(framed.data_starts.size) != 150  # a record left out: no longer end to end
+    assert FieldReader(buf, framed.data_starts[keep], framed.lengths[keep]).period is None
+    assert FieldReader(buf, framed.data_starts[:100], framed.lengths[:100]).period is None  # too few to tell

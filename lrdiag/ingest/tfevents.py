@@ -18,7 +18,7 @@ import numpy as np
 
 from lrdiag.ingest import eventwire
 from lrdiag.ingest.bulk import gc_paused
-from lrdiag.ingest.tfrecord import HEADER, Buffer, frame
+from lrdiag.ingest.tfrecord import HEADER, Buffer, FieldReader, frame
 from lrdiag.series.model import Problem, ReadResult, Series
 
 NAME = "tensorboard"
@@ -153,19 +153,19 @@ _SHORT_SUMMARY = np.uint64(0x2A | 9 << 8 | 0x0A << 16 | 7 << 24 | 0x0A << 32)
 _SHORT_TAG = 118
 
 
-def _short_scalars(buf: Buffer, starts: np.ndarray, lengths: np.ndarray):
+def _short_scalars(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, reader: FieldReader | None = None):
     """`_fast_scalars` for the record nearly every writer writes: `wall_time, [step], summary{value{tag,
     simple_value}}` with a tag under 119 bytes and a step under 2^49. Then every field but the step lies at
     a fixed distance from the record's start or end, so six gathers and word arithmetic check and decode
     it, where the general decoder walks four varints. Same returns; ok is False for any other record (the
-    general decoder tries those)."""
+    general decoder tries those). `reader`: the chunk's FieldReader (strided reads where records repeat)."""
     u64 = np.uint64
-    ends = starts + lengths
+    reader = reader or FieldReader(buf, starts, lengths)
     # Framed records end at least FOOTER bytes before the file does: reads up to 16 bytes past a
     # record's start stay in the buffer's padding.
-    ok = (lengths >= 20) & (buf.u8[starts] == 0x09)
-    wall = buf.u64[starts + 1].view(np.float64)
-    after = buf.u64[starts + 9]
+    ok = (lengths >= 20) & (reader.read(buf.u8, 0) == 0x09)
+    wall = reader.read(buf.u64, 1).view(np.float64)
+    after = reader.read(buf.u64, 9)
     has_step = (after & u64(0xFF)) == u64(0x10)
     varint = after >> u64(8)  # the step's first 7 bytes
     last_bytes = ~varint & u64(0x0080808080808080)  # bit 7 clear: a varint's last byte
@@ -178,27 +178,33 @@ def _short_scalars(buf: Buffer, starts: np.ndarray, lengths: np.ndarray):
     for byte in range(int(within.max(initial=0)).bit_length() // 8):
         step |= ((varint >> u64(8 * byte)) & u64(0x7F)) << u64(7 * byte)
         step_len += (within >> u64(8 * byte)) & u64(1)
-    pos = starts + 9 + np.where(has_step, step_len.astype(np.int64) + 1, 0)
-    tag_len = ends - pos - 11
+    summary_at = 9 + np.where(has_step, step_len.astype(np.int64) + 1, 0)  # from the record's start
+    tag_len = lengths - summary_at - 11
     ok &= (tag_len >= 0) & (tag_len <= _SHORT_TAG)
     short_len = np.where(ok, tag_len, 0).astype(u64)
     expected = _SHORT_SUMMARY + (short_len << u64(8)) + (short_len << u64(24)) + (short_len << u64(40))
-    ok &= (buf.u64[buf.clip(pos)] & _BYTE_MASKS[6]) == expected
-    ok &= buf.u8[ends - 5] == 0x15  # simple_value (field 2, fixed32), the record's last 5 bytes
-    value = buf.u32[ends - 4].view(np.float32)
-    return ok, step.view(np.int64), wall, value, pos + 6, tag_len
+    ok &= (reader.read(buf.u64, summary_at) & _BYTE_MASKS[6]) == expected
+    ok &= reader.read(buf.u8, lengths - 5) == 0x15  # simple_value (field 2, fixed32), the record's last 5 bytes
+    value = reader.read(buf.u32, lengths - 4).view(np.float32)
+    return ok, step.view(np.int64), wall, value, starts + summary_at + 6, tag_len
 
 
-def _tag_words(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, word: int) -> np.ndarray:
-    """The `word`-th 8 bytes of each tag, bytes past the tag's end zeroed."""
-    return buf.u64[np.minimum(tag_start + 8 * word, buf.size)] & _BYTE_MASKS[np.clip(tag_len - 8 * word, 0, 8)]
+def _tag_words(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, word: int,
+               reader: FieldReader | None = None) -> np.ndarray:
+    """The `word`-th 8 bytes of each tag, bytes past the tag's end zeroed (`reader`: one for these rows)."""
+    mask = _BYTE_MASKS[np.clip(tag_len - 8 * word, 0, 8)]
+    if reader is not None:
+        return reader.read(buf.u64, tag_start - reader.starts + 8 * word) & mask
+    return buf.u64[np.minimum(tag_start + 8 * word, buf.size)] & mask
 
 
-def _group_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, tags: _Tags):
-    """Tag ids for fast-path rows, hashing tag bytes 8 at a time; returns (tag_id, confirmed)."""
+def _group_tags(buf: Buffer, tag_start: np.ndarray, tag_len: np.ndarray, tags: _Tags,
+                reader: FieldReader | None = None):
+    """Tag ids for fast-path rows, hashing tag bytes 8 at a time; returns (tag_id, confirmed). `reader`: a
+    FieldReader for exactly these rows."""
     if tag_start.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, bool)
-    words = [_tag_words(buf, tag_start, tag_len, word) for word in range((int(tag_len.max()) + 7) // 8)]
+    words = [_tag_words(buf, tag_start, tag_len, word, reader) for word in range((int(tag_len.max()) + 7) // 8)]
     digest = tag_len.astype(np.uint64)
     for word in words:
         digest = (digest ^ word) * np.uint64(1099511628211)
@@ -395,7 +401,8 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
             starts = records.data_starts[chunk:chunk + _CHUNK]
             lengths = records.lengths[chunk:chunk + _CHUNK]
             index = record_base + chunk + np.arange(starts.size)
-            decoded = _short_scalars(buf, starts, lengths)
+            reader = FieldReader(buf, starts, lengths)
+            decoded = _short_scalars(buf, starts, lengths, reader)
             others = np.flatnonzero(~decoded[0])
             if others.size:  # long tags, steps past 2^49, other field orders: the general decoder
                 for column, part in zip(decoded, _fast_scalars(buf, starts[others], lengths[others])):
@@ -403,7 +410,7 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
             ok, step, wall, value, tag_start, tag_len = decoded
             every = bool(ok.all())  # the usual file: no row to pick out, no copies
             rows = slice(None) if every else ok
-            tag_id, same = _group_tags(buf, tag_start[rows], tag_len[rows], tags)
+            tag_id, same = _group_tags(buf, tag_start[rows], tag_len[rows], tags, reader if every else None)
             if not same.all():
                 ok[np.flatnonzero(ok)[~same]] = False
                 tag_id, every = tag_id[same], False
