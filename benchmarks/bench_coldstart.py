@@ -9,6 +9,8 @@ children: an installed lrdiag has its .pyc files, a run from source without them
 each start), then --repeat times; the median is shown with the fastest, the target (issue 13: --version
 <= 0.10 s, analyze of a small run <= 0.30 s) and the heavy libraries the command imported (from one run under
 `python -X importtime`). tests/test_coldstart.py guards the imports; the seconds are measured only here.
+Two generated Lightning logs either side of csvlog.PLAIN_BYTES show what the plain CSV parser costs at its
+largest and what pandas costs just above it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_logs"
@@ -34,6 +39,24 @@ SMALL_RUNS = {  # format: a small sample run (what a CI gate or an editor integr
     "HF trainer_state.json": "trainer_state/transformer_adamw_linear",
     "detectron2 metrics.json": "detectron2/detector_lr_spikes",
 }
+
+
+def lightning_csv(folder: Path, megabytes: float) -> Path:
+    """A Lightning metrics.csv of about this size (sparse rows: a train loss every step, the LR every 10th,
+    validation every 50th), in its own run folder: the plain CSV parser's (csvlog.PLAIN_BYTES) cost at its size."""
+    rng = np.random.default_rng(0)
+    rows = ["epoch,step,train_loss,val_loss,val_acc,lr-Adam"]
+    size = len(rows[0]) + 1
+    while size < megabytes * (1 << 20):
+        step = len(rows) - 1
+        loss = 2.0 / (1 + step / 500) * (1 + 0.1 * rng.standard_normal())
+        validation = (f"{loss * 1.1!r}", f"{1 - loss / 3!r}") if step % 50 == 49 else ("", "")
+        rows.append(f"{step // 200},{step},{loss!r},{validation[0]},{validation[1]},{'0.001' if step % 10 == 0 else ''}")
+        size += len(rows[-1]) + 1
+    run = folder / f"lightning_{megabytes}MB"
+    run.mkdir()
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return run
 
 
 def cpu_seconds(command: list[str], env: dict) -> float:
@@ -59,6 +82,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="timed runs of each command (the median is shown)")
     args = parser.parse_args()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    folder = Path(tempfile.mkdtemp(prefix="lrdiag-coldstart-"))
     rows = [
         ("python -c pass", [*PYTHON, "-c", "pass"], None),
         ("python -c 'import click'", [*PYTHON, "-c", "import click"], None),
@@ -67,6 +91,9 @@ def main() -> None:
         ("lrdiag --version", [*LRDIAG, "--version"], 0.10),
         *((f"lrdiag analyze: {kind}", [*LRDIAG, "analyze", f"sample_logs/{run}"], 0.30)
           for kind, run in SMALL_RUNS.items()),
+        # either side of csvlog.PLAIN_BYTES (1 MiB): the plain parser's largest file, and pandas' smallest
+        *((f"lrdiag analyze: metrics.csv of {size} MB", [*LRDIAG, "analyze", str(lightning_csv(folder, size))], None)
+          for size in (0.95, 1.05)),
     ]
     tensorboard = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or shutil.which("tensorboard")
     if tensorboard:
@@ -80,6 +107,7 @@ def main() -> None:
         verdict = "" if target is None else ("ok" if median <= target else "OVER")
         print(f"{label:<44} {median:7.3f} {min(times):8.3f} {'' if target is None else f'{target:.2f}':>7}  "
               f"{verdict:<4} {heavy_imports(command, env)}", flush=True)
+    shutil.rmtree(folder)
 
 
 if __name__ == "__main__":

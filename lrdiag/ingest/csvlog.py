@@ -32,9 +32,10 @@ _KNOWN_NAMES = ("metrics.csv", "results.csv", "training.log")
 # Files smaller than this are parsed by the csv module and numpy, to the cells pandas' C parser would give
 # (tests/test_ingest_csv.py reads every sample and real log both ways). Measured on a sparse Lightning log:
 # the plain parser costs ~75-95 ms of CPU a MB, pandas' ~8 ms, but importing pandas (with pyarrow) costs
-# 0.3-0.6 s: below ~3 MB the plain parser is the faster way to a first reading. 1 MB keeps a small run's
-# `lrdiag analyze` near 0.3 s of CPU at worst and the plain parser's Python objects (~20 MB for 1 MB of
-# cells) small; bigger files, whose parse outweighs the import, and chunked reads keep pandas.
+# 0.3-0.6 s of CPU and ~75 MB: below ~2.5 MB the plain parser is the faster way to a first reading
+# (benchmarks/bench_coldstart.py: `analyze` of a 0.95 MB metrics.csv 0.60 s, of a 1.05 MB one 0.85 s). Its
+# Python objects peak at ~40 MB a MB of cells, so 1 MB keeps them under what pandas' import alone takes;
+# bigger files, whose parse outweighs the import, and the chunks of big ones keep pandas.
 PLAIN_BYTES = 1 << 20
 # What pandas' C parser reads as an integer, a float or a boolean (with skipinitialspace: leading spaces are
 # gone); the float grammar is textlog's (ASCII digits, point, exponent between ASCII blanks, or a bare inf).
