@@ -7,6 +7,7 @@ import itertools
 import json
 import pathlib
 import re
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -194,6 +195,7 @@ class Keyed:
     lines: np.ndarray  # int64, 1-based line of each point
     keys: np.ndarray  # int64, index into names
     values: np.ndarray  # float64 (numbers) or object (texts)
+    bookkeeping: np.ndarray | None = None  # is_bookkeeping of each name, when known
 
     def get(self, name: str) -> Points | None:
         """(lines, values) of one key, or None when it has no point."""
@@ -203,7 +205,8 @@ class Keyed:
         return (self.lines[rows], self.values[rows]) if rows.any() else None
 
     def where(self, keep: np.ndarray) -> "Keyed":
-        return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
+        return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep],
+                                             self.bookkeeping)
 
     def by_key(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(order, lines[order], bounds): `order` puts the points key by key, in line order within a
@@ -232,6 +235,7 @@ class _Chunks:
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.bookkeeping: list[bool] = []  # by id: is_bookkeeping
         self.unused: list[bool] = []  # by id: a bookkeeping key that no format reads
         # by id: the 1-based line where the key first appears, and its place among that line's keys
         self.first_line, self.first_place = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -266,7 +270,10 @@ class _Chunks:
             self.first_place[ids[first]] = places[first]
         self.sightings = []
         new_names = list(self.ids)[len(self.unused):]
-        self.unused.extend(is_bookkeeping(name) and name not in _READ_BOOKKEEPING for name in new_names)
+        bookkeeping = list(map(is_bookkeeping, new_names))
+        self.bookkeeping.extend(bookkeeping)
+        self.unused.extend(bookkeeping and name not in _READ_BOOKKEEPING
+                           for bookkeeping, name in zip(bookkeeping, new_names))
         unused = np.array(self.unused, dtype=bool)
         settled = []
         for lines, ids, values in self.parts[first_part:]:
@@ -339,6 +346,7 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     # key ids in the order the file first shows the keys (by line, then place in the line)
     order = np.lexsort((chunks.first_place, chunks.first_line))
     renamed = not np.array_equal(order, np.arange(len(order)))
+    bookkeeping = np.array(chunks.bookkeeping, dtype=bool)[order]
     if renamed:
         names = [names[key] for key in order.tolist()]
         new_id = np.empty(len(order), np.int64)
@@ -352,11 +360,12 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     # numeric parts first, then the text parts: the last raw.size points are the text cells
     lines = _joined(numeric + textual, 0, np.int64)
     keys = _joined(numeric + textual, 1, np.int64)
-    values = np.concatenate([_joined(numeric, 2, np.float64), converted])
+    values = _joined(numeric + [[None, None, converted]], 2, np.float64)
+
     offset = values.size - raw.size
     is_number = ~np.isnan(values)
     is_number[offset:] = present_raw & ~failed
-    numbers = Keyed(names, lines, keys, values).where(is_number)
+    numbers = Keyed(names, lines, keys, values, bookkeeping).where(is_number)
     is_text_key = (np.bincount(numbers.keys, minlength=len(names)) == 0 if raw.size
                    else np.zeros(len(names), bool))  # only cells that are not numbers can make text keys
     bad = np.flatnonzero(failed & ~is_text_key[keys[offset:]])
@@ -374,8 +383,10 @@ def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """(present, numbers, failed) of JSON values (an object array): present unless null; the
     number of each (NaN if none); failed where a present value is no number and no NaN word.
 
-    In Python up to _PYTHON_CELLS values (a small log imports no pandas), in pandas' C loops above."""
-    if raw.size <= _PYTHON_CELLS:
+    In Python up to _PYTHON_CELLS values (a small log imports no pandas), in pandas' C loops above
+    or once pandas is imported anyway (by the blocks of a bigger file)."""
+    if raw.size <= _PYTHON_CELLS and "pandas" not in sys.modules:
+
         present = np.array([not is_missing(cell) and not (isinstance(cell, str) and cell == "null")
                             for cell in raw.tolist()], bool)
         converted = to_floats(raw)
@@ -514,7 +525,8 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
                       chunks: _Chunks, path: pathlib.Path, problems: list[Problem], first_line: int = 0) -> None:
     """json.loads each line: the slow path, for the lines the fast one cannot take (problems name
     the line in the file: `first_line` lines before these)."""
-    lines: list[int] = []
+    lines: list[int] = []  # 1-based, of each record read
+    counts: list[int] = []  # points of each record read
     names: list[str] = []
     places: list[int] = []  # of each key among its line's keys
     values: list = []
@@ -539,7 +551,8 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
                     places.append(place)
                     # Booleans and nested values are text here: never metrics.
                     values.append(value if type(value) in _PLAIN else _value_text(value))
-        lines.extend([index + 1] * (len(names) - before))
+        lines.append(index + 1)
+        counts.append(len(names) - before)
     last_line_unfinished = data[-1:] != b"\n"
 
     def describe(line: tuple[int, str]) -> tuple[str, str]:
@@ -550,7 +563,7 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
     if names:
         cells = np.empty(len(values), dtype=object)
         cells[:] = values
-        line_numbers, ids = np.array(lines, dtype=np.int64), chunks.key_ids(names)
+        line_numbers, ids = np.repeat(np.array(lines, dtype=np.int64), counts), chunks.key_ids(names)
         chunks.parts.append((line_numbers, ids, cells))
         chunks.seen(ids, line_numbers, np.array(places, dtype=np.int64))
 
@@ -567,7 +580,8 @@ def _by_line(points: Points | None, line_count: int, fill: object = np.nan) -> n
 
 def _metrics(numbers: Keyed) -> Keyed:
     """The points of metric keys: step counters and bookkeeping left out."""
-    bookkeeping = _bookkeeping(numbers.names)
+    bookkeeping = numbers.bookkeeping if numbers.bookkeeping is not None else _bookkeeping(numbers.names)
+
     return numbers.where(~bookkeeping[numbers.keys]) if bookkeeping.any() else numbers
 
 
