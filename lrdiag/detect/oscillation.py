@@ -25,6 +25,10 @@ fills absorbs it. Its autocorrelation still swings with its period (see _ringing
 windows of 2 x `min_points` and of `min_points` points (a ring of 16 points or less has four
 cycles in 64): a heavy ball rings hardest in the first hundred steps and then dies down, and in
 a long window the quiet rest dilutes it below the test.
+A short log, 32 to `min_points` - 1 points (a Keras 3 CSV of 40 epochs, whose
+LearningRateScheduler logs no LR for the cyclic-LR rule to fold on), is one window, the whole log, for
+the spectral test alone, with a higher bar: its background is the median of a dozen powers, not of
+dozens (see _short_needed).
 Oscillating windows that overlap or lie less than a window apart are reported as one stretch,
 with the strongest window's period and amplitude; a stretch seen in one window only, when the
 series has several, is a transient and is dropped (windows overlap by half: a swing that lasts
@@ -42,6 +46,11 @@ from lrdiag.detect.robust import log_scale, rolling_median, runs_of
 from lrdiag.series.model import Series
 
 _FAMILY_ALPHA = 1e-3  # chance that a run of pure noise shows any oscillating window
+# Points: a short log's one window has 16 frequencies, the fewest whose median _windows takes for the
+# background around a peak (below, the median of 8 or 9 powers is so unsteady that a 16-point log of a
+# single batch's loss every 20 steps shows a "swing" in its noise: two of the detection benchmark's
+# healthy runs did at 16 and 18 points; none of the 130 series of 24 to 63 points of its healthy runs did).
+_SHORTEST = 32
 _CALM = 0.99  # a window's variance under this share of what its smallest reported swing needs: not tested
 
 
@@ -49,19 +58,24 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
            min_fraction: float = 0.3, min_amplitude: float = 0.25, min_ring_amplitude: float = 0.15,
            min_points: int = 64) -> list[Hit]:
     steps, values = clean(series, ctx)
-    if values.size < min_points:
+    # A short log (a per-epoch Keras CSV, a few dozen evaluations) is one window, the whole of it,
+    # for the spectral test alone (the ringing test's figures hold for 64 points and more).
+    few_points = values.size < min_points
+    if values.size < _SHORTEST:
         return []
     y, is_log = log_scale(values)
     if not is_log:
         y = y / max(float(np.median(np.abs(y))), 1e-12)  # amplitudes relative to the level
     flagged = np.zeros(y.size, bool)
     windows: list[dict] = []
-    levels = [factor for factor in (2**k for k in range(32)) if y.size // factor >= min_points]
+    levels = [factor for factor in (2**k for k in range(32)) if y.size // factor >= min_points] or [1]
     size = 2 * min_points
     tests = sum(max(1, (y.size // f - size) // (size // 2) + 2) for f in levels) * size // 2
     # Every window tests every frequency: the power ratio of noise exceeds T with chance 2^-T
     # (exponential power over its median ln 2), so T grows with log2 of the number of tests.
     needed = max(peak_ratio, float(np.log2(tests / _FAMILY_ALPHA)))
+    if few_points:  # one window, the whole log: its background is the median of a few powers
+        needed = max(needed, _short_needed(y.size, min_cycles))
     for factor in levels:
         # Longer periods are looked for in block means of 2, 4, 8... points: the same window
         # length at every level keeps the cost linear, and averaging filters out what the
@@ -87,8 +101,9 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
                 windows.append(found)
     # The ring's trend: a rolling median two of the slowest cycles fitted wide (see _ringing).
     detrended = y - rolling_median(y, 2 * int(_RING_PERIODS[-1]) + 1)
-    for found in (_ringing(detrended, 2 * min_points, min_fraction, min_ring_amplitude)
-                  + _ringing(detrended, min_points, min_fraction, min_ring_amplitude, short=True)):
+    rings = [] if few_points else (_ringing(detrended, 2 * min_points, min_fraction, min_ring_amplitude)
+                              + _ringing(detrended, min_points, min_fraction, min_ring_amplitude, short=True))
+    for found in rings:
         flagged[found["first"]:found["last"] + 1] = True
         windows.append(found)
     hits = []
@@ -113,6 +128,32 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
             "autocorrelation_at_half_period": strongest.get("half_period_acf"),
             "cycles": float((steps[last] - steps[first]) / period_steps) if period_steps else None}))
     return hits
+
+
+@functools.lru_cache(maxsize=64)
+def _short_needed(size: int, min_cycles: int) -> float:
+    """The power ratio a short log's one window needs for a chance of _FAMILY_ALPHA that noise
+    passes at any of its frequencies. 2^-T, the chance for the median of many powers, is far too
+    small a chance when the background is the median of a dozen: for white noise each power is
+    exponential, and the chance that one exceeds T times the j-th smallest of k others is exactly
+    the product over i = 1..j of (k - i + 1) / (k - i + 1 + T) (Renyi's representation of the
+    order statistics). k: every frequency but 0 and the peak's five; j: the lower middle one
+    (an even count's median is the mean of two: the lower makes the bar higher, never lower).
+    About 32 at 32 points, 27 at 40, 23 at 63, where the plain bar is 16."""
+    bins = size // 2 + 1
+    k = max(1, bins - 1 - 5)
+    j = (k + 1) // 2
+    tests = max(1, bins - min_cycles)
+    counts = k - np.arange(j)
+
+    def chance(ratio: float) -> float:
+        return float(np.prod(counts / (counts + ratio)))
+
+    low, high = 1.0, 1e6
+    for _ in range(100):  # bisection on the log scale: the chance falls as the ratio grows
+        middle = float(np.sqrt(low * high))
+        low, high = (middle, high) if chance(middle) * tests > _FAMILY_ALPHA else (low, middle)
+    return high
 
 
 # Periods (points) fitted, and the lags they are fitted over. Only a best fit of 16 points or
