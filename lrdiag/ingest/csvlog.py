@@ -247,14 +247,16 @@ def _plain_table(data: bytes, good_lines: np.ndarray, sep: str, width: int) -> l
     """The good lines' columns (header line first, left out) as pandas' C parser would give them (skipinitialspace,
     "" empty, an int64, float64 or bool column where every filled cell is one, else text), without pandas;
     None where pandas' reading is not certain to be this one: a quote after a blank (which splits differently
-    with skipinitialspace), a lone carriage return, an integer cell of 19 digits or more (pandas'
+    with skipinitialspace), a carriage return, an integer cell of 19 digits or more (pandas'
     int64/uint64/object choice), more rows than pandas types at once."""
+    if b"\r" in data:  # a carriage return left after CRLFs became LFs: the csv module ends lines at it
+        return None
     lines = data.decode("utf-8").split("\n")
     try:
         header = next(csv.reader([lines[good_lines[0]]], delimiter=sep, skipinitialspace=True))
         rows = list(csv.reader([lines[index] for index in good_lines[1:].tolist()], delimiter=sep,
                                skipinitialspace=True))
-    except csv.Error:  # a lone carriage return
+    except csv.Error:  # e.g. a cell over the csv module's field size limit
         return None
     if len(header) != width or any(len(row) != width for row in rows):
         return None
