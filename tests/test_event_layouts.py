@@ -149,3 +149,35 @@ def test_records_repeating_a_cycle_of_lengths_are_read_strided_and_others_are_no
     keep = np.arange(framed.data_starts.size) != 150  # a record left out: no longer end to end
     assert FieldReader(buf, framed.data_starts[keep], framed.lengths[keep]).period is None
     assert FieldReader(buf, framed.data_starts[:100], framed.lengths[:100]).period is None  # too few to tell
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_walk_finds_the_records_a_one_by_one_walk_finds(data):
+    """The walk guesses thousands of records at once from a cycle of lengths and checks the guesses' length
+    fields in strided views; it must frame exactly what following the length fields one by one frames, where
+    the cycle breaks, the lengths change, the file is cut or a length field is garbage."""
+    from lrdiag.ingest.tfrecord import FOOTER, HEADER, walk
+
+    cycle = data.draw(st.lists(st.integers(0, 30), min_size=1, max_size=5), label="cycle of lengths")
+    count = data.draw(st.integers(0, 3000), label="records")
+    lengths = [cycle[index % len(cycle)] for index in range(count)]
+    for _ in range(data.draw(st.integers(0, 3), label="changes")):
+        if lengths:
+            lengths[data.draw(st.integers(0, len(lengths) - 1))] = data.draw(st.integers(0, 40))
+    raw = bytearray(b"".join(struct.pack("<Q", length) + bytes(HEADER - 8 + length + FOOTER) for length in lengths))
+    if raw and data.draw(st.booleans(), label="garbage length"):
+        where = data.draw(st.integers(0, len(raw) - 1))
+        raw[where] = data.draw(st.integers(1, 255))
+    raw = bytes(raw[:data.draw(st.integers(0, len(raw)), label="cut")])
+    expected_starts, pos = [], 0
+    while pos + HEADER <= len(raw):
+        length = struct.unpack_from("<Q", raw, pos)[0]
+        if pos + HEADER + length + FOOTER > len(raw):
+            break
+        expected_starts.append(pos)
+        pos += HEADER + length + FOOTER
+    starts, found_lengths, stop = walk(Buffer.from_bytes(raw), 0)
+    assert starts.tolist() == expected_starts
+    assert found_lengths.tolist() == [struct.unpack_from("<Q", raw, start)[0] for start in expected_starts]
+    assert stop == pos
