@@ -19,9 +19,8 @@ SAMPLES = ROOT / "sample_logs"
 HEAVY = ("numpy", "pandas", "scipy", "google.protobuf", "tensorboard", "torch", "ray", "matplotlib", "pyarrow",
          "grpc", "mlflow", "wandb", "keras", "transformers", "lightning", "pytorch_lightning", "yaml", "requests")
 # An analysis needs numpy for the series; an event file of plain scalars (SummaryWriter's) is decoded without
-# protobuf (lrdiag.ingest.eventwire), and a CSV or JSON reader may use pandas (which loads pyarrow when installed).
+# protobuf (lrdiag.ingest.eventwire), and small CSV and JSON logs without pandas (which loads pyarrow when installed).
 NOT_FOR_EVENTS = tuple(name for name in HEAVY if name != "numpy")
-NOT_FOR_TABLES = tuple(name for name in NOT_FOR_EVENTS if name not in ("pandas", "pyarrow"))
 
 
 def imported(*args: str) -> set[str]:
@@ -49,19 +48,16 @@ def test_analyze_of_a_small_event_file_run_imports_no_pandas_scipy_protobuf_or_f
     assert heavy(modules, NOT_FOR_EVENTS) == []
 
 
-@pytest.mark.parametrize("run", ["lightning_csv/mlp_adam_overfit", "keras_csv/mlp_adam_overfit",
-                                 "trainer_state/transformer_adamw_linear", "detectron2/detector_lr_spikes"])
-def test_analyze_of_a_small_csv_or_json_run_imports_no_scipy_protobuf_or_frameworks(run):
+@pytest.mark.parametrize(("run", "reader"), [("lightning_csv/mlp_adam_overfit", "csvlog"),
+                                             ("keras_csv/mlp_adam_overfit", "csvlog"),
+                                             ("trainer_state/transformer_adamw_linear", "jsonlog"),
+                                             ("detectron2/detector_lr_spikes", "jsonlog")])
+def test_analyze_of_a_small_csv_or_json_run_imports_no_pandas(run, reader):
+    """A CSV under csvlog.PLAIN_BYTES is parsed by the csv module and numpy, a small JSON log by json.loads and
+    numpy: pandas (and pyarrow, which it loads) cost more to import (0.3-0.7 s of CPU) than the whole analysis of
+    a small run."""
     modules = imported("analyze", str(SAMPLES / run))
-    assert heavy(modules, NOT_FOR_TABLES) == []
-
-
-@pytest.mark.parametrize("run", ["lightning_csv/mlp_adam_overfit", "keras_csv/mlp_adam_overfit"])
-def test_analyze_of_a_small_csv_run_imports_no_pandas(run):
-    """A CSV under csvlog.PLAIN_BYTES is parsed by the csv module and numpy: pandas (and pyarrow, which it loads)
-    cost more to import (0.4-0.7 s of CPU) than the whole analysis of a small run."""
-    modules = imported("analyze", str(SAMPLES / run))
-    assert "lrdiag.ingest.csvlog" in modules
+    assert f"lrdiag.ingest.{reader}" in modules
     assert heavy(modules, NOT_FOR_EVENTS) == []
 
 
