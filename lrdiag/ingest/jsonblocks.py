@@ -103,8 +103,11 @@ def template(line: bytes) -> Template | None:
 
 def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
                  candidates: np.ndarray) -> tuple[list[Block], np.ndarray]:
-    """Blocks of the candidate lines (0-based indices of flat lines: `{` first, `}` last, no other
-    brace, no `[`, no backslash) that share a layout; and the candidates left for the exact path."""
+    """Blocks of the candidate lines (0-based indices of lines with `{` first and `}` last) that
+    share a layout; and the candidates left for the exact path. A layout is a flat line's, and a
+    line that matches it is as flat: its separators are the layout's, its numbers hold no brace,
+    bracket, quote or backslash."""
+
     buffer = np.frombuffer(data, np.uint8)
     if len(candidates) < _FEWEST or len(data) < 16:
         return [], candidates

@@ -300,18 +300,24 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, p
         data = normalized(data)
         starts, ends = line_bounds(data)
         blank = ends == starts
-        flat = _flat_lines(data, starts, ends, blank)
         first_part = len(parsed.parts)
-        if exact or len(data) < _SMALL:  # a small log: no pandas import (its parser would cost more)
-            rejected = np.flatnonzero(flat)
-        else:
-            blocks, left = jsonblocks.parse_blocks(data, starts, ends, np.flatnonzero(flat))
+        slow = np.flatnonzero(~blank)
+        if not exact and len(data) >= _SMALL:  # a small log: no pandas import (its parser would cost more)
+            buffer = np.frombuffer(data, np.uint8)
+            objects = slow[(buffer[starts[slow]] == _OPEN) & (buffer[ends[slow] - 1] == _CLOSE)]
+            blocks, _ = jsonblocks.parse_blocks(data, starts, ends, objects)
+            taken = np.zeros(len(starts), bool)
             for block in blocks:
                 _add_block(block, parsed)
+                taken[block.lines] = True
+            slow = slow[~taken[slow]]
             # a few lines left over (detectron2's evaluation records) cost json.loads less than a parser call
-            rejected = _parse_flat_lines(data, starts, ends, left, parsed) if len(left) > _FEW_FLAT else left
-        slow = np.union1d(np.flatnonzero(~flat & ~blank), rejected)
+            if len(slow) > _FEW_FLAT:
+                flat = _flat_lines(data, starts, ends, blank) & ~taken
+                rejected = _parse_flat_lines(data, starts, ends, np.flatnonzero(flat), parsed)
+                slow = np.union1d(np.flatnonzero(~flat & ~blank & ~taken), rejected)
         _parse_slow_lines(data, starts, ends, slow, parsed, path, problems, first_line)
+
         parsed.settle(first_part, first_line)
         line_count = first_line + len(starts)
     numbers, texts = _tabled(parsed, path, problems)
