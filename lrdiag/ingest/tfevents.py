@@ -385,7 +385,7 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
     problems: list[Problem] = []
     fast_records: list[np.ndarray] = []
     record_base = 0
-    buf = records = None
+    buf = records = reader = None
     for path in sorted(paths, key=lambda p: p.name):
         try:
             buf = Buffer.from_bytes(contents[path]) if contents and path in contents else Buffer.from_file(path)
@@ -422,7 +422,7 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
                 _slow_records(buf, starts[slow], lengths[slow], index[slow].tolist(), tags, points, controls,
                               problems, path)
         record_base += records.data_starts.size
-    del buf, records
+    del buf, records, reader  # the file's bytes go before the columns are joined (the memory peak)
     columns = points.columns()
     fast_summary = np.concatenate(fast_records) if fast_records else np.zeros(0, np.int64)
     keep, notes = _purge(columns, controls, fast_summary, tags.names)
