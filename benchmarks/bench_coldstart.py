@@ -50,8 +50,8 @@ def lightning_csv(folder: Path, megabytes: float) -> Path:
     while size < megabytes * (1 << 20):
         step = len(rows) - 1
         loss = 2.0 / (1 + step / 500) * (1 + 0.1 * rng.standard_normal())
-        validation = (f"{loss * 1.1!r}", f"{1 - loss / 3!r}") if step % 50 == 49 else ("", "")
-        rows.append(f"{step // 200},{step},{loss!r},{validation[0]},{validation[1]},{'0.001' if step % 10 == 0 else ''}")
+        validation = f"{loss * 1.1!r},{1 - loss / 3!r}" if step % 50 == 49 else ","
+        rows.append(f"{step // 200},{step},{loss!r},{validation},{'0.001' if step % 10 == 0 else ''}")
         size += len(rows[-1]) + 1
     run = folder / f"lightning_{megabytes}MB"
     run.mkdir()

@@ -524,10 +524,13 @@ def csv_text(draw) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+DAMAGE = st.lists(st.tuples(st.integers(0, 300), st.binary(max_size=4) | st.sampled_from(
+    [b'"', b",", b"\n", b"\r", b"\xff", b"\0", b"\xef\xbb\xbf"])), max_size=3)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(table=csv_text(), sep=st.sampled_from([",", "\t"]), bom=st.booleans(), crlf=st.booleans(),
-       newline_at_end=st.booleans(), damage=st.lists(st.tuples(st.integers(0, 300), st.binary(max_size=4) | st.sampled_from(
-           [b'"', b",", b"\n", b"\r", b"\xff", b"\0", b"\xef\xbb\xbf"])), max_size=3))
+       newline_at_end=st.booleans(), damage=DAMAGE)
 def test_generated_and_damaged_csvs_read_the_same_without_pandas(tmp_path_factory, table, sep, bom, crlf,
                                                                  newline_at_end, damage):
     header, rows = table
