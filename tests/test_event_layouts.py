@@ -181,3 +181,25 @@ def test_the_walk_finds_the_records_a_one_by_one_walk_finds(data):
     assert starts.tolist() == expected_starts
     assert found_lengths.tolist() == [struct.unpack_from("<Q", raw, start)[0] for start in expected_starts]
     assert stop == pos
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=st.permutations(range(5)), cycles=st.integers(1, 50), broken=st.booleans())
+def test_points_split_by_tag_the_same_whether_the_tags_repeat_in_a_cycle_or_not(order, cycles, broken):
+    """Tags logged in one order at every step are split by striding; any other order by masks: same series."""
+    tag_id = np.tile(np.array(order), cycles)
+    if broken:
+        tag_id[-1] = tag_id[0] if tag_id.size > 1 and tag_id[-1] != tag_id[0] else (tag_id[-1] + 1) % 5
+    step = np.arange(tag_id.size, dtype=np.int64) * 3
+    wall, value = step / 7.0, np.sqrt(step)
+    names = ["loss", "lr", "val/loss", "val/acc", "grad"]
+    result = tfevents._split_by_tag(tag_id, step, wall, value, names)
+    for tid, name in enumerate(names):
+        rows = np.flatnonzero(tag_id == tid)
+        if not rows.size:
+            assert name not in result
+            continue
+        np.testing.assert_array_equal(result[name].steps, step[rows])
+        np.testing.assert_array_equal(result[name].values, value[rows])
+        np.testing.assert_array_equal(result[name].wall_times, wall[rows])
+    assert list(result) == [name for tid, name in enumerate(names) if (tag_id == tid).any()]

@@ -438,6 +438,14 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
 
 def _split_by_tag(tag_id, step, wall, value, names: list[str]) -> dict[str, Series]:
     """One Series per tag, points in file order."""
+    period = len(names)
+    if 0 < period <= 64 and tag_id.size >= period and sorted(tag_id[:period].tolist()) == list(range(period)) \
+            and (tag_id[period:] == tag_id[:-period]).all():
+        # Every tag once a cycle, in one order (as a writer logging each tag at each step writes them):
+        # each tag's points are every period-th row, copied with a stride and no index.
+        phase = {tid: first for first, tid in enumerate(tag_id[:period].tolist())}
+        return {name: Series(name, step[phase[tid]::period].copy(), value[phase[tid]::period].copy(),
+                             wall[phase[tid]::period].copy()) for tid, name in enumerate(names)}
     if len(names) <= 64:  # a mask per tag beats sorting when tags are few
         rows = (np.flatnonzero(tag_id == tid) for tid in range(len(names)))
         return {name: Series(name, step[one], value[one], wall[one]) for name, one in zip(names, rows) if one.size}
