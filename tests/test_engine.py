@@ -234,3 +234,18 @@ def test_a_stall_near_its_start_says_how_near_with_digits_that_are_not_zero():
     [stall] = [f for f in Engine(load_rules([builtin_rules_dir()])).run(run) if f.rule == "LRD103"]
     assert "within 0% " not in stall.message
     assert re.search(r"within 0\.\d+% of where it started", stall.message), stall.message
+
+
+def test_an_explosion_of_the_per_step_loss_explains_the_jumps_of_the_per_epoch_one():
+    # Lightning logs one training loss twice (train_loss_step, train_loss_epoch): the epoch means
+    # jump as the loss blows up, and those jumps are the explosion, not spikes of their own.
+    steps = np.arange(0, 400)
+    loss = np.where(steps < 100, 2.0 * 0.99 ** steps, 0.73 * 1.02 ** np.clip(steps - 100, 0, None))
+    loss = loss * np.exp(0.05 * np.random.default_rng(2).standard_normal(steps.size))
+    epochs = np.arange(19, 400, 20)
+    epoch_means = np.array([loss[e - 19:e + 1].mean() for e in epochs])
+    run = Run("run", "test", [], {"train_loss_step": Series("train_loss_step", steps, loss, role="train_loss"),
+                                  "train_loss_epoch": Series("train_loss_epoch", epochs, epoch_means, role="train_loss")})
+    findings = Engine(load_rules([builtin_rules_dir()])).run(run)
+    assert any(f.rule == "LRD106" for f in findings)
+    assert not [f for f in findings if f.category == "spike"], [f.message for f in findings]

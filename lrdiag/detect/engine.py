@@ -31,11 +31,12 @@ class Engine:
     def run(self, run: Run) -> list[Finding]:
         # Later rules read ctx.findings: LRD2xx (LR rules) reason about the instability before them.
         ctx = Context.of(run)
+        train_losses = [tag for tag, series in run.series.items() if series.role == "train_loss"]
         for rule in self.rules:
             if rule.category == "lr_schedule":
                 # LR rules judge the instability before them by its cause (a bad batch is not the
                 # schedule's), and only what is left once a larger finding explains the rest.
-                ctx.findings = assign_causes(drop_explained(ctx.findings), run)
+                ctx.findings = assign_causes(drop_explained(ctx.findings, train_losses), run)
             for series in run.series.values():
                 if series.role not in rule.roles:
                     continue
@@ -48,7 +49,7 @@ class Engine:
                     continue
                 ctx.findings.extend(findings)
         # An oscillation or explosion peaks many times: those peaks are not separate spikes.
-        return sorted(assign_causes(drop_explained(ctx.findings), run))
+        return sorted(assign_causes(drop_explained(ctx.findings, train_losses), run))
 
     def _detector(self, rule: Rule):
         if rule.detector not in self._detectors:

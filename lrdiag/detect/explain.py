@@ -11,6 +11,9 @@ made while the LR stood at a top) that lies where the LR was in the top half of 
 divergence whose rise rests on one last evaluation made there. Any oscillation explains a stall of the same metric
 that it covers half of or more: a loss swinging through a stretch is not stalled there; and a
 non-finite finding explains a stall that lies mostly after its first NaN.
+"The same metric" includes the run's other training-loss series: Lightning logs one loss per step
+and per epoch (train_loss_step, train_loss_epoch), and the explosion found on the one explains the
+epoch means that jump along with it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ _EXPLAINERS = {"oscillation", "explosion", "nonfinite"}
 CYCLE_LOCKED = "loss.lr-cycle-locked"
 
 
-def _explains(big, small) -> bool:
-    if big.name == CYCLE_LOCKED and big.metric != small.metric and small.category in ("spike", "train_val_divergence"):
+def _same(big, small, train_losses: frozenset) -> bool:
+    return big.metric == small.metric or (big.metric in train_losses and small.metric in train_losses)
+
+
+def _explains(big, small, train_losses: frozenset = frozenset()) -> bool:
+    if big.name == CYCLE_LOCKED and not _same(big, small, train_losses) and small.category in ("spike", "train_val_divergence"):
         if small.category == "spike":
             step = small.evidence.get("step", small.step_start)
         elif small.evidence.get("end_points") == 1:  # a rise that rests on the last evaluation alone
@@ -28,7 +35,7 @@ def _explains(big, small) -> bool:
         else:
             return False
         return any(low <= step <= high for low, high in big.evidence.get("lr_tops", []))
-    if big.metric != small.metric or big is small:
+    if not _same(big, small, train_losses) or big is small:
         return False
     if big.name == CYCLE_LOCKED:
         return (small.category in ("spike", "stall", "oscillation") and small.name != CYCLE_LOCKED
@@ -50,6 +57,8 @@ def _explains(big, small) -> bool:
     return big.step_start <= step <= big.step_end
 
 
-def drop_explained(findings: list) -> list:
+def drop_explained(findings: list, train_losses=()) -> list:
+    """`train_losses`: the tags of the run's training-loss series (one loss logged at two cadences)."""
     bigger = [f for f in findings if f.category in _EXPLAINERS]
-    return [f for f in findings if not any(_explains(big, f) for big in bigger)]
+    train_losses = frozenset(train_losses)
+    return [f for f in findings if not any(_explains(big, f, train_losses) for big in bigger)]
