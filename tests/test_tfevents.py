@@ -86,7 +86,8 @@ def test_real_log_points_per_tag_equal_tbparse_scalars_and_scalar_tensors(name):
         np.testing.assert_allclose(got[:, 1], rows[:, 1], rtol=1e-6, atol=0, equal_nan=True, err_msg=tag)
 
 
-@pytest.mark.parametrize("name", ["FRMiner-Training-Results__log_train", "Kaggle_Predict_Customer_Churn__catboost_test"])
+@pytest.mark.parametrize("name", ["FRMiner-Training-Results__log_train",
+                                  "Kaggle_Predict_Customer_Churn__catboost_test"])
 def test_real_v1_log_points_equal_event_accumulator_without_sampling(name):
     folder = real_folder(name)
     result = read_files(event_files(folder))
@@ -540,7 +541,8 @@ def every_record(path: Path) -> list[bytes]:
 
     buf = Buffer.from_file(path)
     records = frame(buf)
-    return [buf.bytes_at(start, length) for start, length in zip(records.data_starts.tolist(), records.lengths.tolist())]
+    return [buf.bytes_at(start, length)
+            for start, length in zip(records.data_starts.tolist(), records.lengths.tolist())]
 
 
 def real_and_sample_event_files() -> list[Path]:

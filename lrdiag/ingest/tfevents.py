@@ -11,7 +11,7 @@ at or after it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,32 +34,60 @@ def claims(path: Path, head: bytes) -> bool:
     return "tfevents" in path.name
 
 
-@dataclass
-class _Points:
-    """Scalar points in file order, as parallel columns."""
+_COLUMNS = (("record", np.int64), ("tag_id", np.int64), ("step", np.int64), ("wall", np.float64),
+            ("value", np.float64))
 
-    record: list = field(default_factory=list)  # global record index: restart logic needs order
-    tag_id: list = field(default_factory=list)
-    step: list = field(default_factory=list)
-    wall: list = field(default_factory=list)
-    value: list = field(default_factory=list)
+
+class _Points:
+    """Scalar points in file order, as parallel columns (record: the global record index, which restart
+    handling needs). The fast path writes a file's points into one block of columns made for it (at most a
+    point a record), so that they need no joining afterwards; other records' points come as parts."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name, _ in _COLUMNS}
+        self.fast_parts: list[np.ndarray] = []  # the record column of each block
+        self.block: dict[str, np.ndarray] | None = None
+        self.filled = 0
+
+    def start_block(self, capacity: int) -> None:
+        self.end_block()
+        self.block = {name: np.empty(capacity, dtype) for name, dtype in _COLUMNS}  # untouched until written
+        self.filled = 0
+
+    def fill(self, record, tag_id, step, wall, value) -> None:
+        end = self.filled + len(record)
+        for (name, _), column in zip(_COLUMNS, (record, tag_id, step, wall, value)):
+            self.block[name][self.filled:end] = column
+        self.filled = end
+
+    def end_block(self) -> None:
+        if self.block is not None:
+            for name, _ in _COLUMNS:
+                self.parts[name].append(self.block[name][:self.filled])
+            self.fast_parts.append(self.parts["record"][-1])
+            self.block = None
 
     def add(self, record, tag_id, step, wall, value) -> None:
-        self.record.append(np.asarray(record, np.int64))
-        self.tag_id.append(np.asarray(tag_id, np.int64))
-        self.step.append(np.asarray(step, np.int64))
-        self.wall.append(np.asarray(wall, np.float64))
-        self.value.append(np.asarray(value, np.float64))
+        for (name, dtype), column in zip(_COLUMNS, (record, tag_id, step, wall, value)):
+            self.parts[name].append(np.asarray(column, dtype))
+
+    def fast_records(self) -> np.ndarray:
+        """The records whose point the fast path read."""
+        self.end_block()
+        return np.concatenate(self.fast_parts) if self.fast_parts else np.zeros(0, np.int64)
 
     def columns(self) -> tuple[np.ndarray, ...]:
-        """Each column joined into one array, its parts released as it goes (memory peak)."""
+        """Each column joined into one array, its parts released as it goes (memory peak); one part (a
+        file read by the fast path: in record order already) is passed on as it is."""
+        self.end_block()
+        # One part is in record order: a block by construction, or the points of slow records alone.
+        in_order = len(self.parts["record"]) <= 1
         cols = []
-        for name, dtype in (("record", np.int64), ("tag_id", np.int64), ("step", np.int64),
-                            ("wall", np.float64), ("value", np.float64)):
-            parts = getattr(self, name)
-            cols.append(np.concatenate(parts) if parts else np.zeros(0, dtype))
+        for name, dtype in _COLUMNS:
+            parts = self.parts[name]
+            cols.append(parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype))
             parts.clear()
-        if cols[0].size < 2 or (np.diff(cols[0]) >= 0).all():
+        if in_order or (np.diff(cols[0]) >= 0).all():
             return tuple(cols)
         order = np.argsort(cols[0], kind="stable")
         return tuple(c[order] for c in cols)
@@ -383,7 +411,6 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
     points = _Points()
     controls: list[_Control] = []
     problems: list[Problem] = []
-    fast_records: list[np.ndarray] = []
     record_base = 0
     buf = records = reader = None
     for path in sorted(paths, key=lambda p: p.name):
@@ -397,6 +424,7 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
             continue
         records = frame(buf, verify=verify)
         problems.extend(Problem(str(path), f"offset {offset}", message) for offset, message in records.damage)
+        points.start_block(records.data_starts.size)
         for chunk in range(0, records.data_starts.size, _CHUNK):
             starts = records.data_starts[chunk:chunk + _CHUNK]
             lengths = records.lengths[chunk:chunk + _CHUNK]
@@ -415,16 +443,15 @@ def read_files(paths: list[Path], verify: bool = True, contents: dict[Path, byte
                 ok[np.flatnonzero(ok)[~same]] = False
                 tag_id, every = tag_id[same], False
             rows = slice(None) if every else ok
-            points.add(index[rows], tag_id, step[rows], wall[rows], value[rows])
-            fast_records.append(index[rows])
+            points.fill(index[rows], tag_id, step[rows], wall[rows], value[rows])
             if not every:
                 slow = ~ok
                 _slow_records(buf, starts[slow], lengths[slow], index[slow].tolist(), tags, points, controls,
                               problems, path)
         record_base += records.data_starts.size
     del buf, records, reader  # the file's bytes go before the columns are joined (the memory peak)
+    fast_summary = points.fast_records()
     columns = points.columns()
-    fast_summary = np.concatenate(fast_records) if fast_records else np.zeros(0, np.int64)
     keep, notes = _purge(columns, controls, fast_summary, tags.names)
     if not keep.all():
         columns = tuple(c[keep] for c in columns)

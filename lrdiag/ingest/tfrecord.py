@@ -323,7 +323,8 @@ def _put(target: memoryview, dtype: str, positions: np.ndarray, values, period: 
         if stride > 0 and (positions[period:] - positions[:-period] == stride).all():
             for phase in range(period):
                 part = np.ascontiguousarray(values[phase::period])
-                np.ndarray(part.shape, dtype, buffer=target, offset=int(positions[phase]), strides=(stride,))[...] = part
+                words = np.ndarray(part.shape, dtype, buffer=target, offset=int(positions[phase]), strides=(stride,))
+                words[...] = part
             return
     np.ndarray((len(target) - np.dtype(dtype).itemsize + 1,), dtype, buffer=target, strides=(1,))[positions] = values
 
