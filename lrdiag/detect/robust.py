@@ -49,7 +49,15 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
     return np.interp(np.arange(values.size), centers, smoothed)
 
 
-_NUMPY_UP_TO = 200_000  # points x window below which numpy's partition beats importing scipy (~0.4 s CPU)
+# numpy's partition over sliding windows costs ~5 ns a point x window, scipy's filter ~1.2 ns once
+# imported, and importing scipy.ndimage 0.2-0.4 s of CPU. So numpy's path, a call at a time, up to
+# a copy of windows of 16 MB (2M points x window: a 30,000-point CSV run's 41-point noise filter, 6 ms),
+# and until a process has spent on it about what the import costs (50M: ~0.25 s, the rent-or-buy
+# rule: never more than twice the better choice made in hindsight); then scipy's. A small run's
+# analysis never pays the import; a batch of big runs pays it once.
+_NUMPY_UP_TO = 2_000_000
+_NUMPY_BUDGET = 50_000_000
+_numpy_spent = 0
 
 
 def _scipy_imported() -> bool:
@@ -63,13 +71,17 @@ _NUMPY_PAD = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge"}
 def median_filter(values: np.ndarray, size: int, mode: str = "reflect") -> np.ndarray:
     """scipy.ndimage.median_filter(values, size, mode=mode), exactly (an even size takes the
     upper middle value). Small inputs, the usual case, by numpy's partition over sliding windows;
-    large ones, or any once scipy is imported, by scipy's filter (several times faster): a short
-    run's analysis need not pay scipy's import, which costs more than judging it."""
+    large ones, any once the process has spent its budget on numpy's path, or any once scipy is
+    imported, by scipy's filter (several times faster): a short run's analysis need not pay
+    scipy's import, which costs more than judging it."""
+    global _numpy_spent
     values = np.asarray(values, dtype=np.float64)
     size = min(size, values.size)
-    if values.size * size > _NUMPY_UP_TO or _scipy_imported():
+    work = values.size * size
+    if work > _NUMPY_UP_TO or _numpy_spent + work > _NUMPY_BUDGET or _scipy_imported():
         from scipy.ndimage import median_filter as scipy_median_filter
         return scipy_median_filter(values, size=size, mode=mode)
+    _numpy_spent += work
     windows = sliding_window_view(np.pad(values, (size // 2, size - 1 - size // 2), mode=_NUMPY_PAD[mode]), size)
     return np.partition(windows, size // 2, axis=1)[:, size // 2]
 
