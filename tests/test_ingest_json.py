@@ -658,3 +658,34 @@ def test_a_document_whose_second_line_outgrows_a_chunk_is_still_told_from_its_fi
     result = jsonlog.read(path)
     assert result.source == "hf_trainer_state" and result.problems == []
     assert result.series["loss"].steps.tolist() == list(range(1, 3000))
+
+
+TRAINER_VALUES = st.one_of(st.integers(-10 ** 20, 10 ** 20), st.floats(allow_nan=False), st.text(max_size=4), st.booleans(),
+                           st.none(), st.sampled_from(["NaN", "inf", "1.5", "}", "]", "{"]),
+                           st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+TRAINER_ENTRIES = st.one_of(
+    st.dictionaries(st.sampled_from(["loss", "eval_loss", "step", "epoch", "learning_rate", "train_runtime"]),
+                    TRAINER_VALUES, max_size=5),
+    st.builds(lambda step, loss: {"epoch": step / 10, "loss": loss, "step": step}, st.integers(0, 100), st.floats(0, 5)),
+    st.integers())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(TRAINER_ENTRIES, max_size=60), indent=st.sampled_from([None, 2]),
+       window=st.integers(40, 400))
+def test_generated_trainer_states_read_the_same_streamed_and_whole(tmp_path, monkeypatch, entries, indent, window):
+    """Windows cut anywhere, entries decoded as one list where they can be and one by one where
+    not (a `}` in a nested value or a text), give exactly the whole read's series and problems."""
+    path = write(tmp_path, "trainer_state.json", json.dumps({"global_step": 9, "log_history": entries}, indent=indent))
+    monkeypatch.setattr(jsonlog, "_WINDOW", window)
+    monkeypatch.setattr(jsonlog, "_LOOKAHEAD", window // 3)
+    monkeypatch.setattr(jsonlog, "_BATCH", 7)
+    streamed_reader = jsonlog._streamed_log_history
+    streamed = jsonlog.read(path)
+    monkeypatch.setattr(jsonlog, "_streamed_log_history", lambda data: None)
+    whole = jsonlog.read(path)
+    monkeypatch.setattr(jsonlog, "_streamed_log_history", streamed_reader)
+    assert streamed.problems == whole.problems and list(streamed.series) == list(whole.series)
+    for tag, series in whole.series.items():
+        assert streamed.series[tag].steps.tolist() == series.steps.tolist()
+        assert streamed.series[tag].values.view(np.int64).tolist() == series.values.view(np.int64).tolist()
