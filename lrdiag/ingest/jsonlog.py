@@ -30,7 +30,7 @@ _SEPARATORS = re.compile(r"[\s,]*")
 # trainer_state.json is decoded this many bytes at a time; an entry is decoded once this much
 # text lies ahead of it (an entry longer than that gets another window added); and entries are
 # tabled this many at a time.
-_WINDOW, _LOOKAHEAD, _BATCH = 4 << 20, 1 << 20, 10_000
+_WINDOW, _LOOKAHEAD, _BATCH = 1 << 20, 1 << 20, 10_000
 # JSON lines become CSV for pandas' C parser: `{"k": v, "k2": v2}` -> `"k", v, "k2", v2`.
 _JSON_TO_CSV = bytes.maketrans(b":", b",")
 _OPEN, _CLOSE = ord("{"), ord("}")
