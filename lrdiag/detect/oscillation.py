@@ -48,8 +48,9 @@ from lrdiag.series.model import Series
 _FAMILY_ALPHA = 1e-3  # chance that a run of pure noise shows any oscillating window
 # Points: a short log's one window has 16 frequencies, the fewest whose median _windows takes for the
 # background around a peak (below, the median of 8 or 9 powers is so unsteady that a 16-point log of a
-# single batch's loss every 20 steps shows a "swing" in its noise: two of the detection benchmark's
-# healthy runs did at 16 and 18 points; none of the 130 series of 24 to 63 points of its healthy runs did).
+# single batch's loss every 20 steps shows a "swing" in its noise: a healthy run of the detection
+# benchmark did at 18 points, an overfitting one at 16; none of the 130 series of 24 to 63 points of
+# its healthy runs did).
 _SHORTEST = 32
 _CALM = 0.99  # a window's variance under this share of what its smallest reported swing needs: not tested
 
