@@ -74,6 +74,8 @@ class _Points:
     def fast_records(self) -> np.ndarray:
         """The records whose point the fast path read."""
         self.end_block()
+        if len(self.fast_parts) == 1:
+            return self.fast_parts[0]
         return np.concatenate(self.fast_parts) if self.fast_parts else np.zeros(0, np.int64)
 
     def columns(self) -> tuple[np.ndarray, ...]:
