@@ -1,7 +1,7 @@
 """TFRecord framing: find every record of a file, verify its checksums, resynchronise after damage.
 
 A record is `uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)`.
-Three tricks keep this at numpy speed instead of a Python loop per record:
+Four tricks keep this at numpy speed instead of a Python loop per record:
 
 - Walking the length fields is serial, but writers repeat a short cycle of record lengths (one
   per tag). After a few records walked one by one, the walk guesses that the cycle goes on and
@@ -18,6 +18,10 @@ Three tricks keep this at numpy speed instead of a Python loop per record:
   name the bad ones. (XOR-folding the messages instead would let the same error in two
   records cancel out; laid end to end they sit at different distances from the end, so they
   cancel only when the CRC polynomial divides the whole error, as for one record.)
+- Records that repeat a cycle of lengths end to end put each field of the records of one phase of
+  the cycle at even spacing: such fields are read and written as strided views of the file
+  (FieldReader, _put, the walk's guesses), several times faster than numpy's gathers and
+  scatters through unaligned word views. The tfevents decoder reads its fields the same way.
 """
 
 from __future__ import annotations
@@ -242,15 +246,15 @@ def walk(buf: Buffer, pos: int) -> tuple[np.ndarray, np.ndarray, int]:
             # A whole number of cycles, so that the next round starts in phase.
             cycles = guess // len(cycle) + 1
             accepted = _guess_holds(buf, pos, cycle, cycles)
-            lengths = np.array(cycle, np.int64)
-            phase_starts = np.cumsum(lengths + HEADER + FOOTER) - (lengths + HEADER + FOOTER)
-            stride = int(phase_starts[-1] + lengths[-1] + HEADER + FOOTER)
+            sizes = np.array(cycle, np.int64) + HEADER + FOOTER
             rounds = accepted // len(cycle) + 1
-            starts = np.add.outer(pos + stride * np.arange(rounds), phase_starts).reshape(-1)[:accepted]
-            start_parts.append(starts)
-            length_parts.append(np.tile(lengths, rounds)[:accepted])
+            # The accepted records' starts: each round of the cycle one stride after the last.
+            phase_starts = np.cumsum(sizes) - sizes
+            guessed_starts = np.add.outer(pos + int(sizes.sum()) * np.arange(rounds), phase_starts)
+            start_parts.append(guessed_starts.reshape(-1)[:accepted])
+            length_parts.append(np.tile(sizes - HEADER - FOOTER, rounds)[:accepted])
             if accepted:
-                pos = int(starts[-1] + length_parts[-1][-1] + HEADER + FOOTER)
+                pos = int(start_parts[-1][-1] + length_parts[-1][-1] + HEADER + FOOTER)
             if accepted < cycles * len(cycle):
                 break
             guess = min(guess * 4, 1 << 16)  # temporaries that stay in the CPU's cache
