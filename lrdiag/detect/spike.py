@@ -64,7 +64,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     above = np.nan_to_num(values - level_values, nan=0.0)
     # The smallest step between consecutive values bounds the quantum from above: where every
     # candidate clears five of those, the exact quantum (a sort of all the values) is not needed.
-    if (sudden & (above < 5 * _quantum_bound(values))).any():
+    if (sudden & (above < 5 * _quantum(values, exact=False))).any():
         sudden &= above >= 5 * _quantum(values)
     # A point with fewer than `window` points before it has a shaky level: it must also stand
     # above the points after it (a spike that recovers), not start a new, higher level.
@@ -119,17 +119,11 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     return hits
 
 
-def _quantum(values: np.ndarray) -> float:
-    """The smallest step between distinct logged values: the logger's rounding, if any."""
-    distinct = np.unique(values)
-    steps = np.diff(distinct)
-    return float(steps.min()) if steps.size else 0.0
-
-
-def _quantum_bound(values: np.ndarray) -> float:
-    """The smallest nonzero step between consecutive values: at least the quantum (two distinct
-    values are at least a quantum apart), found without sorting."""
-    steps = np.abs(np.diff(values))
+def _quantum(values: np.ndarray, exact: bool = True) -> float:
+    """The smallest step between distinct logged values: the logger's rounding, if any. Not
+    `exact`: the smallest nonzero step between consecutive values, found without sorting, which is
+    at least the quantum (two distinct values are at least a quantum apart)."""
+    steps = np.diff(np.unique(values)) if exact else np.abs(np.diff(values))
     steps = steps[steps > 0]
     return float(steps.min()) if steps.size else 0.0
 
