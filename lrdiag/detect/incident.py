@@ -32,11 +32,13 @@ from lrdiag.detect.finding import SEVERITY_RANK
 
 def logging_interval(steps) -> int:
     """The median step between a metric's distinct steps (0 for fewer than two)."""
-    steps = np.unique(np.asarray(steps, dtype=float))
+    steps = np.asarray(steps, dtype=float)
     steps = steps[np.isfinite(steps)]
-    if steps.size < 2:
-        return 0
-    return int(np.median(np.diff(steps)))
+    if (steps[1:] < steps[:-1]).any():  # logs are nearly always in step order: sort only when not
+        steps = np.sort(steps)
+    gaps = np.diff(steps)
+    gaps = gaps[gaps != 0]  # between distinct steps
+    return int(np.median(gaps)) if gaps.size else 0
 
 
 def _size(finding: dict) -> float:
