@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# A line is tried as a template this many times a chunk (a file whose lines all differ costs
-# this many vector passes, then its lines go the exact way); a layout shared by fewer lines
-# than this is left to the exact path, which is as fast for so few.
-_ATTEMPTS, _FEWEST = 8, 16
+# A line is tried as a template at most _ATTEMPTS times a chunk, and no more after _MISSES layouts
+# in a row that fewer than _FEWEST lines or a _SHARE of the lines left share: lines of many
+# layouts (keys that vary from line to line) go the exact way at the cost of two vector passes.
+_ATTEMPTS, _MISSES, _FEWEST, _SHARE = 8, 2, 16, 0.1
 _KEY = re.compile(rb'\s*("[^"\\]*")\s*:\s*')
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _CONSTANT = re.compile(rb'"[^"\\]*"|true|false|null')
@@ -107,34 +107,38 @@ def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
     share a layout; and the candidates left for the exact path. A layout is a flat line's, and a
     line that matches it is as flat: its separators are the layout's, its numbers hold no brace,
     bracket, quote or backslash."""
-
     buffer = np.frombuffer(data, np.uint8)
     if len(candidates) < _FEWEST or len(data) < 16:
         return [], candidates
     commas = np.flatnonzero(buffer == _COMMA)
     commas_per_line = np.diff(np.searchsorted(commas, ends), prepend=0)
-    blocks, left, tried = [], candidates, set()
+    found, left, tried, misses = [], candidates, set(), 0
     for _ in range(_ATTEMPTS):
         first = next((line for line in left.tolist() if line not in tried), None)
-        if first is None or len(left) < _FEWEST:
+        if first is None or len(left) < _FEWEST or misses == _MISSES:
             break
         tried.add(first)
         layout = template(data[starts[first]:ends[first]])
-
         if layout is None:
             continue
         comma_count = sum(separator.count(b",") for separator in layout.separators)
         same = left[commas_per_line[left] == comma_count]
-        if len(same) < _FEWEST:
+        matched = None
+        if len(same) >= _FEWEST:
+            matched, places = _match(data, starts, ends, same, commas, layout)
+        if matched is None or np.count_nonzero(matched) < max(_FEWEST, _SHARE * len(left)):
+            misses += 1  # a layout few lines share: lines of many layouts, which the exact path reads
             continue
-        matched, places = _match(data, starts, ends, same, commas, layout)
-        block = _read_block(buffer, starts, ends, same[matched], places[:, matched], layout)
-        if block is not None and len(block.lines):
-            blocks.append(block)
-            taken = np.zeros(len(starts), bool)
-            taken[block.lines] = True
-            left = left[~taken[left]]
-    return blocks, left
+        misses = 0
+        found.append((layout, same[matched], places[:, matched]))
+        taken = np.zeros(len(starts), bool)
+        taken[same[matched]] = True
+        left = left[~taken[left]]
+    blocks = _read_blocks(buffer, starts, ends, found) if found else []
+    taken = np.zeros(len(starts), bool)
+    for block in blocks:
+        taken[block.lines] = True
+    return blocks, candidates[~taken[candidates]]
 
 
 def _words(data, size: int = 8) -> np.ndarray:
@@ -193,50 +197,69 @@ def _probes(separators: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return (np.array(columns), np.array(offsets), np.array(masks, np.uint64), np.array(expected, np.uint64))
 
 
-def _read_block(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, places: np.ndarray,
-                layout: Template) -> Block | None:
-    """The numbers of lines that matched a layout, each a valid JSON number that parses as json.loads would."""
+def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 found: list[tuple[Template, np.ndarray, np.ndarray]]) -> list[Block]:
+    """The numbers of the lines that matched each layout (layout, lines, where its separators
+    start), each a valid JSON number that parses as json.loads would: all layouts' lines as one
+    CSV, a row each in line order, read in one parser call."""
     import pandas as pd
-    separators = layout.separators
-    lengths = np.array([len(separator) for separator in separators])
-    good = _grammatical(buffer, places[:-1] + lengths[:-1, None], places[1:])
-    lines, places = lines[good], places[:, good]
-    if not len(lines):
-        return None
     # The numbers as CSV: separators become NUL bytes (normalized() left none in the data) but for
-    # their structural comma, and the NULs are deleted.
+    # their structural comma, and the NULs are deleted; lines of no layout are blanked, which the
+    # parser skips; a byte no JSON number holds becomes `#`.
     text = buffer.copy()
-    rows, offsets, _, _ = _probes(separators)
-    long = lengths[rows] >= 8
-    _words(text)[places[rows[long]] + offsets[long, None]] = 0
-    for row in np.flatnonzero(lengths < 8):
-        for offset in range(lengths[row]):
-            text[places[row] + offset] = 0
-    for slot in range(1, len(separators) - 1):
-        text[places[slot] + _structural_comma(separators[slot])] = _COMMA
+    layouts, owners, all_lines = [], [], []
+    for layout, lines, places in found:
+        separators = layout.separators
+        lengths = np.array([len(separator) for separator in separators])
+        good = _grammatical(buffer, places[:-1] + lengths[:-1, None], places[1:])
+        lines, places = lines[good], places[:, good]
+        rows, offsets, _, _ = _probes(separators)
+        long = lengths[rows] >= 8
+        _words(text)[places[rows[long]] + offsets[long, None]] = 0
+        for row in np.flatnonzero(lengths < 8):
+            for offset in range(lengths[row]):
+                text[places[row] + offset] = 0
+        for slot in range(1, len(separators) - 1):
+            text[places[slot] + _structural_comma(separators[slot])] = _COMMA
+        owners.append(np.full(len(lines), len(layouts)))
+        layouts.append(layout)
+        all_lines.append(lines)
+    owner, lines = np.concatenate(owners), np.concatenate(all_lines)
+    order = np.argsort(lines, kind="stable")
+    owner, lines = owner[order], lines[order]  # a row each, in line order
     _blank_other_lines(text, starts, ends, lines)
-    # other lines are empty now (the parser skips them); a byte no JSON number holds becomes `#`
     block = text.tobytes().translate(_CSV_BYTES, b"\0")
     if not _only_numbers(block):
         good = _lines_of_numbers(block)
         _blank_other_lines(text, starts, ends, lines[good], lines[~good])
-        lines = lines[good]
-        if not len(lines):
-            return None
+        owner, lines = owner[good], lines[good]
         block = text.tobytes().translate(_CSV_BYTES, b"\0")
+    width = max(len(layout.keys) for layout in layouts)
+    if not len(lines):
+        return []
+    # rows of a narrower layout get NaN past their numbers (no number is empty: a layout's slots are not)
+    missing = {"na_filter": False} if len({len(layout.keys) for layout in layouts}) == 1 else {
+        "keep_default_na": False, "na_values": [""]}
     try:
-        frame = pd.read_csv(io.BytesIO(block), header=None, names=range(len(separators) - 1), dtype=np.float64,
-                            na_filter=False, quoting=csv.QUOTE_NONE, engine="c", low_memory=False, **_precise())
+        frame = pd.read_csv(io.BytesIO(block), header=None, names=range(width), dtype=np.float64, quoting=csv.QUOTE_NONE,
+                            engine="c", low_memory=False, **missing, **_precise())
+
     except (ValueError, pd.errors.ParserError):  # a token json.loads would refuse too: the exact path says which
-        return None
+        return []
     values = frame.to_numpy(dtype=np.float64)
-    if values.shape != (len(lines), len(separators) - 1):
-        return None
-    # what json.loads gives otherwise: an int for -0 (0, not -0.0); Infinity for an overflowing float
-    # (pandas agrees, but such a line is too rare to be worth proving it); ints past 2**53 (exact there)
-    with np.errstate(invalid="ignore"):
-        same = ((np.abs(values) < _EXACT_INTEGERS) & ~((values == 0) & np.signbit(values))).all(axis=1)
-    return Block(lines[same], layout, values[same])
+    if values.shape != (len(lines), width):
+        return []
+    blocks = []
+    for index, layout in enumerate(layouts):
+        rows = np.flatnonzero(owner == index)
+        numbers = values[rows, :len(layout.keys)]
+        # what json.loads gives otherwise: an int for -0 (0, not -0.0); Infinity for an overflowing
+        # float (pandas agrees, but such a line is too rare to be worth proving it); ints past 2**53
+        with np.errstate(invalid="ignore"):
+            same = ((np.abs(numbers) < _EXACT_INTEGERS) & ~((numbers == 0) & np.signbit(numbers))).all(axis=1)
+        if same.any():
+            blocks.append(Block(lines[rows[same]], layout, numbers[same]))
+    return blocks
 
 
 def _structural_comma(separator: bytes) -> int:

@@ -392,21 +392,27 @@ def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     In Python up to _PYTHON_CELLS values (a small log imports no pandas), in pandas' C loops above
     or once pandas is imported anyway (by the blocks of a bigger file)."""
     if raw.size <= _PYTHON_CELLS and "pandas" not in sys.modules:
-
         present = np.array([not is_missing(cell) and not (isinstance(cell, str) and cell == "null")
                             for cell in raw.tolist()], bool)
         converted = to_floats(raw)
         failed = present & np.isnan(converted)
         for index in np.flatnonzero(failed):
             failed[index] = str(raw[index]).strip().lower() not in NAN_WORDS
-        return present, converted, failed
-    import pandas as pd
-    present = pd.notna(raw) & (raw != "null")
-    converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
-    failed = present & np.isnan(converted)
-    if failed.any():
-        words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
-        failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    else:
+        import pandas as pd
+        present = pd.notna(raw) & (raw != "null")
+        converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
+        failed = present & np.isnan(converted)
+        if failed.any():
+            words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
+            failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+    # pandas reads cells that are all whole numbers as integers, and so -0.0 as 0 when every other
+    # cell it is given is whole: a zero's sign is its own, whichever cells it is converted with
+    for index in np.flatnonzero(converted == 0).tolist():
+        cell = raw[index]
+        negative = cell.strip().startswith("-") if isinstance(cell, str) else (
+            isinstance(cell, float) and np.signbit(cell))
+        converted[index] = -0.0 if negative else 0.0
     return present, converted, failed
 
 
