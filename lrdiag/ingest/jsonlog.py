@@ -403,9 +403,11 @@ def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         present = pd.notna(raw) & (raw != "null")
         converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
         failed = present & np.isnan(converted)
-        if failed.any():
-            words = pd.Series(raw[failed]).astype(str).str.strip().str.lower()
-            failed[np.flatnonzero(failed)[words.isin(NAN_WORDS).to_numpy()]] = False
+        if failed.any():  # each distinct text looked at once: a layout's text (a mode) repeats on every line
+            cells = raw[failed].tolist()
+            nan_word = {cell: str(cell).strip().lower() in NAN_WORDS for cell in set(cells)}
+            failed[np.flatnonzero(failed)] = [not nan_word[cell] for cell in cells]
+
     # pandas reads cells that are all whole numbers as integers, and so -0.0 as 0 when every other
     # cell it is given is whole: a zero's sign is its own, whichever cells it is converted with
     for index in np.flatnonzero(converted == 0).tolist():
