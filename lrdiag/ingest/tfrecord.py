@@ -375,31 +375,38 @@ def _resync(buf: Buffer, start: int) -> int | None:
 
 def _verified(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, data_starts: list, data_lengths: list,
               damage: list, scratch: bytearray) -> int | None:
-    """Append the data starts and lengths of the walked records whose checksums hold, a slice at a time (the
-    temporaries of 65,536 records stay in the CPU's cache); the offset of a bad length checksum, else None.
+    """Append the data starts and lengths of the walked records whose checksums hold (checked a slice at a
+    time: the temporaries of 65,536 records stay in the CPU's cache); the offset of a bad length checksum,
+    else None.
 
     A bad length checksum means the framing went wrong there: what follows in this walk is suspect, so
     the records before it are kept and the caller resynchronises after it."""
+    keep = None  # which records to keep, once one is damaged
+    cut, bad_from = starts.size, None
     for first in range(0, starts.size, _VERIFY_AT_ONCE):
         some_starts, some_lengths = starts[first:first + _VERIFY_AT_ONCE], lengths[first:first + _VERIFY_AT_ONCE]
         reader = FieldReader(buf, some_starts, some_lengths)
         head_ok = _headers_ok(buf, some_starts, some_lengths, reader)
-        bad_from = None
         if not head_ok.all():
             first_bad = int(np.argmin(head_ok))
-            bad_from = int(some_starts[first_bad])
+            bad_from, cut = int(some_starts[first_bad]), first + first_bad
             some_starts, some_lengths = some_starts[:first_bad], some_lengths[:first_bad]
             reader = FieldReader(buf, some_starts, some_lengths)
         data_ok = _checked(buf, reader, some_lengths, scratch)
         if not data_ok.all():
             for bad in np.flatnonzero(~data_ok).tolist():
                 damage.append((int(some_starts[bad]), "record data checksum mismatch; record skipped"))
-            some_starts, some_lengths = some_starts[data_ok], some_lengths[data_ok]
-        data_starts.append(some_starts + HEADER)
-        data_lengths.append(some_lengths)
+            keep = np.ones(starts.size, bool) if keep is None else keep
+            keep[first:first + data_ok.size] = data_ok
         if bad_from is not None:
-            return bad_from
-    return None
+            break
+    # The usual file: every record kept, passed on without a copy per slice.
+    starts, lengths = starts[:cut], lengths[:cut]
+    if keep is not None:
+        starts, lengths = starts[keep[:cut]], lengths[keep[:cut]]
+    data_starts.append(starts + HEADER)
+    data_lengths.append(lengths)
+    return bad_from
 
 
 def frame(buf: Buffer, verify: bool = True) -> Records:
@@ -444,4 +451,6 @@ def frame(buf: Buffer, verify: bool = True) -> Records:
         pos = resumed
     if not all_starts:
         return Records(np.zeros(0, np.int64), np.zeros(0, np.int64), damage)
+    if len(all_starts) == 1:  # one walk, the usual file: no joining copy
+        return Records(all_starts[0], all_lengths[0], damage)
     return Records(np.concatenate(all_starts), np.concatenate(all_lengths), damage)
