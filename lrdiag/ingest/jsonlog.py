@@ -8,7 +8,6 @@ time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small lo
 _SMALL) are read without pandas.
 """
 
-
 from __future__ import annotations
 
 import io
