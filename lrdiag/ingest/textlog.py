@@ -161,9 +161,10 @@ def _checked(present: np.ndarray, failed: np.ndarray, numbers: np.ndarray, cell:
 
 def to_floats(cells: pd.Series | np.ndarray | Sequence) -> np.ndarray:
     """The cells as float64, NaN where a cell is no number: `pandas.to_numeric(cells, errors="coerce")`, and
-    without pandas for a numpy array or a list. A number is what pandas' parser takes: ASCII digits with an
-    optional sign, point and exponent, or inf/infinity in any case, between ASCII blanks; True/False are 1/0
-    (as in pandas); an integer beyond a float's range is +-inf (where pandas raises OverflowError)."""
+    without pandas for a numpy array or a list. A number is what pandas' parser takes (_NUMBER): ASCII digits
+    with an optional sign, point and exponent between ASCII blanks, or a bare inf/infinity in any case;
+    True/False are 1/0 (as in pandas); an integer beyond a float's range is +-inf (where pandas raises
+    OverflowError)."""
     if not isinstance(cells, (np.ndarray, list, tuple)):
         import pandas as pd
         try:
