@@ -186,9 +186,10 @@ _SHORT_TAG = 118
 def _short_scalars(buf: Buffer, starts: np.ndarray, lengths: np.ndarray, reader: FieldReader | None = None):
     """`_fast_scalars` for the record nearly every writer writes: `wall_time, [step], summary{value{tag,
     simple_value}}` with a tag under 119 bytes and a step under 2^49. Then every field but the step lies at
-    a fixed distance from the record's start or end, so six gathers and word arithmetic check and decode
-    it, where the general decoder walks four varints. Same returns; ok is False for any other record (the
-    general decoder tries those). `reader`: the chunk's FieldReader (strided reads where records repeat)."""
+    a fixed distance from the record's start or end, so six reads (strided where the records repeat a
+    cycle, gathers otherwise) and word arithmetic check and decode it, where the general decoder walks four
+    varints. Same returns; ok is False for any other record (the general decoder tries those). `reader`:
+    the chunk's FieldReader."""
     u64 = np.uint64
     reader = reader or FieldReader(buf, starts, lengths)
     # Framed records end at least FOOTER bytes before the file does: reads up to 16 bytes past a
