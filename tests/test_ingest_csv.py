@@ -445,9 +445,9 @@ def read_both_ways(path: Path, monkeypatch, data: bytes | None = None) -> tuple:
         declined.extend([args] if table is None else [])
         return table
     monkeypatch.setattr(csvlog, "_plain_table", spied)
-    monkeypatch.setattr(csvlog, "PLAIN_BYTES", 0)
+    monkeypatch.setattr(csvlog, "_plain_for", lambda size: False)
     by_pandas = csvlog.read(path, data)
-    monkeypatch.setattr(csvlog, "PLAIN_BYTES", 1 << 40)
+    monkeypatch.setattr(csvlog, "_plain_for", lambda size: True)
     plain = csvlog.read(path, data)
     return by_pandas, plain, len(declined)
 
@@ -478,18 +478,26 @@ def test_every_sample_and_real_csv_reads_the_same_without_pandas(path, monkeypat
     assert_same_reading(by_pandas, plain)
 
 
-def test_a_small_csv_is_read_without_pandas_and_a_big_one_with_it(tmp_path):
-    code = ("import sys; from pathlib import Path; from lrdiag.ingest import csvlog; "
-            "result = csvlog.read(Path(sys.argv[1])); print(len(result.series['loss']), 'pandas' in sys.modules)")
+def test_small_csvs_are_read_without_pandas_until_its_import_would_have_paid(tmp_path):
+    """A file under PLAIN_BYTES is parsed without pandas while the process has parsed under PLAIN_BUDGET that way;
+    a bigger file, or any once the budget is spent, imports pandas."""
+    code = ("import sys; from pathlib import Path; from lrdiag.ingest import csvlog\n"
+            "for name in sys.argv[1:]:\n"
+            "    result = csvlog.read(Path(name)); print(len(result.series['loss']), 'pandas' in sys.modules)")
     rows = "".join(f"{step},{1 / (step + 1)!r}\n" for step in range(100_000))
-    small = write(tmp_path, "small.csv", "step,loss\n" + rows[:50_000])
+    small = write(tmp_path, "small.csv", "step,loss\n" + rows[:len(rows) // 3])
     big = write(tmp_path, "big.csv", "step,loss\n" + rows)
-    assert big.stat().st_size > csvlog.PLAIN_BYTES > small.stat().st_size
-    import subprocess
-    import sys
-    done = [subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-            for path in (small, big)]
-    assert [outcome.stdout.split()[1] for outcome in done] == ["False", "True"]
+    assert big.stat().st_size > csvlog.PLAIN_BYTES > small.stat().st_size > csvlog.PLAIN_BUDGET / 5
+
+    def imports_pandas(*paths: Path) -> list[bool]:
+        import subprocess
+        import sys
+        done = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
+                              check=True)
+        return [line.split()[1] == "True" for line in done.stdout.splitlines()]
+    assert imports_pandas(small, small, small, small) == [False, False, False, False]
+    assert imports_pandas(small, small, small, small, small) == [False, False, False, False, True]
+    assert imports_pandas(big, small) == [True, True]
 
 
 @pytest.mark.filterwarnings("ignore:Columns .* have mixed types")

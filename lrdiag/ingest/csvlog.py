@@ -7,6 +7,7 @@ import io
 import itertools
 import pathlib
 import re
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,12 +32,17 @@ _INDEX_HEADERS = ("", "unnamed: 0", "index")
 _KNOWN_NAMES = ("metrics.csv", "results.csv", "training.log")
 # Files smaller than this are parsed by the csv module and numpy, to the cells pandas' C parser would give
 # (tests/test_ingest_csv.py reads every sample and real log both ways). Measured on a sparse Lightning log:
-# the plain parser costs ~75-95 ms of CPU a MB, pandas' ~8 ms, but importing pandas (with pyarrow) costs
-# 0.3-0.6 s of CPU and ~75 MB: below ~2.5 MB the plain parser is the faster way to a first reading
-# (benchmarks/bench_coldstart.py: `analyze` of a 0.95 MB metrics.csv 0.60 s, of a 1.05 MB one 0.85 s). Its
-# Python objects peak at ~40 MB a MB of cells, so 1 MB keeps them under what pandas' import alone takes;
-# bigger files, whose parse outweighs the import, and the chunks of big ones keep pandas.
+# the plain parser costs ~75-95 ms of CPU a MB, pandas' ~8 ms (1 ms at least a file), but importing pandas
+# (with pyarrow) costs 0.3-0.6 s of CPU and ~75 MB (benchmarks/bench_coldstart.py: `analyze` of a 0.95 MB
+# metrics.csv 0.37 s, of a 1.05 MB one 0.64 s). The plain parser's Python objects peak at ~40 MB a MB of
+# cells: 1 MB keeps them under what pandas' import alone takes.
 PLAIN_BYTES = 1 << 20
+# Rent or buy: the plain parser serves a process until it has parsed about as many bytes as pandas' import
+# would have cost in its time (4 MB, ~0.4 s); from then on (many runs in one process, a watcher) pandas' import
+# pays for itself. Once pandas is imported, by a big file or another reader, its parser is the faster one for
+# anything over ~12 KB, so it takes every file.
+PLAIN_BUDGET = 4 << 20
+_plain_spent = 0
 # What pandas' C parser reads as an integer, a float or a boolean (with skipinitialspace: leading spaces are
 # gone); the float grammar is textlog's (ASCII digits, point, exponent between ASCII blanks, or a bare inf).
 _BLANK = r"[ \t\v\f\r]*"
@@ -74,7 +80,7 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     source, step_column, sep = found
-    plain = len(head) < PLAIN_BYTES  # a first chunk under CHUNK_BYTES is the whole file
+    plain = _plain_for(len(head))  # a first chunk under CHUNK_BYTES is the whole file
     header, parts, columns, rows, byte = b"", {}, None, 0, 0
     try:
         for chunk, first_line in itertools.chain([(head, 0)], chunks):
@@ -103,6 +109,15 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
         problems.append(Problem(str(path), "", "no data rows, only a header"))
     series = {tag: _joined(tag, parts.pop(tag)) for tag in sorted(parts, key=lambda tag: columns.get(tag, 0))}
     return ReadResult(source, series=series, problems=cap_problems(problems, path))
+
+
+def _plain_for(size: int) -> bool:
+    """Whether a file of `size` bytes is parsed without pandas (PLAIN_BYTES, PLAIN_BUDGET); its bytes count."""
+    global _plain_spent
+    if size >= PLAIN_BYTES or _plain_spent + size > PLAIN_BUDGET or "pandas" in sys.modules:
+        return False
+    _plain_spent += size
+    return True
 
 
 def _joined(tag: str, parts: list[Series]) -> Series:
