@@ -1,6 +1,7 @@
-"""LRD102 on short logs (32 to 63 points: a per-epoch Keras CSV, a sparse per-step log): one window, the
-whole log, with a bar that holds the chance that noise passes at 1e-3 for a background that is the median
-of a dozen powers."""
+"""LRD102 against noise: short logs (32 to 63 points: a per-epoch Keras CSV, a sparse per-step log) are one
+window, the whole log, with a bar that holds the chance that noise passes at 1e-3 for a background that is
+the median of a dozen powers; red noise (a smoothing logger's) is judged against the frequencies near the
+peak, not the whole spectrum far below its hump."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ def _found(values: np.ndarray) -> list:
 
 def test_the_short_bar_is_the_exact_chance_of_an_exponential_over_a_median_of_a_dozen():
     # One window of 32 points: 17 frequencies, a background of 11 (all but 0 and the peak's 5), its 6th smallest.
-    needed = oscillation._short_needed(32, 4)
+    needed = oscillation._background_bar(11, np.log2(16 / 1e-3))
     rng = np.random.default_rng(0)
     background = np.sort(rng.exponential(size=(400_000, 11)), axis=1)[:, 5]
     chance = float(np.mean(rng.exponential(size=400_000) > needed * background))
-    assert chance * 13 == pytest.approx(1e-3, rel=0.25)  # 13 frequencies a peak may take
-    assert oscillation._short_needed(32, 4) > oscillation._short_needed(40, 4) > oscillation._short_needed(63, 4) > 16
+    assert chance * 16 == pytest.approx(1e-3, rel=0.25)  # 16 frequencies tested
+    assert oscillation._background_bar(11, 14.0) > oscillation._background_bar(16, 14.0) > oscillation._background_bar(40, 14.0) > 14
 
 
 def test_white_noise_in_short_logs_stays_quiet_and_a_swing_is_found():
@@ -44,3 +45,17 @@ def test_fewer_than_32_points_are_never_judged():
     size = 31
     swing = np.exp(-0.05 * np.arange(size) + 0.5 * np.cos(2 * np.pi * np.arange(size) / 6))
     assert _found(swing) == []
+
+
+def test_red_noise_passes_for_a_swing_far_less_often():
+    # AR(0.7) noise of +-30 % a step on a falling loss: 37 of these 60 500-point logs "oscillated" when a
+    # slow peak's background was the median of the whole spectrum, 14 with its 16 nearest frequencies (a
+    # hump this loud still passes now and then: a known limit).
+    rng = np.random.default_rng(3)
+    loud = 0
+    for _ in range(60):
+        noise = np.zeros(500)
+        for i in range(1, 500):
+            noise[i] = 0.7 * noise[i - 1] + 0.3 * rng.standard_normal()
+        loud += any(hit.evidence.get("peak_ratio") is not None for hit in _found(np.exp(-3 * np.arange(500) / 500 + noise)))
+    assert loud <= 15
