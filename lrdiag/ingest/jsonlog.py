@@ -200,8 +200,8 @@ class Keyed:
     lines with one key cost."""
 
     names: list[str]
-    lines: np.ndarray  # int64, 1-based line of each point
-    keys: np.ndarray  # int64, index into names
+    lines: np.ndarray  # int32 (int64 past 2**31 lines), 1-based line of each point
+    keys: np.ndarray  # int32 or int64, index into names
     values: np.ndarray  # float64 (numbers) or object (texts)
     bookkeeping: np.ndarray | None = None  # is_bookkeeping of each name, when known
 
@@ -230,7 +230,7 @@ class Keyed:
         drop_keys = np.searchsorted(bounds, drops, side="right") - 1
         unordered = np.unique(drop_keys[bounds[drop_keys] != drops])  # ... inside one key's points
         if unordered.size > 64:
-            order = np.argsort(self.keys * (int(self.lines.max()) + 1) + self.lines, kind="stable")
+            order = np.argsort(self.keys.astype(np.int64) * (int(self.lines.max()) + 1) + self.lines, kind="stable")
         for key in unordered.tolist() if unordered.size <= 64 else ():
             segment = order[bounds[key]:bounds[key + 1]]
             order[bounds[key]:bounds[key + 1]] = segment[np.argsort(self.lines[segment], kind="stable")]
@@ -289,7 +289,11 @@ class _Chunks:
             if kept.any():
                 if not kept.all():
                     lines, ids, values = lines[kept], ids[kept], values[kept]
-                settled.append((lines + first_line if first_line else lines, ids, values))
+                lines = lines + first_line if first_line else lines
+                # 4 bytes a line number and a key id while they fit (2**31 lines, keys): a third less memory a point
+                if lines.size and int(lines.max()) < 2 ** 31:
+                    lines = lines.astype(np.int32, copy=False)
+                settled.append((lines, ids.astype(np.int32, copy=False), values))
         self.parts[first_part:] = settled
 
 
@@ -363,7 +367,7 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     bookkeeping = np.array(chunks.bookkeeping, dtype=bool)[order]
     if renamed:
         names = [names[key] for key in order.tolist()]
-        new_id = np.empty(len(order), np.int64)
+        new_id = np.empty(len(order), np.int32)
         new_id[order] = np.arange(len(order))
         chunks.parts = [(lines, new_id[ids], values) for lines, ids, values in chunks.parts]
     numeric = [list(part) for part in chunks.parts if part[2].dtype.kind == "f"]
@@ -372,8 +376,8 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     raw = _joined(textual, 2, object)
     present_raw, converted, failed = _cells_to_floats(raw)
     # numeric parts first, then the text parts: the last raw.size points are the text cells
-    lines = _joined(numeric + textual, 0, np.int64)
-    keys = _joined(numeric + textual, 1, np.int64)
+    lines = _joined(numeric + textual, 0, np.int32)
+    keys = _joined(numeric + textual, 1, np.int32)
     values = _joined(numeric + [[None, None, converted]], 2, np.float64)
 
     offset = values.size - raw.size
@@ -627,7 +631,7 @@ def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
     # validation records repeat the training LR
     keep = (point_modes >= 0) & ~(is_lr[metrics.keys] & (point_modes != train))
     width = max(len(mode_names), 1)
-    combos = metrics.keys[keep] * width + point_modes[keep]
+    combos = metrics.keys[keep].astype(np.int64) * width + point_modes[keep]
     if len(metrics.names) * width <= 4 * combos.size + 1024:  # a lookup table, not a sort
         used = np.flatnonzero(np.bincount(combos, minlength=len(metrics.names) * width))
         table = np.zeros(len(metrics.names) * width, np.int64)
@@ -708,7 +712,8 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     if len(same):
         previous_line = np.zeros(len(steps_by_line), np.int64)
         previous_line[record_lines[same]] = record_lines[same - 1]
-        logged = point_lines * tag_count + point_tags
+        logged = point_lines.astype(np.int64) * tag_count + point_tags
+
         on_same = np.isin(point_lines, record_lines[same])
         repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
@@ -853,20 +858,24 @@ def _streamed_log_history(data: bytes):
                 # entries are then decoded one by one until the next window).
                 whole, end = False, text.rfind("}", at)
                 try:
-                    decoded, next_at = decoder.decode("[" + text[at:end + 1] + "]"), end + 1
+                    decoded, next_at = (decoder.decode("[" + text[at:end + 1] + "]"), end + 1) if end > at else (None, at)
                 except (ValueError, RecursionError):
                     decoded = None
+
             else:
                 decoded = None
             if decoded is None:
                 try:
                     entry, next_at = decoder.raw_decode(text, at)
+                    if next_at == len(text) and byte < len(data):  # a number cut where the text in view ends
+                        raise json.JSONDecodeError("cut", text, next_at)
                 except json.JSONDecodeError:
                     if byte >= len(data):
                         raise
                     window()  # an entry longer than the look-ahead: decode it with more in view
                     continue
                 decoded = [entry]
+
             at = next_at
             for entry in decoded:
                 if isinstance(entry, dict):
