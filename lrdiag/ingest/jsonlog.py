@@ -1,7 +1,8 @@
 """Read JSON training logs: HF trainer_state.json, detectron2 / mmdetection / mmengine JSON lines, Keras history.
 
 Memory: JSON lines are parsed a chunk (textlog.CHUNK_BYTES) at a time into (line, key, value)
-points, 24 bytes a point; a detectron2 log peaks at about 1.9x its size. Each key costs a fixed
+points, 16 bytes a point; a detectron2 log peaks at about 1.6-1.7x its size. Each key costs a fixed
+
 ~0.6 kB more (its Series and their arrays), so a log of distinct keys peaks at about 2x its size
 plus 0.6 kB a key (17.6x for a 36 MB line of 1M keys). A trainer_state.json is decoded 1 MiB at a
 time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small logs (chunks under
