@@ -703,8 +703,8 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
            f"records without {step_name!r} skipped")
-    has_step, _ = whole_steps(steps_by_line, (points_per_line > 0) & ~np.isnan(steps_by_line),
-                              np.arange(len(steps_by_line)), step_name, path, problems)
+    has_step, whole_steps_by_line = whole_steps(steps_by_line, (points_per_line > 0) & ~np.isnan(steps_by_line),
+                                                np.arange(len(steps_by_line)), step_name, path, problems)
     record_lines = np.flatnonzero(has_step)
     record_steps = steps_by_line[record_lines]
     restart = np.zeros(len(record_lines), bool)
@@ -729,7 +729,8 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     kept_line[record_lines[kept_record]] = True
     kept = metrics.where(kept_line[point_lines])
     order, lines, bounds = kept.by_key()
-    steps, values = np.rint(steps_by_line[lines]).astype(np.int64), kept.values[order]
+    steps, values = whole_steps_by_line[lines], kept.values[order]  # kept lines all have a step
+
     with gc_paused():  # a file may hold 100,000 keys: a Series each
         return {name: Series(name, steps[first:last], values[first:last])
                 for name, first, last in zip(kept.names, bounds[:-1].tolist(), bounds[1:].tolist()) if last > first}
