@@ -241,8 +241,8 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     missing = {"na_filter": False} if len({len(layout.keys) for layout in layouts}) == 1 else {
         "keep_default_na": False, "na_values": [""]}
     try:
-        frame = pd.read_csv(io.BytesIO(block), header=None, names=range(width), dtype=np.float64, quoting=csv.QUOTE_NONE,
-                            engine="c", low_memory=False, **missing, **_precise())
+        frame = pd.read_csv(io.BytesIO(block), header=None, names=range(width), dtype=np.float64,
+                            quoting=csv.QUOTE_NONE, engine="c", low_memory=False, **missing, **_precise())
 
     except (ValueError, pd.errors.ParserError):  # a token json.loads would refuse too: the exact path says which
         return []

@@ -860,7 +860,8 @@ def _streamed_log_history(data: bytes):
                 # entries are then decoded one by one until the next window).
                 whole, end = False, text.rfind("}", at)
                 try:
-                    decoded, next_at = (decoder.decode("[" + text[at:end + 1] + "]"), end + 1) if end > at else (None, at)
+                    decoded = decoder.decode("[" + text[at:end + 1] + "]") if end > at else None
+                    next_at = end + 1
                 except (ValueError, RecursionError):
                     decoded = None
 
