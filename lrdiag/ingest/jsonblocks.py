@@ -6,7 +6,8 @@ into its separators (every byte that is not a number: braces, quoted keys, `": `
 values that are text, true, false or null) and the number slots between them. A line belongs
 to the template when its commas fall where the template's do and every separator byte equals
 the template's, compared eight bytes at a time; its numbers are then checked against the JSON
-grammar (json.loads rejects `01`, `+1`, `.5`, `1.`, NaN, Infinity) and parsed all at once.
+grammar (pandas reads `01`, `+1`, `.5`, `1.`, `inf`, which json.loads refuses, or reads as NaN
+and Infinity the words that jsonlog keeps as text) and parsed all at once.
 
 Anything else (another layout, a nested value, an escape, a number json.loads would give
 differently: -0, a value past 2**53 or not finite, any damage) is left for the caller's exact
@@ -100,7 +101,6 @@ def template(line: bytes) -> Template | None:
     return Template(separators, keys, constants, {key: place for place, key in enumerate(record)})
 
 
-
 def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
                  candidates: np.ndarray) -> tuple[list[Block], np.ndarray]:
     """Blocks of the candidate lines (0-based indices of lines with `{` first and `}` last) that
@@ -177,7 +177,8 @@ def _probes(separators: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Eight-byte words that cover every separator: (separator, offset, mask, expected word) each.
 
     A short separator is read from its start (the bytes after it masked off), the line's last one
-    from eight bytes before its end (the bytes before it masked off), so that no read leaves the line."""
+    from eight bytes before its end (the bytes before it masked off). A read that would leave the
+    chunk is moved back into it (_match) and so fails the comparison: that line goes the exact way."""
     columns, offsets, masks, expected = [], [], [], []
     last = len(separators) - 1
     for column, separator in enumerate(separators):
