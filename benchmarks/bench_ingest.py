@@ -7,13 +7,15 @@ in a fresh interpreter so that its peak memory (VmHWM) can be set against the in
 resident size after imports. --distinct-tags N adds a file of N scalars under N distinct tags
 (one point each, written record by record here) read by lrdiag alone: the many-tags case
 (target: 2M tags under 10 s). bench_data_server.py sets `lrdiag analyze` beside TensorBoard's
-Rust data server.
+Rust data server. The children run without PYTHONDONTWRITEBYTECODE (as in bench_coldstart.py): users'
+installs have .pyc files, so a module edited since its last compile is not compiled at every start.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -120,6 +122,9 @@ def write_distinct_tags(path: Path, count: int) -> None:
             out.write(header + struct.pack("<I", masked_crc(header)) + event + struct.pack("<I", masked_crc(event)))
 
 
+CHILD_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200_000)
@@ -133,7 +138,7 @@ def main() -> None:
             print(f"writing {args.distinct_tags:,} scalars under as many tags into {many} ...", flush=True)
             write_distinct_tags(many, args.distinct_tags)
         out = subprocess.run([sys.executable, "-c", RUNNER, str(many), LOADERS["lrdiag read"]], capture_output=True,
-                             text=True, cwd=Path(__file__).resolve().parents[1], check=True)
+                             text=True, cwd=Path(__file__).resolve().parents[1], check=True, env=CHILD_ENV)
         elapsed, peak, points = out.stdout.split()
         print(f"lrdiag read, {int(points):,} tags of one point ({many.stat().st_size / 1e6:.0f} MB): "
               f"{float(elapsed):.1f} s CPU, peak {float(peak):.0f} MB above the interpreter (target < 10 s)\n")
@@ -151,7 +156,7 @@ def main() -> None:
     print(f"{'loader':30} {'CPU s':>8} {'peak MB':>8} {'points':>10}")
     for name, code in LOADERS.items():
         out = subprocess.run([sys.executable, "-c", RUNNER, str(path), code], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parents[1])
+                             cwd=Path(__file__).resolve().parents[1], env=CHILD_ENV)
         if out.returncode:
             print(f"{name:30} failed: {out.stderr.strip().splitlines()[-1]}")
             continue
