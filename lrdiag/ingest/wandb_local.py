@@ -185,9 +185,7 @@ class _Items:
 
     def by_key(self):
         """(key, steps, JSON texts, wall times) of every key that is not wandb's bookkeeping (`_...`)."""
-        import pandas as pd  # here, not at the top: discovery imports this module to claim folders
-
-        codes, names = pd.factorize(pd.Series(self.keys, dtype=object))
+        codes, names = factorized(self.keys)
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         records, steps, times = np.array(self.records, np.int64), np.array(self.steps, np.int64), np.array(self.times)
@@ -196,6 +194,15 @@ class _Items:
             if key and not key.startswith("_"):
                 mine = order[bounds[code]:bounds[code + 1]]
                 yield key, (steps[records[mine]], texts[mine], times[records[mine]])
+
+
+def factorized(keys: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(a code for each key, the distinct keys) numbered in order of first appearance: `pandas.factorize`,
+    without pandas' import (0.2-0.3 s of CPU, more than reading a small run); a dict is faster than it
+    too (0.09 s against 0.12 s for 1.6M items of 8 keys)."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(key, len(index)) for key in keys), np.int64, len(keys))
+    return codes, list(index)
 
 
 def _number(keys: list[str], texts: list[str], key: str) -> float | None:
