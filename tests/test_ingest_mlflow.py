@@ -23,6 +23,7 @@ from lrdiag.errors import LrdiagError
 from lrdiag.ingest import mlflow_files, mlflow_server, mlflow_sqlite
 from lrdiag.ingest.discover import find_runs
 from lrdiag.ingest.runs import read_run
+from lrdiag.series.model import ReadResult
 
 REAL_MLFLOW = Path(__file__).parents[2] / "shared" / "real_logs" / "mlflow"
 HUGE = sys.float_info.max
@@ -577,3 +578,120 @@ def test_a_web_server_that_is_not_mlflow_is_one_error(tmp_path):
 def test_not_an_mlflow_url_is_still_a_missing_path():
     with pytest.raises(LrdiagError, match="no such file or folder"):
         find_runs(["mlflow:/nowhere"])
+
+
+# --- with and without pandas: the same points and problems either way ---------------------------------------
+
+def assert_same_reads(first, second) -> None:
+    """Two reads of one run: the same keys, problems, notes, and steps, values and wall times bit for bit."""
+    assert first.problems == second.problems and first.notes == second.notes
+    assert list(first.series) == list(second.series)
+    for key, series in first.series.items():
+        other = second.series[key]
+        for field in ("steps", "values", "wall_times"):
+            mine, theirs = getattr(series, field), getattr(other, field)
+            assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes(), (key, field)
+
+
+def file_store_both_ways(where: str, monkeypatch) -> tuple:
+    """mlflow_files.read of one run folder by the split parser alone, then by pandas' wherever it can."""
+    monkeypatch.setattr(mlflow_files, "SMALL_BYTES", 1 << 62)
+    plain = mlflow_files.read(where)
+    monkeypatch.setattr(mlflow_files, "SMALL_BYTES", 0)
+    monkeypatch.setattr(mlflow_files, "PLAIN_BUDGET", -1)
+    return plain, mlflow_files.read(where)
+
+
+def pandas_series_of(rows: list[tuple]) -> dict:
+    """What mlflow_sqlite grouped a run's rows into with pandas before 110b50f: the reference for series_of."""
+    import pandas as pd
+
+    from lrdiag.series.model import Series
+
+    frame = pd.DataFrame.from_records(rows, columns=["key", "value", "step", "timestamp", "is_nan"])
+    values = frame["value"].to_numpy(np.float64, copy=True)
+    values[values >= HUGE] = np.inf
+    values[values <= -HUGE] = -np.inf
+    values[frame["is_nan"].to_numpy(bool)] = np.nan
+    frame["value"] = values
+    series = {}
+    for key, points in frame.groupby("key", sort=True):
+        points = points.sort_values("step", kind="stable")
+        series[key] = Series(key, points["step"].to_numpy(np.int64), points["value"].to_numpy(),
+                             points["timestamp"].to_numpy(np.float64) / 1000.0)
+    return series
+
+
+def odd_metrics(folder: Path) -> Path:
+    """A run folder whose metric files hold what MLflow writes and what damage leaves: NaN/Inf, MLflow 3's
+    four fields, MLflow < 0.9's two, a nested key, repeated steps, blanks, bad and cut lines."""
+    metrics = folder / "metrics"
+    (metrics / "train").mkdir(parents=True)
+    files = {
+        "loss": b"1700000000000 0.5 0\n1700000000001 nan 1\n1700000000002 inf 2\n1700000000003 -inf 3\n"
+                b"1700000000004 -0.0 4\n1700000000005 5e-324 5\n1700000000006 1.7976931348623157e+308 6\n",
+        "train/acc": b"1700000000000 0.25 3\n1700000000001 0.5 1\n1700000000002 0.75 1\n",  # unsorted, repeated
+        "mlflow3": b"1700000000000 1.5 0 0123456789abcdef0123456789abcdef\n1700000000001 2.5 1 0123456789abcdef\n",
+        "old": b"1500000000000 3.0\n1500000000001 4.0\n",
+        "blanks": b"1700000000000  0.5 0\n 1700000000001 0.5 1\n1700000000002\t0.5 2\n1700000000003 0.5 3\r\n\n"
+                  b"1700000000004 0.5 4 \n",
+        "damaged": b"garbage\n1700000000000 abc 1\n1700000000001 NA 2\n1 2 3 4 5\n1700000000002 0.5 2.5\n"
+                   b"1700000000003 0.5 3\n1700000000004 0.",
+        "empty": b"",
+        "big": b"".join(b"%d %r %d\n" % (1700000000000 + step, 1 / (step + 1), step // 2) for step in range(3000)),
+    }
+    for name, data in files.items():
+        (metrics / name).write_bytes(data)
+    return folder
+
+
+def test_odd_metric_files_read_the_same_with_and_without_pandas(tmp_path, monkeypatch):
+    plain, with_pandas = file_store_both_ways(str(odd_metrics(tmp_path / "run")), monkeypatch)
+    assert_same_reads(plain, with_pandas)
+    assert sorted(plain.series) == ["big", "blanks", "damaged", "empty", "loss", "mlflow3", "old", "train/acc"]
+    assert len(plain.series["empty"]) == 0 and len(plain.series["big"]) == 3000
+    loss = plain.series["loss"].values
+    assert np.isnan(loss[1]) and loss[2:4].tolist() == [np.inf, -np.inf] and math.copysign(1, loss[4]) == -1
+    assert plain.series["train/acc"].steps.tolist() == [1, 1, 3] and plain.series["old"].steps.tolist() == [0, 0]
+    assert len(plain.series["blanks"]) == 5 and plain.series["damaged"].steps.tolist() == [3]
+    assert [problem.where for problem in plain.problems] == ["line 7", "line 1", "line 4", "line 2", "line 3", "line 5"]
+
+
+def test_file_stores_read_the_same_with_and_without_pandas(file_store, monkeypatch):
+    root, _, ids = file_store
+    runs = [spec for spec in find_runs([str(root)])]
+    runs += [spec for spec in find_runs([str(REAL_MLFLOW)]) if spec.store == "mlflow"] if REAL_MLFLOW.is_dir() else []
+    assert len(runs) >= 2
+    for spec in runs:
+        assert_same_reads(*file_store_both_ways(spec.where, monkeypatch))
+
+
+def test_sqlite_stores_group_rows_as_pandas_did(sqlite_store):
+    database, _, _ = sqlite_store
+    databases = [database, *sorted(REAL_MLFLOW.glob("*/*.db"))]
+    runs = [spec for path in databases for spec in find_runs([str(path)])]
+    assert len(runs) >= 2
+    for spec in runs:
+        with sqlite3.connect(f"{Path(spec.where).as_uri()}?mode=ro", uri=True) as connection:
+            rows = connection.execute(mlflow_sqlite._POINTS, (spec.run,)).fetchall()
+        assert_same_reads(ReadResult("s", mlflow_sqlite.series_of(rows)), ReadResult("s", pandas_series_of(rows)))
+    rows = [("b", 1.0, 2, 10, 0), ("a", HUGE, 1, 11, 0), ("b", 0.0, 2, 12, 1), ("a", -HUGE, 0, 13, 0),
+            ("b", 3.0, 1, 14, False), ("a/x", 5, 0, 15, True), ("é", 1.5, -1, 16, 0)]
+    assert_same_reads(ReadResult("s", mlflow_sqlite.series_of(rows)), ReadResult("s", pandas_series_of(rows)))
+    assert mlflow_sqlite.series_of([]) == {}
+
+
+def test_a_process_parses_metric_files_without_pandas_up_to_its_budget(tmp_path):
+    """Small files never import pandas; a process imports it only once it has split PLAIN_BUDGET bytes."""
+    code = f"""
+import sys
+from lrdiag.ingest import mlflow_files
+mlflow_files.PLAIN_BUDGET = 200_000
+run = mlflow_files.read({str(odd_metrics(tmp_path / 'run'))!r})
+assert 'pandas' not in sys.modules, 'a small run imported pandas'
+for _ in range(3):
+    assert mlflow_files.read({str(tmp_path / 'run')!r}).series.keys() == run.series.keys()
+assert 'pandas' in sys.modules, 'pandas never imported past the budget'
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -307,3 +307,31 @@ def test_real_custom_step_keys_and_trainer_step_are_no_metric_roles():
     run = read_run(find_runs([str(folder)])[0])
     assert run.series["Training/step"].role is None and run.series["Validation/step"].role is None
     assert run.primary("train_loss").tag == "Training/loss" and run.primary("val_acc").tag == "Validation/accuracy"
+
+
+def test_runs_read_the_same_as_with_pandas_factorize(written, tmp_path, monkeypatch):
+    """wandb_local.factorized numbers keys as `pandas.factorize` did (first appearance), which decides which
+    series wins when a logged dict's `key/sub` meets a logged `key/sub`: every run read both ways is the same."""
+    import pandas as pd
+
+    factorized = wandb_local.factorized
+    nested = tmp_path / "run-n.wandb"  # 'a/b' logged directly and inside a dict, in both orders
+    nested.write_bytes(frame([history(None, **{"a/b": 1.0}), history(None, a={"b": 2.0}, c=3.0),
+                              history(None, c={"d": 4.0}, **{"c/d": 5.0}), history(None, **{"": 6.0, "_x": 7.0})]))
+    files = [written[1], nested, *sorted(REAL_WANDB.glob("*/wandb/*/*.wandb"))]
+    plain = [wandb_local.read(str(file)) for file in files]
+    monkeypatch.setattr(wandb_local, "factorized", lambda keys: pd.factorize(pd.Series(keys, dtype=object)))
+    for file, first in zip(files, plain):
+        second = wandb_local.read(str(file))
+        assert first.problems == second.problems and first.notes == second.notes
+        assert list(first.series) == list(second.series), file
+        for key, series in first.series.items():
+            for field in ("steps", "values", "wall_times"):
+                mine, theirs = getattr(series, field), getattr(second.series[key], field)
+                assert mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes(), (file, key, field)
+    series = plain[1].series  # the key that appeared last wins a shared name, as before
+    assert {key: values.values.tolist() for key, values in series.items()} == {"a/b": [2.0], "c": [3.0], "c/d": [5.0]}
+    keys = ["b", "a", "b", "", "c", "a"]
+    codes, names = factorized(keys)
+    expected_codes, expected_names = pd.factorize(pd.Series(keys, dtype=object))
+    assert codes.tolist() == expected_codes.tolist() and names == list(expected_names)
