@@ -9,8 +9,8 @@ children: an installed lrdiag has its .pyc files, a run from source without them
 each start), then --repeat times; the median is shown with the fastest, the target (issue 13: --version
 <= 0.10 s, analyze of a small run <= 0.30 s) and the heavy libraries the command imported (from one run under
 `python -X importtime`). tests/test_coldstart.py guards the imports; the seconds are measured only here.
-Two generated Lightning logs either side of csvlog.PLAIN_BYTES show what the plain CSV parser costs at its
-largest and what pandas costs just above it.
+MLflow and W&B runs come from ../shared/real_logs when it is there. Two generated Lightning logs either side
+of csvlog.PLAIN_BYTES show what the plain CSV parser costs at its largest and what pandas costs just above it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ SMALL_RUNS = {  # format: a small sample run (what a CI gate or an editor integr
     "Keras CSVLogger": "keras_csv/mlp_adam_overfit",
     "HF trainer_state.json": "trainer_state/transformer_adamw_linear",
     "detectron2 metrics.json": "detectron2/detector_lr_spikes",
+}
+
+REAL = ROOT.parent / "shared" / "real_logs"
+REAL_RUNS = {  # small runs of the trackers' stores, from the real logs when they are here (rows skipped otherwise)
+    "MLflow file-store run": ("mlflow/BozzoloLu__GAN/mlruns/1/07cd61a82ecc46bb9b61d1142c15ea42", 0.30),
+    "MLflow SQLite, 8 runs": ("mlflow/KhuzaimahAziz__thesis_seismology/mlruns.db", None),
+    "W&B run": ("wandb/A-Ijishakin__beta-tcvae/wandb/run-20240515_162319-ufljc7ut", 0.30),
 }
 
 
@@ -91,6 +98,8 @@ def main() -> None:
         ("lrdiag --version", [*LRDIAG, "--version"], 0.10),
         *((f"lrdiag analyze: {kind}", [*LRDIAG, "analyze", f"sample_logs/{run}"], 0.30)
           for kind, run in SMALL_RUNS.items()),
+        *((f"lrdiag analyze: {kind}", [*LRDIAG, "analyze", str(REAL / run)], target)
+          for kind, (run, target) in REAL_RUNS.items() if (REAL / run).exists()),
         # either side of csvlog.PLAIN_BYTES (1 MiB): the plain parser's largest file, and pandas' smallest
         *((f"lrdiag analyze: metrics.csv of {size} MB", [*LRDIAG, "analyze", str(lightning_csv(folder, size))], None)
           for size in (0.95, 1.05)),
