@@ -39,9 +39,9 @@ _NOT_RUNS = {"models", "datasets", "traces", ".trash", "tags"}
 # points (tests/test_ingest_mlflow.py reads every store both ways). Measured on MLflow's own lines (pandas
 # imported): the split costs ~31 ms of CPU a MB, pandas ~3 ms a MB plus ~0.8 ms a file, even at ~32 KB
 # (1,000 lines); importing pandas (with pyarrow) costs 0.25-0.35 s: `analyze` of a small file-store run took
-# 0.51 s with it, 0.23 s without. So files under SMALL_BYTES are always split; bigger ones too until a process
-# has so parsed PLAIN_BUDGET bytes (~0.25 s of splitting, about pandas' import: rent or buy, as
-# csvlog.PLAIN_BUDGET), or once pandas is imported anyway, when its parser is the faster one. The split's
+# 0.51 s with it, 0.23 s without. So files under SMALL_BYTES are always split; a run's bigger ones too while the
+# process has split under PLAIN_BUDGET bytes in all (~0.25 s of splitting, about pandas' import: rent or buy,
+# as csvlog.PLAIN_BUDGET) and pandas is not imported anyway (then its parser is the faster one). The split's
 # Python tokens peak at ~5x the file, so the budget also bounds that.
 SMALL_BYTES = 32 << 10
 PLAIN_BUDGET = 8 << 20
@@ -96,26 +96,28 @@ def read(where: str, run: str = "") -> ReadResult:
     """Every metric of one run folder."""
     root = Path(where) / "metrics"
     result = ReadResult("mlflow_file_store")
+    paths = []
     for folder, subfolders, files in os.walk(root, onerror=lambda error: result.problems.append(
             Problem(str(error.filename or root), "", f"cannot read folder: {error.strerror or error}"))):
         subfolders.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            key = path.relative_to(root).as_posix()
-            series = _read_metric(path, key, result.problems)
-            if series is not None:
-                result.series[key] = series
+        paths += [Path(folder) / name for name in sorted(files)]
+    plain = _parse_plainly(sum(map(_size, paths)))
+    for path in paths:
+        key = path.relative_to(root).as_posix()
+        series = _read_metric(path, key, result.problems, plain)
+        if series is not None:
+            result.series[key] = series
     result.problems = cap_problems(result.problems, root)
     return result
 
 
-def _read_metric(path: Path, key: str, problems: list[Problem]) -> Series | None:
+def _read_metric(path: Path, key: str, problems: list[Problem], plain: bool = True) -> Series | None:
     try:
         data = files.read_bytes(path)  # never blocks on a FIFO named like a metric
     except OSError as error:
         problems.append(Problem(str(path), "", f"cannot read file: {error.strerror or error}"))
         return None
-    if data.endswith(b"\n") and not _parse_plainly(len(data)):  # every line whole: pandas' C parser, if well formed
+    if data.endswith(b"\n") and not (plain or len(data) < SMALL_BYTES):  # whole lines: pandas' parser, if well formed
         import pandas as pd  # here, not at the top: discovery imports this module to claim folders
 
         try:
@@ -161,10 +163,21 @@ def _fields_per_line(body: bytes) -> np.ndarray:
 
 
 def _parse_plainly(size: int) -> bool:
-    """Whether a metric file of `size` bytes is parsed below, not by pandas (SMALL_BYTES, PLAIN_BUDGET); its bytes count."""
+    """Whether a run's metric files, `size` bytes in all, are all split here (else those of SMALL_BYTES or more
+    go to pandas): while the process has split less than PLAIN_BUDGET bytes, them included, and pandas is not
+    imported. Whole runs, so that a big run pays for pandas' import once, not for splitting as well."""
     global _plain_spent
+    if "pandas" in sys.modules or _plain_spent + size > PLAIN_BUDGET:
+        return False
     _plain_spent += size
-    return size < SMALL_BYTES or ("pandas" not in sys.modules and _plain_spent <= PLAIN_BUDGET)
+    return True
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # reading it says why
 
 
 def _sorted_series(key: str, times: np.ndarray, values: np.ndarray, steps: np.ndarray) -> Series:
