@@ -9,6 +9,9 @@ MLflow's UI and users fetch curves; wandb ships no Python reader for its `.wandb
 (wandb-core reads them in Go), so its stand-in is wandb's own protobuf class parsing each record
 that lrdiag's framing found (`Record.FromString`, then the items' JSON): the cost of decoding with
 the package's classes. Target (issue 12): >= 10x faster than get_metric_history on SQLite.
+lrdiag's reads in this process share its imports (pandas, protobuf: whichever store came first paid for
+them), so each is also run in a fresh process, its CPU seconds imports included. --lrdiag-only skips the
+packages' readers (minutes each).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +72,17 @@ def lrdiag_points(argument: str) -> int:
     return sum(len(series) for spec in find_runs([argument]) for series in read_run(spec).series.values())
 
 
+def fresh_cpu(argument: str) -> None:
+    """CPU seconds of lrdiag's read in a fresh process, imports included (which the timings in this process share)."""
+    code = ("from lrdiag.ingest.discover import find_runs\nfrom lrdiag.ingest.runs import read_run\n"
+            f"for spec in find_runs([{argument!r}]):\n    read_run(spec)\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    print(f"  {'lrdiag in a fresh process, imports included':44} {'':10} {seconds:8.2f} s CPU", flush=True)
+
+
 def mlflow_points(uri: str, run: str, keys: list[str]) -> int:
     from mlflow.tracking import MlflowClient
 
@@ -112,6 +129,7 @@ def main() -> None:
                                  ("file store", str(mlruns), mlruns.as_uri())):
         print(f"MLflow {store}:")
         ours, _ = timed("lrdiag (find_runs + read_run)", lambda: lrdiag_points(argument))
+        fresh_cpu(argument)
         if args.lrdiag_only:
             continue
         theirs, _ = timed("MlflowClient.get_metric_history, each key", lambda: mlflow_points(
@@ -119,6 +137,7 @@ def main() -> None:
         ratios[f"MLflow {store}"] = theirs / ours
     print("W&B offline run:")
     ours, _ = timed("lrdiag (find_runs + read_run)", lambda: lrdiag_points(runs["wandb"]))
+    fresh_cpu(runs["wandb"])
     if not args.lrdiag_only:
         theirs, _ = timed("wandb Record.FromString + json, each record", lambda: wandb_proto_points(Path(runs["wandb"])))
         ratios["W&B"] = theirs / ours
