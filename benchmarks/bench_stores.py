@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--keys", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/lrdiag-bench-stores"))
-    parser.add_argument("--lrdiag-only", action="store_true", help="time lrdiag alone (the packages' readers take minutes)")
+    parser.add_argument("--lrdiag-only", action="store_true",
+                        help="time lrdiag alone (the packages' readers take minutes)")
     args = parser.parse_args()
     keys = KEYS[:args.keys]
     root = args.dir / f"{args.steps}x{args.keys}"
@@ -139,7 +140,8 @@ def main() -> None:
     ours, _ = timed("lrdiag (find_runs + read_run)", lambda: lrdiag_points(runs["wandb"]))
     fresh_cpu(runs["wandb"])
     if not args.lrdiag_only:
-        theirs, _ = timed("wandb Record.FromString + json, each record", lambda: wandb_proto_points(Path(runs["wandb"])))
+        theirs, _ = timed("wandb Record.FromString + json, each record",
+                          lambda: wandb_proto_points(Path(runs["wandb"])))
         ratios["W&B"] = theirs / ours
     print()
     for name, ratio in ratios.items():

@@ -96,9 +96,11 @@ def mlflow_database(root: Path) -> Path:
             "CREATE TABLE runs (run_uuid TEXT, name TEXT, experiment_id INTEGER, lifecycle_stage TEXT, start_time INT);"
             "INSERT INTO runs VALUES ('r1', 'small', 1, 'active', 0);"
             "CREATE TABLE tags (key TEXT, value TEXT, run_uuid TEXT);"
-            "CREATE TABLE metrics (key TEXT, value FLOAT, timestamp BIGINT, run_uuid TEXT, step BIGINT, is_nan BOOLEAN);")
+            "CREATE TABLE metrics (key TEXT, value FLOAT, timestamp BIGINT, run_uuid TEXT, step BIGINT,"
+            " is_nan BOOLEAN);")
         connection.executemany("INSERT INTO metrics VALUES (?, ?, ?, 'r1', ?, 0)",
-                               [(key, loss, time, step) for key in ("train/loss", "lr") for time, loss, step in loss_points()])
+                               [(key, loss, time, step) for key in ("train/loss", "lr")
+                                for time, loss, step in loss_points()])
     return database
 
 
@@ -128,8 +130,8 @@ def test_analyze_of_a_small_mlflow_or_wandb_run_imports_no_pandas(store, tmp_pat
     """Small MLflow metric files are split by numpy (mlflow_files.SMALL_BYTES, PLAIN_BUDGET), SQLite rows and W&B
     keys are grouped with a dict and numpy: pandas' import would cost more than the whole analysis (0.46-0.6 s
     of CPU against 0.23 s). A W&B run needs protobuf for its records."""
-    where, reader = {"mlflow file store": (mlflow_file_run, "mlflow_files"), "mlflow.db": (mlflow_database, "mlflow_sqlite"),
-                     "wandb": (wandb_run, "wandb_local")}[store]
+    where, reader = {"mlflow file store": (mlflow_file_run, "mlflow_files"),
+                     "mlflow.db": (mlflow_database, "mlflow_sqlite"), "wandb": (wandb_run, "wandb_local")}[store]
     from lrdiag.ingest.discover import find_runs
     from lrdiag.ingest.runs import read_run
 
