@@ -354,15 +354,15 @@ def damaged_big_csv() -> bytes:
 
 @pytest.mark.parametrize("given_bytes", [False, True], ids=["from the file", "bytes in hand"])
 def test_a_big_file_read_in_chunks_gives_the_series_and_problems_of_one_read(tmp_path, monkeypatch, given_bytes):
-    """Files over textlog.CHUNK_BYTES are parsed a chunk of lines at a time (bounded memory); the
+    """Files over textlog.CSV_CHUNK_BYTES are parsed a chunk of lines at a time (bounded memory); the
     result must be the one whole read's: every point, every problem at its own line."""
     data = damaged_big_csv()
     path = write(tmp_path, "metrics.csv", data)
     read = (lambda: csvlog.read(path, data)) if given_bytes else (lambda: csvlog.read(path))
-    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 30)
+    monkeypatch.setattr(textlog, "CSV_CHUNK_BYTES", 1 << 30)
     whole = read()
-    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 16)
-    assert len(data) > 10 * textlog.CHUNK_BYTES
+    monkeypatch.setattr(textlog, "CSV_CHUNK_BYTES", 1 << 16)
+    assert len(data) > 10 * textlog.CSV_CHUNK_BYTES
     chunked = read()
     assert list(chunked.series) == list(whole.series) == ["loss", "lr"]
     for tag, series in whole.series.items():

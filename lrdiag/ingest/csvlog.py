@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lrdiag.ingest import textlog
 from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
                                    is_missing, join_lines, line_bounds, line_chunks, normalized, per_line_count,
                                    report, to_floats, whole_steps)
@@ -69,7 +70,7 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
     A big file is parsed a chunk of lines at a time (textlog.line_chunks), each chunk under the
     header again; the series are joined at the end, so memory stays near what is read out."""
     problems: list[Problem] = []
-    chunks = line_chunks(path, data)
+    chunks = line_chunks(path, data, textlog.CSV_CHUNK_BYTES)
     try:
         head, _ = next(chunks, (b"", 0))
     except OSError as error:
@@ -80,7 +81,7 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     source, step_column, sep = found
-    plain = _plain_for(len(head))  # a first chunk under CHUNK_BYTES is the whole file
+    plain = _plain_for(len(head))  # a first chunk under CSV_CHUNK_BYTES is the whole file
     header, parts, columns, rows, byte = b"", {}, None, 0, 0
     try:
         for chunk, first_line in itertools.chain([(head, 0)], chunks):
