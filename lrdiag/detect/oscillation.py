@@ -83,12 +83,11 @@ def detect(series: Series, ctx: Context, min_cycles: int = 4, peak_ratio: float 
     tests = sum(_starts(y.size // factor, width).size * (width // 2 + 1 - min_cycles)
                 for factor, width in zip(levels, widths))
     needed = max(peak_ratio, float(np.log2(tests / _FAMILY_ALPHA)))
-    for factor in levels:
+    for factor, width in zip(levels, widths):
         # Longer periods are looked for in block means of 2, 4, 8... points: the same window
         # length at every level keeps the cost linear, and averaging filters out what the
         # finer levels already examined.
         blocks = y[: y.size // factor * factor].reshape(-1, factor).mean(axis=1)
-        width = min(size, blocks.size)
         # Remove what varies slower than `min_cycles` cycles a window: the training trend,
         # whatever its shape (a quadratic alone cannot follow an exponential fall).
         # An even width: over an odd one, a period-2 zigzag flips the median at every step.
