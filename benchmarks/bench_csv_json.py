@@ -1,6 +1,6 @@
 """The CSV and JSON readers on generated logs, each beside a plain parse of the same file; rows/s and peak memory.
 
-    python benchmarks/bench_csv_json.py [--dir /tmp/lrdiag-bench/text] [--big]
+    python benchmarks/bench_csv_json.py [--dir /tmp/lrdiag-bench/text] [--big] [--only metrics.json ...]
 
 Every reading runs in a fresh interpreter (imports done first, not counted): CPU seconds (user +
 system, the fair measure on a shared machine) and the growth of its peak resident size (VmHWM,
@@ -116,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("/tmp/lrdiag-bench/text"))
     parser.add_argument("--big", action="store_true", help="add a 10M-row CSV and a ~1 GB trainer_state.json")
+    parser.add_argument("--only", nargs="+", metavar="FILE", help="only these cases (file names, e.g. wide.json)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     # (file, writer, size argument, what a row is, rows, the lrdiag reader, the anchor)
@@ -130,6 +131,7 @@ def main() -> None:
         cases += [("big.csv", write_lightning_csv, 10_000_000, "rows", 10_000_000, "lrdiag csv", "pandas.read_csv"),
                   ("big_trainer_state.json", write_trainer_state, 6_000_000, "entries", 6_006_000, "lrdiag json",
                    "json.load")]
+    cases = [case for case in cases if not args.only or case[0] in args.only]
     print(f"{'file':24} {'MB':>6}  {'reader':20} {'CPU s':>6} {'per s':>11} {'peak MB':>8} {'x file':>6}")
     for name, write, size, unit, rows, ours, anchor in cases:
         path = args.dir / name
