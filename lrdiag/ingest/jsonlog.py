@@ -405,8 +405,12 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     is_number = ~np.isnan(values)
     is_number[offset:] = present_raw & ~failed
     numbers = Keyed(names, lines, keys, values, bookkeeping).where(is_number)
-    is_text_key = (np.bincount(numbers.keys, minlength=len(names)) == 0 if raw.size
-                   else np.zeros(len(names), bool))  # only cells that are not numbers can make text keys
+    # A key is text when none of its cells is a number (mmdetection's `mode`): only one with a cell
+    # that is no number can be, and those few are looked for among the numbers' keys.
+    candidates = np.unique(keys[offset:][failed])
+    is_text_key = np.zeros(len(names), bool)
+    if candidates.size:
+        is_text_key[candidates] = ~np.isin(candidates, numbers.keys)
     bad = np.flatnonzero(failed & ~is_text_key[keys[offset:]])
     bad = bad[np.argsort(lines[offset + bad], kind="stable")]
     report(problems, path, bad, lambda index: (
@@ -732,11 +736,12 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
     restart[1:] = record_steps[1:] < record_steps[:-1]
     same = np.flatnonzero(record_steps[1:] == record_steps[:-1]) + 1
     if len(same):
-        previous_line = np.zeros(len(steps_by_line), np.int64)
+        previous_line = np.zeros(len(steps_by_line), np.int64)  # 0: no line (line numbers start at 1)
         previous_line[record_lines[same]] = record_lines[same - 1]
-        logged = point_lines.astype(np.int64) * tag_count + point_tags
-
-        on_same = np.isin(point_lines, record_lines[same])
+        is_previous = np.zeros(len(steps_by_line), bool)
+        is_previous[record_lines[same - 1]] = True
+        on_same, on_previous = (previous_line > 0)[point_lines], is_previous[point_lines]
+        logged = point_lines[on_previous].astype(np.int64) * tag_count + point_tags[on_previous]
         repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
     # A record survives when no later restart goes back to its step or below.
