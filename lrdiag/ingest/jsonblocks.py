@@ -34,10 +34,11 @@ _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _CONSTANT = re.compile(rb'"[^"\\]*"|true|false|null')
 _AFTER_VALUE = re.compile(rb"\s*([,}])")
 _NEWLINE, _COMMA = 10, 44
-# A block's numbers as CSV: the bytes of JSON numbers, commas and newlines as they are, E as e,
-# and any other byte as `#`, which no number holds.
-_CSV_BYTES = bytes(code if chr(code) in "0123456789.-+e,\n" else ord("e") if code == ord("E") else ord("#")
-                   for code in range(256))
+# A block's numbers as CSV: the bytes of JSON numbers, commas and newlines as they are, E as e;
+# any other byte is deleted.
+_CSV = "0123456789.-+eE,\n"
+_CSV_BYTES = bytes.maketrans(b"E", b"e")
+_NOT_CSV = bytes(code for code in range(256) if chr(code) not in _CSV)
 
 _EXACT_INTEGERS = 2.0 ** 53  # below this a float64 holds every integer, as json's int would give it
 
@@ -204,37 +205,44 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     start), each a valid JSON number that parses as json.loads would: all layouts' lines as one
     CSV, a row each in line order, read in one parser call."""
     import pandas as pd
-    # The numbers as CSV: separators become NUL bytes (normalized() left none in the data) but for
-    # their structural comma, and the NULs are deleted; lines of no layout are blanked, which the
-    # parser skips; a byte no JSON number holds becomes `#`.
-    text = buffer.copy()
-    layouts, owners, all_lines = [], [], []
+    # The numbers as CSV: the translation deletes every byte that no number, comma or newline holds;
+    # the few separator bytes it would keep (a key's digits, e's and commas) are first made NUL, which
+    # it deletes too, but for each separator's structural comma; lines of no layout are blanked, which
+    # the parser skips. A line whose row then holds fewer bytes than its numbers and commas had a byte
+    # no JSON number holds: it goes the exact way.
+    text = bytearray(buffer)
+    view = np.frombuffer(text, np.uint8)
+    layouts, owners, all_lines, all_widths = [], [], [], []
     for layout, lines, places in found:
         separators = layout.separators
         lengths = np.array([len(separator) for separator in separators])
         good = _grammatical(buffer, places[:-1] + lengths[:-1, None], places[1:])
         lines, places = lines[good], places[:, good]
-        rows, offsets, _, _ = _probes(separators)
-        long = lengths[rows] >= 8
-        _words(text)[places[rows[long]] + offsets[long, None]] = 0
-        for row in np.flatnonzero(lengths < 8):
-            for offset in range(lengths[row]):
-                text[places[row] + offset] = 0
-        for slot in range(1, len(separators) - 1):
-            text[places[slot] + _structural_comma(separators[slot])] = _COMMA
+        for row, offset in _kept_separator_bytes(separators):
+            view[places[row] + offset] = 0
+        all_widths.append((places[1:] - places[:-1] - lengths[:-1, None]).sum(axis=0) + len(separators) - 2)
         owners.append(np.full(len(lines), len(layouts)))
         layouts.append(layout)
         all_lines.append(lines)
-    owner, lines = np.concatenate(owners), np.concatenate(all_lines)
+    owner, lines, widths = np.concatenate(owners), np.concatenate(all_lines), np.concatenate(all_widths)
     order = np.argsort(lines, kind="stable")
-    owner, lines = owner[order], lines[order]  # a row each, in line order
-    _blank_other_lines(text, starts, ends, lines)
-    block = text.tobytes().translate(_CSV_BYTES, b"\0")
+    owner, lines, widths = owner[order], lines[order], widths[order]  # a row each, in line order
+    _blank_other_lines(view, starts, ends, lines)
+    block = text.translate(_CSV_BYTES, _NOT_CSV)
+    newlines = len(ends) - (ends[-1] == len(buffer)) if len(ends) else 0
+    if len(block) != widths.sum() + newlines:  # a byte no number holds, deleted: which lines?
+        rows = np.frombuffer(block, np.uint8)
+        row_ends = np.append(np.flatnonzero(rows == _NEWLINE), len(rows))[:len(starts)]
+        row_widths = np.diff(row_ends, prepend=-1) - 1
+        good = row_widths[lines] == widths
+        _blank_other_lines(view, starts, ends, lines[good], lines[~good])
+        owner, lines = owner[good], lines[good]
+        block = text.translate(_CSV_BYTES, _NOT_CSV)
     if not _only_numbers(block):
         good = _lines_of_numbers(block)
-        _blank_other_lines(text, starts, ends, lines[good], lines[~good])
+        _blank_other_lines(view, starts, ends, lines[good], lines[~good])
         owner, lines = owner[good], lines[good]
-        block = text.tobytes().translate(_CSV_BYTES, b"\0")
+        block = text.translate(_CSV_BYTES, _NOT_CSV)
     width = max(len(layout.keys) for layout in layouts)
     if not len(lines):
         return []
@@ -261,6 +269,14 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         if same.any():
             blocks.append(Block(lines[rows[same]], layout, numbers[same]))
     return blocks
+
+
+def _kept_separator_bytes(separators: list[bytes]) -> list[tuple[int, int]]:
+    """(separator, offset) of each separator byte that the CSV translation keeps, but for the
+    structural comma between two numbers."""
+    last = len(separators) - 1
+    return [(row, offset) for row, separator in enumerate(separators) for offset, byte in enumerate(separator)
+            if chr(byte) in _CSV and not (0 < row < last and offset == _structural_comma(separator))]
 
 
 def _structural_comma(separator: bytes) -> int:
@@ -296,20 +312,18 @@ def _blank_other_lines(text: np.ndarray, starts: np.ndarray, ends: np.ndarray, k
 
 def _grammatical(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Per line: each number (starts/ends: (slots, lines)) starts and ends as a JSON number must
-    (`-` or a digit first, a digit last, no leading zero, a digit after a leading `-`).
+    (`-` or a digit first, a digit last, no leading zero, a digit after a leading `-`). The byte
+    after a number is its separator's first (`,`, `}` or a blank), never a digit: a one-digit
+    number needs no width check.
 
     pandas refuses the rest of what JSON refuses (`1e`, `1.2.3`, `--1`, `1-2`) save `1.e5` and a
     `+` outside an exponent, which _only_numbers looks for."""
     size = len(buffer)
-    heads = np.ascontiguousarray(_words(buffer, 4)[np.minimum(starts, size - 4)])
-    first, second, third = (heads.view(np.uint8).reshape(*starts.shape, 4)[..., byte] for byte in range(3))
-    last = buffer[ends - 1]
-    widths = ends - starts
-    minus, zero = first == ord("-"), first == ord("0")
-    good = (_is_digit(first) | minus) & _is_digit(last) & (starts <= size - 4)  # near the end: exact path
-    good &= ~(zero & (widths >= 2) & _is_digit(second))
-    good &= ~(minus & ~_is_digit(second))
-    good &= ~(minus & (second == ord("0")) & (widths >= 3) & _is_digit(third))
+    heads = _words(buffer, 4)[np.minimum(starts, size - 4)]  # a number's first four bytes, the first lowest
+    heads = np.where((heads & 0xFF) == ord("-"), heads >> 8, heads)  # past a leading minus
+    first, second = heads & 0xFF, (heads >> 8) & 0xFF
+    good = _is_digit(first) & _is_digit(buffer[ends - 1]) & (starts <= size - 4)  # near the end: exact path
+    good &= ~((first == ord("0")) & _is_digit(second))
     return np.logical_and.reduce(good)
 
 
@@ -318,10 +332,8 @@ def _is_digit(codes: np.ndarray) -> np.ndarray:
 
 
 def _only_numbers(block: bytes) -> bool:
-    """The CSV holds only the bytes of JSON numbers (no `#`), an e only after a digit (pandas
-    reads `1.e5`) and a `+` only right after an e (pandas reads `+1`)."""
-    if b"#" in block:
-        return False
+    """The CSV holds an e only after a digit (pandas reads `1.e5`) and a `+` only right after an e
+    (pandas reads `+1`)."""
     if b"e" in block:
         codes = np.frombuffer(block, np.uint8)
         exponents = np.flatnonzero(codes == ord("e"))
@@ -335,7 +347,7 @@ def _lines_of_numbers(block: bytes) -> np.ndarray:
     codes = np.frombuffer(block, np.uint8)
     newlines = np.append(np.flatnonzero(codes == _NEWLINE), np.array([len(codes)] if block[-1:] != b"\n" else [], int))
     not_empty = newlines > np.append(0, newlines[:-1] + 1)
-    bad = codes == ord("#")
+    bad = np.zeros(len(codes), bool)
     exponents = np.flatnonzero(codes == ord("e"))
     bad[exponents[(exponents == 0) | ~_is_digit(codes[np.maximum(exponents - 1, 0)])]] = True
     pluses = np.flatnonzero(codes == ord("+"))
