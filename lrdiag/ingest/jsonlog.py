@@ -77,7 +77,7 @@ def _loads(text: str | bytes) -> object:
         raise _too_deep(text, 0) from None
 
 
-def _record(line: bytes, fast: bool) -> object:
+def _record(line: bytes | str, fast: bool) -> object:
     """The line as json.loads reads it (_loads): by orjson when `fast` and it can.
 
     orjson parses a line 2-3x faster (one of 100,000 keys: 21 against 54 ms) to the same record,
@@ -902,12 +902,12 @@ def _streamed_log_history(data: bytes):
             if text[at] == "]":
                 break
             if whole:
-                # Up to the last `}` in view, the entries decoded in one call, which is the speed of
-                # json.load (a `}` that closes no entry, or the document's own, fails the call: the
-                # entries are then decoded one by one until the next window).
+                # Up to the last `}` in view, the entries decoded in one call, by orjson (_record):
+                # faster than json.load (a `}` that closes no entry, or the document's own, fails the
+                # call: the entries are then decoded one by one until the next window).
                 whole, end = False, text.rfind("}", at)
                 try:
-                    decoded = decoder.decode("[" + text[at:end + 1] + "]") if end > at else None
+                    decoded = _record("[" + text[at:end + 1] + "]", fast=True) if end > at else None
                     next_at = end + 1
                 except (ValueError, RecursionError):
                     decoded = None
