@@ -154,9 +154,9 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
         numbers, texts, line_count = _parse_json_lines(itertools.chain([(head, 0)], chunks), path, result.problems,
                                                        exact)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
-        metrics, steps_by_line, step_name = build(numbers, texts, line_count)
-        del numbers, texts  # what the format reads is in metrics now: memory for the series
-        result.series = _series_with_restarts(metrics, steps_by_line, step_name, path, result.problems, result.notes)
+        held = [build(numbers, texts, line_count)]
+        del numbers, texts  # held alone holds the points now, which the series take the place of
+        result.series = _series_with_restarts(held, path, result.problems, result.notes)
         if not result.series and not result.problems:
             result.problems.append(Problem(str(path), "", "no metric records"))
     result.problems = cap_problems(result.problems, path)
@@ -326,17 +326,19 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, p
     `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Runs of flat
     lines that share a layout are read as blocks (jsonblocks); other flat lines go through pandas'
     C parser; lines neither can take (nested values, escapes, more keys than usual, malformed
-    JSON) go through json.loads one by one, which names the bad ones. `exact`: every line through
+    JSON) are parsed one by one (_record: orjson, json.loads for what it refuses), which names the bad ones. `exact`: every line through
     json.loads (what the fast paths are tested against)."""
     parsed = _Chunks()
-    line_count = 0
+    line_count, bulk = 0, False
     for data, first_line in pieces:
         data = normalized(data)
         starts, ends = line_bounds(data)
         blank = ends == starts
         first_part = len(parsed.parts)
         slow = np.flatnonzero(~blank)
-        if not exact and len(data) >= _SMALL:  # a small log: no pandas import (its parser would cost more)
+        # a small log: no pandas import (its parser would cost more); a big one's last chunk, however small, as the rest
+        bulk = bulk or len(data) >= _SMALL
+        if not exact and bulk:
             buffer = np.frombuffer(data, np.uint8)
             objects = slow[(buffer[starts[slow]] == _OPEN) & (buffer[ends[slow] - 1] == _CLOSE)]
             blocks, _ = jsonblocks.parse_blocks(data, starts, ends, objects)
@@ -397,30 +399,32 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     textual = [list(part) for part in chunks.parts if part[2].dtype.kind != "f"]
     chunks.parts = []
     raw = _joined(textual, 2, object)
+    text_lines, text_keys = _joined(textual, 0, np.int32), _joined(textual, 1, np.int32)
     present_raw, converted, failed = _cells_to_floats(raw)
-    # numeric parts first, then the text parts: the last raw.size points are the text cells
-    lines = _joined(numeric + textual, 0, np.int32)
-    keys = _joined(numeric + textual, 1, np.int32)
-    values = _joined(numeric + [[None, None, converted]], 2, np.float64)
-
-    offset = values.size - raw.size
-    is_number = ~np.isnan(values)
-    is_number[offset:] = present_raw & ~failed
-    numbers = Keyed(names, lines, keys, values, bookkeeping).where(is_number)
+    # the numbers: the numeric parts, then the text cells that are numbers, joined once
+    converts = present_raw & ~failed
+    tail = [[text_lines[converts], text_keys[converts], converted[converts]]] if converts.any() else []
+    numeric_count = sum(len(part[2]) for part in numeric)
+    del converted
+    numbers = Keyed(names, _joined(numeric + tail, 0, np.int32), _joined(numeric + tail, 1, np.int32),
+                    _joined(numeric + tail, 2, np.float64), bookkeeping)
+    keep = ~np.isnan(numbers.values)  # NaN in a numeric part: an empty cell, no point; a NaN text is one
+    keep[numeric_count:] = True
+    numbers = numbers.where(keep)
     # A key is text when none of its cells is a number (mmdetection's `mode`): only one with a cell
     # that is no number can be, and those few are looked for among the numbers' keys.
-    candidates = np.unique(keys[offset:][failed])
+    candidates = np.unique(text_keys[failed])
     is_text_key = np.zeros(len(names), bool)
     if candidates.size:
         is_text_key[candidates] = ~np.isin(candidates, numbers.keys)
-    bad = np.flatnonzero(failed & ~is_text_key[keys[offset:]])
-    bad = bad[np.argsort(lines[offset + bad], kind="stable")]
+    bad = np.flatnonzero(failed & ~is_text_key[text_keys])
+    bad = bad[np.argsort(text_lines[bad], kind="stable")]
     report(problems, path, bad, lambda index: (
-        f"line {lines[offset + index]}",
-        f"value {str(raw[index])[:40]!r} of {names[keys[offset + index]]!r} is not a number; point skipped"),
+        f"line {text_lines[index]}",
+        f"value {str(raw[index])[:40]!r} of {names[text_keys[index]]!r} is not a number; point skipped"),
         "non-numeric values skipped")
-    text_points = present_raw & is_text_key[keys[offset:]]
-    texts = Keyed(names, lines[offset:][text_points], keys[offset:][text_points], raw[text_points])
+    text_points = present_raw & is_text_key[text_keys]
+    texts = Keyed(names, text_lines[text_points], text_keys[text_points], raw[text_points])
     return numbers, texts
 
 
@@ -647,7 +651,7 @@ def _bookkeeping(names: list[str]) -> np.ndarray:
 
 
 def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
-    return _metrics(numbers), _by_line(numbers.get("iteration"), line_count), "iteration"
+    return numbers, _by_line(numbers.get("iteration"), line_count), "iteration"
 
 
 def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
@@ -703,7 +707,7 @@ def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
     epoch so that every series counts iterations."""
     steps = _by_line(numbers.get("step"), line_count)
     if numbers.get("iter") is None:
-        return _metrics(numbers), steps, "step"
+        return numbers, steps, "step"
     iters, epochs = _by_line(numbers.get("iter"), line_count), _by_line(numbers.get("epoch"), line_count)
     validation = ~np.isnan(steps) & np.isnan(iters)
     training = ~np.isnan(iters) & ~np.isnan(epochs)
@@ -717,18 +721,26 @@ def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
     return _split_by_mode(numbers, modes), steps, "step"
 
 
-def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: str,
-                          path: pathlib.Path, problems: list[Problem], notes: list[str]) -> dict[str, Series]:
+def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem],
+                          notes: list[str]) -> dict[str, Series]:
     """Series from per-line points, after resumed runs replace what they overlap.
+
+    `held`: [(points, steps by line, step name)] from the format's build, emptied here so that the
+    points are freed once gathered into series (a point costs 16 bytes in the table, 16 in its
+    series); the points of bookkeeping keys (the step counter) are left out here, not copied out
+    before.
 
     A record whose step goes back to k (a resumed run), or repeats the previous record's step
     with a key that record had (a duplicated line), drops every earlier point at step >= k, for
     all tags. An evaluation record sharing the iteration of a training record is not a repeat."""
-    if not metrics.lines.size:
+    points, steps_by_line, step_name = held.pop()
+    tag_count = len(points.names)
+    point_lines, point_tags = points.lines, points.keys
+    is_metric_key = ~(points.bookkeeping if points.bookkeeping is not None else _bookkeeping(points.names))
+    metric = None if is_metric_key.all() else is_metric_key[point_tags]  # per point, where some are bookkeeping
+    if not (point_lines.size if metric is None else metric.any()):
         return {}
-    tag_count = len(metrics.names)
-    point_lines, point_tags = metrics.lines, metrics.keys
-    points_per_line = np.bincount(point_lines, minlength=len(steps_by_line))
+    points_per_line = np.bincount(point_lines if metric is None else point_lines[metric], minlength=len(steps_by_line))
     no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
            f"records without {step_name!r} skipped")
@@ -745,6 +757,9 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
         is_previous = np.zeros(len(steps_by_line), bool)
         is_previous[record_lines[same - 1]] = True
         on_same, on_previous = (previous_line > 0)[point_lines], is_previous[point_lines]
+        if metric is not None:
+            on_same &= metric
+            on_previous &= metric
         logged = point_lines[on_previous].astype(np.int64) * tag_count + point_tags[on_previous]
         repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
@@ -757,12 +772,20 @@ def _series_with_restarts(metrics: Keyed, steps_by_line: np.ndarray, step_name: 
                                     points_per_line[record_lines], step_name))
     kept_line = np.zeros(len(steps_by_line), bool)
     kept_line[record_lines[kept_record]] = True
-    kept = metrics.where(kept_line[point_lines])
-    order, lines, bounds = kept.by_key()
-    steps, values = whole_steps_by_line[lines], kept.values[order]  # kept lines all have a step
+    keep = kept_line[point_lines]
+    if metric is not None:
+        keep &= metric
+    del point_lines, point_tags, metric
+    points = points.where(keep)
+    del keep
+    order, lines, bounds = points.by_key()
+    values, names = points.values[order], points.names
+    del points, order  # the table's memory, for the steps
+    steps = whole_steps_by_line[lines]  # kept lines all have a step
+    del lines
 
     present = np.flatnonzero(bounds[1:] > bounds[:-1])
-    names = [kept.names[key] for key in present.tolist()]
+    names = [names[key] for key in present.tolist()]
     with gc_paused():  # a file may hold 100,000 keys: a Series each
         return dict(zip(names, map(Series, names, _cut(steps, bounds, present), _cut(values, bounds, present))))
 
