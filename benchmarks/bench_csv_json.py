@@ -85,6 +85,31 @@ def write_wide_json(path: pathlib.Path, keys: int) -> None:
         out.write(json.dumps({"iteration": 1000, **{f"AP-class{index}": index / 7 for index in range(keys)}}) + "\n")
 
 
+def write_alternating_json(path: pathlib.Path, rows: int) -> None:
+    """Training and validation lines in turn, each kind with its own keys (two layouts)."""
+    rng = np.random.default_rng(0)
+    with path.open("w") as out:
+        for iteration, loss in enumerate(rng.random(rows).tolist()):
+            out.write(json.dumps({"iteration": iteration, "val_loss": loss, "acc": 0.5, "mode": "val"} if iteration % 2
+                                 else {"iteration": iteration, "loss": loss, "lr": 0.1}) + "\n")
+
+
+def write_varied_json(path: pathlib.Path, rows: int) -> None:
+    """Lines of 1 to 4 of 10 losses, in any order: a layout a line, which pandas' parser reads."""
+    rng = np.random.default_rng(0)
+    with path.open("w") as out:
+        for iteration in range(rows):
+            keys = rng.choice(10, rng.integers(1, 5), replace=False).tolist()
+            out.write(json.dumps({"iteration": iteration, **{f"loss_{key}": float(rng.random()) for key in keys}}) + "\n")
+
+
+def write_distinct_json(path: pathlib.Path, rows: int) -> None:
+    """A new key on every line: a series a line."""
+    with path.open("w") as out:
+        for iteration in range(rows):
+            out.write(json.dumps({"iteration": iteration, f"metric_{iteration}": iteration / 2}) + "\n")
+
+
 def write_trainer_state(path: pathlib.Path, entries: int) -> None:
     """An HF trainer_state.json (indent 2, sorted keys, an evaluation every 1000 steps), written entry by entry."""
     rng = np.random.default_rng(0)
@@ -125,6 +150,9 @@ def main() -> None:
         ("metrics.json", write_detectron2_json, 1_000_000, "lines", 1_000_200, "lrdiag json", "json.loads per line"),
         ("wide.json", write_wide_json, 100_000, "keys", 103_002, "lrdiag json", "json.loads per line"),
         ("wide_1M.json", write_wide_json, 1_000_000, "keys", 1_003_002, "lrdiag json", "json.loads per line"),
+        ("alternating.json", write_alternating_json, 300_000, "lines", 300_000, "lrdiag json", "json.loads per line"),
+        ("varied.json", write_varied_json, 200_000, "keys", 0, "lrdiag json", "json.loads per line"),
+        ("distinct.json", write_distinct_json, 300_000, "keys", 600_000, "lrdiag json", "json.loads per line"),
         ("trainer_state.json", write_trainer_state, 400_000, "entries", 400_400, "lrdiag json", "json.load"),
     ]
     if args.big:
@@ -139,6 +167,9 @@ def main() -> None:
             print(f"writing {path} ...", flush=True)
             write(path, size)
         megabytes = path.stat().st_size / 1e6
+        if not rows:  # keys that vary from line to line: counted
+            with path.open("rb") as lines:
+                rows = sum(line.count(b'": ') for line in lines)
         timings = {}
         for reader in (ours, anchor):
             seconds, peak, _ = measure(reader, path)
