@@ -22,8 +22,10 @@ t2 29 -> 33 %; the real logs, the healthy corpus and the detection benchmark do 
 Comparing with the points *before* makes the steep fall at the start of training harmless: a
 falling curve is always below its past. The rise must also span five of the smallest steps
 between distinct logged values, so that rounding (0.0001 -> 0.0002) is never a spike, and a
-point with fewer than `window` points before it must come back down after (no level to trust). Consecutive candidates form one burst; its peak is the
-spike's step, and the recovery is the first later point (3-point median) back within a quarter
+point with fewer than `window` points before it must come back down after (no level to trust).
+Three points in a row that each stand above the level, none tall enough alone, are a spike too
+when their mean clears the same bar for a mean of three (_bursts: an LR jumped for one step).
+Consecutive candidates form one burst; its peak is the spike's step, and the recovery is the first later point (3-point median) back within a quarter
 of the rise above the old level.
 """
 
@@ -39,6 +41,7 @@ _DIP_FACTOR = 2.0
 _LONE = 1.5  # the deepest dip counts no deeper than this times the second deepest
 _SKEW_POINTS = 50  # rises and dips each, to judge the noise's symmetry (see _symmetric_scale)
 _SKEW_SE = 2.0
+_BURST = 3  # points in a row of a short burst (see _bursts)
 _Z_CAP = 50.0  # a run whose dips reach z 25+ still reports spikes beyond z 50
 
 
@@ -84,6 +87,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     dip_z = np.nan_to_num(dip / scale, nan=0.0)[~near_spike]
     threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(dip_z)))
     candidate = sudden & (jump >= threshold * scale)
+    candidate |= _bursts(y, before, scale, z, min_rise, half, near_spike | candidate, candidate, values, level_values)
 
     smooth = rolling_median(y, 3)
     hits = []
@@ -150,6 +154,46 @@ def _symmetric_scale(values: np.ndarray) -> tuple[np.ndarray, str]:
         if skew < -_SKEW_SE * 1.5 / np.sqrt(points):
             return np.cbrt(values), "cbrt"
     return y, "log"
+
+
+def _bursts(y: np.ndarray, before: np.ndarray, scale: np.ndarray, z: float, min_rise, half: int,
+            near_spike: np.ndarray, spikes: np.ndarray, values: np.ndarray, level_values: np.ndarray) -> np.ndarray:
+    """The points of short bursts, which single points miss: `_BURST` points in a row, each above
+    the level before them, their mean `z` noise sigmas of a mean of that many points (sigma /
+    sqrt 3) above it and `min_rise` over it, the first point half of that rise above the 3 points
+    just before it (sudden: a smooth swing climbs by a little at each point), and back down (half
+    the rise) over the next as many points.
+    An LR jumped for a step under Adam lifts the loss for a few steps, no one point of them taller
+    than the noise reaches alone; three in a row so far above the level is what independent noise
+    does not do. Noise that wanders (autocorrelated) does, downwards as often as upwards: the bar
+    is twice the deepest trough of as many points in a row below the level before them (the
+    mirror, as for single points). A burst around a point already found adds nothing to it."""
+    k, n = _BURST, y.size
+    out = np.zeros(n, dtype=bool)
+    if n < half + 2 * k:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(y, k)
+    mean, low, high, back, lowest = (np.full(n, np.nan) for _ in range(5))
+    mean[:n - k + 1], low[:n - k + 1], high[:n - k + 1] = windows.mean(1), windows.min(1), windows.max(1)
+    back[:n - 2 * k + 1] = np.median(windows[k:], axis=1)  # the next k points after the burst
+    lowest[:n - k + 1] = np.lib.stride_tricks.sliding_window_view(values, k).min(1)
+    sigma = scale / np.sqrt(k)
+    rise = mean - before
+    with np.errstate(invalid="ignore"):
+        start = ((np.arange(n) >= half) & (rise >= min_rise) & (low > before)
+                 & (y - trailing_median(y, 3) >= 0.5 * rise) & (back <= before + 0.5 * rise))
+        rise_z = np.where(start, rise / sigma, 0.0)
+        trough_z = np.nan_to_num(np.where(high < before, (before - mean) / sigma, 0.0), nan=0.0)
+    reach = 2 * half
+    near = np.convolve((rise_z >= z) | near_spike, np.ones(2 * reach + 1), mode="full")[reach:reach + n] > 0
+    threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(trough_z[~near])))
+    taken = np.convolve(spikes, np.ones(2 * k + 1), mode="full")[k:k + n] > 0
+    found = np.flatnonzero((rise_z >= threshold) & ~taken)
+    if found.size:  # each point five rounding steps above the level, at least (see _quantum)
+        found = found[lowest[found] - level_values[found] >= 5 * _quantum(values)]
+    for i in found:
+        out[i:i + k] = True
+    return out
 
 
 def _quantum(values: np.ndarray, exact: bool = True) -> float:
