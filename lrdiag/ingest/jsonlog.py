@@ -1,12 +1,12 @@
 """Read JSON training logs: HF trainer_state.json, detectron2 / mmdetection / mmengine JSON lines, Keras history.
 
 Memory: JSON lines are parsed a chunk (textlog.CHUNK_BYTES) at a time into (line, key, value)
-points, 16 bytes a point; a detectron2 log peaks at about 1.6-1.7x its size. Each key costs a fixed
-
-~0.6 kB more (its Series and their arrays), so a log of distinct keys peaks at about 2x its size
-plus 0.6 kB a key (17.6x for a 36 MB line of 1M keys). A trainer_state.json is decoded 1 MiB at a
-time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small logs (chunks under
-_SMALL) are read without pandas.
+points, 16 bytes a point, a table freed as the series are made; a detectron2 log peaks at about
+1.3-1.6x its size, short records of many points (alternating train / val lines) at 2.4-2.5x. Each
+key costs a fixed ~0.5 kB more (its Series and their arrays), so a log of distinct keys peaks at
+about its size plus 0.5 kB a key (16.4x for a 36 MB line of 1M keys). A trainer_state.json is
+decoded 1 MiB at a time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small
+logs (chunks under _SMALL) are read without pandas.
 """
 
 from __future__ import annotations
