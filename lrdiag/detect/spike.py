@@ -172,16 +172,21 @@ def _bursts(y: np.ndarray, before: np.ndarray, scale: np.ndarray, z: float, min_
     out = np.zeros(n, dtype=bool)
     if n < half + 2 * k:
         return out
-    windows = np.lib.stride_tricks.sliding_window_view(y, k)
-    mean, low, high, back, lowest = (np.full(n, np.nan) for _ in range(5))
-    mean[:n - k + 1], low[:n - k + 1], high[:n - k + 1] = windows.mean(1), windows.min(1), windows.max(1)
-    back[:n - 2 * k + 1] = np.median(windows[k:], axis=1)  # the next k points after the burst
-    lowest[:n - k + 1] = np.lib.stride_tricks.sliding_window_view(values, k).min(1)
-    sigma = scale / np.sqrt(k)
+    shifted = [y[j:n - k + 1 + j] for j in range(k)]  # the k points of each burst, as k slices
+    mean, low, back = (np.full(n, np.nan) for _ in range(3))
+    mean[:n - k + 1], low[:n - k + 1] = sum(shifted) / k, np.minimum.reduce(shifted)
+    back[:n - 2 * k + 1] = rolling_median(y, k)[k + k // 2:n - k // 2]  # the median of the next k points
     rise = mean - before
     with np.errstate(invalid="ignore"):
         start = ((np.arange(n) >= half) & (rise >= min_rise) & (low > before)
                  & (y - trailing_median(y, 3) >= 0.5 * rise) & (back <= before + 0.5 * rise))
+    if not start.any():
+        return out
+    sigma = scale / np.sqrt(k)
+    high, lowest = np.full(n, np.nan), np.full(n, np.nan)
+    high[:n - k + 1] = np.maximum.reduce(shifted)
+    lowest[:n - k + 1] = np.minimum.reduce([values[j:n - k + 1 + j] for j in range(k)])
+    with np.errstate(invalid="ignore"):
         rise_z = np.where(start, rise / sigma, 0.0)
         trough_z = np.nan_to_num(np.where(high < before, (before - mean) / sigma, 0.0), nan=0.0)
     reach = 2 * half
