@@ -115,7 +115,8 @@ def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
     commas_per_line = np.diff(np.searchsorted(commas, ends), prepend=0)
     found, left, tried, misses = [], candidates, set(), 0
     for _ in range(_ATTEMPTS):
-        first = next((line for line in left.tolist() if line not in tried), None)
+        # lines tried and left over are the first of `left` (each was its first untried line)
+        first = next((line for line in left[:len(tried) + 1].tolist() if line not in tried), None)
         if first is None or len(left) < _FEWEST or misses == _MISSES:
             break
         tried.add(first)
