@@ -100,7 +100,8 @@ def write_varied_json(path: pathlib.Path, rows: int) -> None:
     with path.open("w") as out:
         for iteration in range(rows):
             keys = rng.choice(10, rng.integers(1, 5), replace=False).tolist()
-            out.write(json.dumps({"iteration": iteration, **{f"loss_{key}": float(rng.random()) for key in keys}}) + "\n")
+            losses = {f"loss_{key}": float(rng.random()) for key in keys}
+            out.write(json.dumps({"iteration": iteration, **losses}) + "\n")
 
 
 def write_distinct_json(path: pathlib.Path, rows: int) -> None:

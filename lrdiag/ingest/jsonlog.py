@@ -27,8 +27,9 @@ import orjson
 from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS,
-                                   STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds, line_chunks, normalized,
-                                   per_line_count, report, to_floats, whole_steps)
+                                   STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping, is_missing,
+                                   join_lines, line_bounds, line_chunks, normalized, per_line_count, report,
+                                   to_floats, whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -325,8 +326,8 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, p
     `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Runs of flat
     lines that share a layout are read as blocks (jsonblocks); other flat lines go through pandas'
     C parser; lines neither can take (nested values, escapes, more keys than usual, malformed
-    JSON) are parsed one by one (_record: orjson, json.loads for what it refuses), which names the bad ones. `exact`: every line through
-    json.loads (what the fast paths are tested against)."""
+    JSON) are parsed one by one (_record: orjson, json.loads for what it refuses), which names the
+    bad ones. `exact`: every line through json.loads (what the fast paths are tested against)."""
     parsed = _Chunks()
     line_count, bulk = 0, False
     for data, first_line in pieces:

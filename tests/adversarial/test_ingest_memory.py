@@ -69,4 +69,5 @@ def test_peak_memory_is_a_small_multiple_of_the_file(tmp_path, kind, write):
                             check=True, timeout=300).stdout.split()
     peak, read, problems = map(int, output)
     assert (read, problems) == (points, 0)
-    assert peak < 2 * path.stat().st_size, f"peak {peak / 2**20:.0f} MiB for a {path.stat().st_size / 2**20:.0f} MiB file"
+    size = path.stat().st_size
+    assert peak < 2 * size, f"peak {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB file"
