@@ -1,6 +1,8 @@
 """Explosion: a run's main training or validation loss climbs to many times its starting level.
 
-The starting level is the median of the first three points, the climb is judged on a 5-point rolling
+The starting level is the median of the first three points (the first of them when each of the
+next two is higher: a loss logged too rarely to show its first fall, climbing from its first
+logged point, as a clipped run whose LR ramps too high does), the climb is judged on a 5-point rolling
 median (one bad batch is a spike, not an explosion) and must hold for `min_points` points,
 unless it ends the series in NaN/Inf, the usual end of an explosion. A climb the loss comes back
 from for good, staying back to the end of the run for twice as long as it lasted, is a
@@ -66,7 +68,10 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
     if values.size < (2 if ends_nonfinite else 3 if few else 2 * min_points) or (values <= 0).any():
         return []  # a ratio to the start means nothing for a loss that can be zero or negative
     head = 1 if few else min(3, values.size - 1)  # the untrained model's loss: the first logged points
-    start = float(np.median(values[:head]))
+    start, start_points, start_how = float(np.median(values[:head])), head, f"the median of its first {head} points"
+    if head == 1 or (np.diff(values[:head]) > 0).all():  # climbing at once: no median to take before it
+        start, start_points = float(values[0]), 1
+        start_how = "its first logged value" + (f", its next {head - 1} points each higher" if head > 1 else "")
     smooth = values if few else rolling_median(values, 5)
     above = smooth >= factor * start
     above[:head] = False  # the start itself cannot be above the start
@@ -85,9 +90,8 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
     # whatever follows it (a stall back at the starting level, say) is for the other rules.
     stretches = [(a, b) for i, (a, b) in enumerate(stretches)
                  if i < len(stretches) - 1 or values.size - 1 - b < 2 * (b - a + 1) or ends_nonfinite]
-    start_how = f"the median of its first {head} points" if head > 1 else "its first logged value"
     reference, level = f"its starting level {start:.4g}, {start_how}", start
-    evidence = {"start_level": start, "start_points": head, "start_how": start_how}
+    evidence = {"start_level": start, "start_points": start_points, "start_how": start_how}
     if not stretches and not few and series is ctx.train_loss:
         # Four times (best_factor) the lowest level it had reached, for the rest of the run: the lowest 5-point
         # median from each point on stands at the factor over the lowest one before it.
