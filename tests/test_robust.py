@@ -37,3 +37,23 @@ def test_numpy_path_until_the_process_has_spent_what_importing_scipy_costs(monke
     for _ in range(60):  # 1.23M points x window each: 41 of them reach the 50M budget
         robust.median_filter(values, 41)
     assert len(calls) == 60 - 40 and robust._numpy_spent <= robust._NUMPY_BUDGET
+
+
+@pytest.mark.parametrize("n", [3, 5, 7])
+def test_kendall_falling_p_is_exact_on_short_series(n):
+    import itertools
+
+    rng = np.random.default_rng(n)
+    orders = np.array(list(itertools.permutations(range(n))), dtype=float)
+    first, second = np.triu_indices(n, 1)
+    scores = np.sign(orders[:, second] - orders[:, first]).sum(axis=1)
+    for _ in range(5):
+        v = rng.standard_normal(n)
+        score = np.sign(v[second] - v[first]).sum()
+        assert robust.kendall_falling_p(v) == pytest.approx(np.mean(scores <= score), abs=1e-12)
+
+
+def test_kendall_falling_p_beats_the_normal_approximation_on_a_short_steady_fall():
+    v = np.array([0.5388, 0.5061, 0.4919, 0.4781, 0.4616, 0.464, 0.4438, 0.4596])  # 2 of 28 pairs rise
+    assert robust.kendall_z(v) > -3.0  # the normal approximation: 0.15 %
+    assert robust.kendall_falling_p(v) == pytest.approx(35 / 40320)  # 1 + 7 + 27 of the 8! orderings

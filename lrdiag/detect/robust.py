@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import sys
 
+import functools
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -174,6 +177,34 @@ def theil_sen_slope(x: np.ndarray, v: np.ndarray) -> float:
     dx = x[second] - x[first]
     slopes = (v[second] - v[first])[dx > 0] / dx[dx > 0]
     return float(np.median(slopes)) if slopes.size else 0.0
+
+
+def kendall_falling_p(v: np.ndarray) -> float:
+    """The chance, under no trend, that values in this order would fall as consistently as they do:
+    the one-sided p-value of the Mann-Kendall score (later points below earlier ones, ties ignored).
+    Exact up to 40 values, from the number of orderings with each count of inversions (Mahonian
+    numbers), where the normal approximation undersells a short steady run: 8 values falling but
+    for 2 of their 28 pairs read z -2.97 (0.15 %), while 35 of the 8! orderings do as well (0.087 %).
+    Beyond 40 values, the normal approximation of kendall_z."""
+    n = v.size
+    if n < 3:
+        return 1.0
+    first, second = np.triu_indices(n, 1)
+    score = float(np.sign(v[second] - v[first]).sum())
+    if n > 40:
+        return float(0.5 * math.erfc(-kendall_z(v) / math.sqrt(2)))
+    pairs = n * (n - 1) // 2
+    falling_pairs = math.ceil((pairs - score) / 2 - 1e-9)  # at least this many pairs fall
+    return float(_inversions(n)[falling_pairs:].sum())
+
+
+@functools.lru_cache(maxsize=64)
+def _inversions(n: int) -> np.ndarray:
+    """The distribution of the number of inversions of a random ordering of n values."""
+    chances = np.ones(1)
+    for size in range(2, n + 1):
+        chances = np.convolve(chances, np.full(size, 1.0 / size))
+    return chances
 
 
 def kendall_z(v: np.ndarray) -> float:
