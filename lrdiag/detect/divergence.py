@@ -18,7 +18,8 @@ rolling median first. A rise after the best counts in either of two ways:
   end): a slow rise without a break (10 % over
   two thirds of a long Keras run) whose end median has not yet cleared `min_rise`.
 Training loss over the same stretch must have fallen, or the run is not overfitting but getting
-worse everywhere (left to the other rules).
+worse everywhere (left to the other rules): its median over the training between evaluations
+around the best one against the same around the last one.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
     if not (level_rise or steady):
         return []
     train_steps, train_values = clean(train, ctx)
-    train_before = _level_near(train_steps, train_values, steps[best])
-    train_end = _level_near(train_steps, train_values, steps[-1])
+    spacing = float(np.median(np.diff(steps)))  # between evaluations
+    train_before = _level_near(train_steps, train_values, steps[best], spacing)
+    train_end = _level_near(train_steps, train_values, steps[-1], spacing)
     if train_before is None or train_end is None or not train_end < train_before:
         return []
     best_value, end_value = float(values[best]), float(np.exp(end_level)) if is_log else end_level
@@ -103,11 +105,17 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
                  "points_after_best": int(after)})]
 
 
-def _level_near(steps: np.ndarray, values: np.ndarray, step: int) -> float | None:
-    """Median of the training loss over the few logged points nearest a step (it is noisier)."""
+def _level_near(steps: np.ndarray, values: np.ndarray, step: int, spacing: float) -> float | None:
+    """Median of the training loss around a step: over its points within half the validation's
+    spacing of it (the training between two evaluations), and at least the few logged points
+    nearest it. A per-step loss is too noisy to read off a few points: +-40 % single batches put
+    the 7 points around an early evaluation level with the last 7 of a run whose loss fell 35 %."""
     if values.size == 0:
         return None
     count = max(3, values.size // 50)
+    near = values[np.abs(steps - step) <= spacing / 2]
+    if near.size >= count:
+        return float(np.median(near))
     at = int(np.searchsorted(steps, step))
     lo = max(0, min(at - count // 2, values.size - count))
     return float(np.median(values[lo:lo + count]))
