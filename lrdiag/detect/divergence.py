@@ -84,8 +84,7 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
         return []
     train_steps, train_values = clean(train, ctx)
     spacing = float(np.median(np.diff(steps)))  # between evaluations
-    train_before = _level_near(train_steps, train_values, steps[best], spacing)
-    train_end = _level_near(train_steps, train_values, steps[-1], spacing)
+    train_before, train_end = _train_levels(train_steps, train_values, int(steps[best]), int(steps[-1]), spacing)
     if train_before is None or train_end is None or not train_end < train_before:
         return []
     best_value, end_value = float(values[best]), float(np.exp(end_level)) if is_log else end_level
@@ -105,17 +104,27 @@ def detect(series: Series, ctx: Context, min_rise: float = 0.1, z: float = 3.0, 
                  "points_after_best": int(after)})]
 
 
-def _level_near(steps: np.ndarray, values: np.ndarray, step: int, spacing: float) -> float | None:
-    """Median of the training loss around a step: over its points within half the validation's
-    spacing of it (the training between two evaluations), and at least the few logged points
-    nearest it. A per-step loss is too noisy to read off a few points: +-40 % single batches put
-    the 7 points around an early evaluation level with the last 7 of a run whose loss fell 35 %."""
+def _train_levels(steps: np.ndarray, values: np.ndarray, first: int, last: int,
+                  spacing: float) -> tuple[float, float] | tuple[None, None]:
+    """The training loss at two steps, each the median of its points within half the validation's
+    spacing of it (the training between two evaluations) when there are enough of them, else of
+    the few logged points nearest it. A per-step loss is too noisy to read off a few points: +-40 %
+    single batches put the 7 points around an early evaluation level with the last 7 of a run
+    whose loss fell 35 %. Where the nearest few are the same points for both steps (a 3-epoch
+    Keras log), each step's own nearest point."""
     if values.size == 0:
-        return None
+        return None, None
     count = max(3, values.size // 50)
-    near = values[np.abs(steps - step) <= spacing / 2]
-    if near.size >= count:
-        return float(np.median(near))
-    at = int(np.searchsorted(steps, step))
-    lo = max(0, min(at - count // 2, values.size - count))
-    return float(np.median(values[lo:lo + count]))
+
+    def window(step: int) -> np.ndarray:
+        near = np.flatnonzero(np.abs(steps - step) <= spacing / 2)
+        if near.size >= count:
+            return near
+        at = int(np.searchsorted(steps, step))
+        lo = max(0, min(at - count // 2, values.size - count))
+        return np.arange(lo, min(lo + count, values.size))
+
+    before, end = window(first), window(last)
+    if np.intersect1d(before, end).size:
+        before, end = (np.array([int(np.argmin(np.abs(steps - step)))]) for step in (first, last))
+    return float(np.median(values[before])), float(np.median(values[end]))
