@@ -10,8 +10,8 @@ loss could have gone further:
   units, ~10 %; more on a curve too noisy to place its start and end that well) below its first
   points (and never twice that at its best), and its second half gained less than a quarter
   of that (else it is a run improving slowly): the stall then runs from the first point. Only for a log that starts near the beginning of training (not a
-  resumed run), and for a validation or component loss only when the main training loss
-  agrees;
+  resumed run), for a validation or component loss only when the main training loss
+  agrees, and only when the same loss logged at another cadence agrees too;
 - **frozen after the LR decayed**: from the step where the LR fell below `lr_floor` of its
   peak for good (not a cyclic schedule's trough), the loss gained next to nothing (or crept on at a tenth of the rate just before),
   while in the stretch just before it was still falling fast (a quarter of its total drop):
@@ -35,6 +35,7 @@ import numpy as np
 from lrdiag.detect.base import Context, Hit, clean
 from lrdiag.detect.robust import MAD_TO_SIGMA, block_medians, kendall_falling_p, log_scale, rolling_median
 from lrdiag.series.model import Series
+from lrdiag.series.roles import component
 
 # ln(k) for k = 2..20 classes: beyond 20 the levels lie closer together (ln 21 - ln 20 = 0.05)
 # than a plateau can be placed, and a regression loss would match one by chance.
@@ -70,8 +71,14 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     # A log that starts late (a resumed run) does not show where training started.
     starts_early = steps[0] <= 0.2 * max(steps[-1], 1)
     head, tail = max(3, values.size // 20), max(3, values.size // 10)
-    if starts_early and _never_improved(steps, y, is_log, near_initial) and (
-            main is None or _never_improved(*_log_series(main), near_initial)):
+    # The same loss logged at another cadence (Lightning's train_loss_step and train_loss_epoch)
+    # must agree too, where it has the points to judge (not HF's one final train_loss): an epoch
+    # mean that falls at every epoch is progress its noisy steps hide.
+    witnesses = [main] if main is not None else []
+    witnesses += [other for other in ctx.run.by_role(series.role or "") if other is not series and other is not main
+                  and component(other.tag) == component(series.tag) and len(other) >= min_points]
+    if starts_early and _never_improved(steps, y, is_log, near_initial) and all(
+            _never_improved(*_log_series(other), near_initial) for other in witnesses):
         # Never got anywhere: stuck from the first point, however slowly it may creep.
         onset, kind = 0, "near_initial"
         drop = abs(start - end_level)
