@@ -11,7 +11,9 @@ loss could have gone further:
   points (and never twice that at its best), and its second half gained less than a quarter
   of that (else it is a run improving slowly): the stall then runs from the first point. Only for a log that starts near the beginning of training (not a
   resumed run), for a validation or component loss only when the main training loss
-  agrees, and only when the same loss logged at another cadence agrees too;
+  agrees, and only when the same loss logged at another cadence agrees too. A first point at
+  twice the rest or more learned at once, and flat after is converged, unless the accuracy is
+  at chance;
 - **frozen after the LR decayed**: from the step where the LR fell below `lr_floor` of its
   peak for good (not a cyclic schedule's trough), the loss gained next to nothing (or crept on at a tenth of the rate just before),
   while in the stretch just before it was still falling fast (a quarter of its total drop):
@@ -41,6 +43,7 @@ from lrdiag.series.roles import component
 # than a plateau can be placed, and a regression loss would match one by chance.
 _TRIVIAL_LEVELS = np.log(np.arange(2, 21))
 _THREE_SIGMA = 0.00135  # the one-sided chance of a normal variable beyond three sigmas
+_LEARNED = 2.0  # a first point this many times the median of the rest: the run learned in its first interval
 
 
 
@@ -77,8 +80,8 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
     witnesses = [main] if main is not None else []
     witnesses += [other for other in ctx.run.by_role(series.role or "") if other is not series and other is not main
                   and component(other.tag) == component(series.tag) and len(other) >= min_points]
-    if starts_early and _never_improved(steps, y, is_log, near_initial) and all(
-            _never_improved(*_log_series(other), near_initial) for other in witnesses):
+    if starts_early and _stuck_from_start(ctx, series, near_initial) and all(
+            _stuck_from_start(ctx, other, near_initial) for other in witnesses):
         # Never got anywhere: stuck from the first point, however slowly it may creep.
         onset, kind = 0, "near_initial"
         drop = abs(start - end_level)
@@ -106,10 +109,10 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
             return []  # still improving, converging at the end, or rising (divergence, explosion)
         level_value = float(np.median(values[onset:]))
         lr_now, lr_peak = _plateau_lr(ctx, int(steps[onset]))
-        classes = int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
+        classes = _classes(level_value)
         accuracy = _accuracy_on(ctx, series, int(steps[onset]))
         if (is_log and abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS[classes - 2])) < 0.01
-                and accuracy is not None and 0.75 / classes <= accuracy <= 1.25 / classes):
+                and _at_chance(ctx, series, int(steps[onset]), level_value)):
             kind, why = "trivial_level", (f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class "
                                           f"prior, with a median accuracy of {accuracy:.3g} (chance: {1 / classes:.3g})")
         else:
@@ -138,6 +141,39 @@ def _eval_keeps_falling(ctx: Context, series: Series, onset: int, near_initial: 
     if after.size < 3 or (after <= 0).any():
         return False
     return bool((np.diff(after) < 0).all() and np.log(after[0] / after[-1]) >= near_initial)
+
+
+def _stuck_from_start(ctx: Context, series: Series, near_initial: float) -> bool:
+    """Never improved (_never_improved), and not a loss that learned at once (_learned_at_once)
+    unless its accuracy is at chance."""
+    steps, values = clean(series, ctx)
+    y, is_log = log_scale(values)
+    if not _never_improved(steps, y, is_log, near_initial):
+        return False
+    return not _learned_at_once(y, is_log) or _at_chance(ctx, series, int(steps[0]), float(np.median(values[1:])))
+
+
+def _learned_at_once(y: np.ndarray, is_log: bool) -> bool:
+    """Its first logged point at `_LEARNED` times the median of all the rest or more: it learned, in its
+    first interval, most of what it did (a linear regression at its noise floor from its second epoch
+    on: 5.23, then 0.0895 slowly to 0.0875), and flat after that is converged, not stuck, unless its
+    accuracy says it learned nothing (_at_chance: dead units after a bad start, 5.34 then ln 5 at 20 %).
+    The median of the first few points that places the start hides such a first point. An LR that
+    died before the first log (2.47, then 2.137 for 11 epochs) stays a stall."""
+    return is_log and y.size >= 3 and y[0] - float(np.median(y[1:])) >= np.log(_LEARNED)
+
+
+def _classes(level_value: float) -> int:
+    """The class count k whose ln(k) lies nearest a loss level."""
+    return int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
+
+
+def _at_chance(ctx: Context, series: Series, onset: int, level_value: float) -> bool:
+    """Whether the accuracy logged beside the loss (median from `onset`) is at chance, within 25 % of
+    1/k for the k whose ln(k) lies nearest the loss level: the model predicts a class prior."""
+    accuracy = _accuracy_on(ctx, series, onset)
+    classes = _classes(level_value)
+    return accuracy is not None and 0.75 / classes <= accuracy <= 1.25 / classes
 
 
 def _accuracy_on(ctx: Context, series: Series, onset: int) -> float | None:
