@@ -14,9 +14,13 @@ few values and steps between them and its lowest value: O(1) work a point. It fi
   last 64 points from their 5-point medians (on the log scale when positive), the rule's own measure. The
   rule asks a spike to rise that ratio above the median of up to `window` points before it (a median
   within their range), and `z` times a noise estimate never under 0.7 of that measure over 329 points
-  around it: half of `z` leaves room for the 64 points to read up to 1.4 times the 329. The rule's noise
-  around a point also depends on the points after it (its local window reaches 20 points ahead), so the
-  32 points after a candidate fire too;
+  around it: half of `z` leaves room for the 64 points to read up to 1.4 times the 329. The rule's bar
+  rises with the run's deepest dips, on the log scale or on the cube root where the noise is gamma-like:
+  the screen's stays at half of `z`, since a spike the rule finds on the cube root may stand under the
+  dips of the log scale. The rule's noise around a point also depends on the points after it (its local
+  window reaches 20 points ahead), so the 32 points after a candidate fire too; the same for the mean of
+  the last three points (a burst, the rule's `_bursts`) `min_ratio` and half of `z` noise sigmas of a
+  mean of three above the median of the `window` points before them;
 - on a metric the explosion rule (LRD106) reads, the rule's centred 5-point median at the last three
   points (the series mirrored at its end, as the rule pads it; the value itself for a metric logged fewer
   than 2 x `min_points` times) stands at `factor` times the metric's lowest 5-point median (or first
@@ -46,7 +50,6 @@ from lrdiag.series.roles import infer_role
 _RECHECK = 32  # points after a spike candidate that fire too: the rule's local noise reaches 20 points ahead
 _NOISE_POINTS = 64  # points whose median distance from their 5-point median is the screen's noise
 _MAD_TO_SIGMA = 1.4826
-_DIP_FACTOR, _Z_CAP = 2.0, 50.0  # the spike rule's: its threshold is at least twice the deepest dip, up to 50
 
 
 class Screen:
@@ -105,15 +108,14 @@ class Screen:
             track.candidates = [index for index in track.candidates if track.count - index <= _RECHECK]
             fire |= bool(track.candidates)
         if track.log and value <= 0:  # the rules read it on its own scale from now on: start over on it
-            track.log, track.ys, track.noise, track.dip = False, deque(track.recent, track.ys.maxlen), deque(
-                maxlen=_NOISE_POINTS), 0.0
+            track.log, track.ys, track.noise = False, deque(track.recent, track.ys.maxlen), deque(maxlen=_NOISE_POINTS)
         y = math.log(value) if track.log else value
         ys = track.ys
         if len(ys) >= 4:  # the point two before this one now has its 5-point median
             track.noise.append(abs(ys[-2] - sorted((ys[-4], ys[-3], ys[-2], ys[-1], y))[2]))
             if track.count % 8 == 0 or not track.scale:
                 track.scale = _noise(track.noise)
-        if track.spike and ys and self._rises(y, track):
+        if track.spike and ys and (self._rises(y, track) or self._burst(y, track)):
             track.candidates.append(track.count)
             fire = True
         last5 = sorted([*list(track.recent)[-4:], value])
@@ -144,8 +146,6 @@ class Screen:
         if track.count <= 4 or len(last5) == 5:
             level = value if track.count <= 4 else median5
             track.lowest = level if lowest is None else min(lowest, level)
-        if track.spike and len(ys) == ys.maxlen:
-            self._dip(track)
         return fire
 
     def _rises(self, y: float, track: "_Track") -> bool:
@@ -161,19 +161,23 @@ class Screen:
             return False
         if len(track.noise) < 8:
             return True  # too few points to know the noise
-        return y - low >= 0.5 * max(self.z, min(_Z_CAP, _DIP_FACTOR * track.dip)) * track.scale
+        return y - low >= 0.5 * self.z * track.scale
 
-    def _dip(self, track: "_Track") -> None:
-        """The deepest dip so far in noise units: how far a point falls below both the medians of the
-        `window` points before and after it, away from spike candidates (the rule's own calibration)."""
-        at = track.count - 1 - 2 * self.window  # its candidates within 2 x window are known now
-        if len(track.noise) < 8 or any(abs(at - index) <= 2 * self.window for index in track.candidates):
-            return
-        y = list(track.ys)
-        middle = len(y) - 1 - 2 * self.window
-        before, after = sorted(y[middle - self.window:middle]), sorted(y[middle + 1:middle + 1 + self.window])
-        level = min(before[len(before) // 2], after[len(after) // 2])
-        track.dip = max(track.dip, (level - y[middle]) / track.scale)
+    def _burst(self, y: float, track: "_Track") -> bool:
+        """Whether the last three points (this one the third) may be a burst the rule reports: their mean
+        `min_ratio` above the median of the `window` points before them and half of `z` noise sigmas of a
+        mean of three; the rule's bar is higher (all of `z`, the first point sudden, each point above the
+        level, back down after), and its finding comes once the points after it are logged: the 32
+        points after a candidate fire too."""
+        if len(track.ys) < self.window + 2:
+            return False
+        ys = list(track.ys)
+        before = sorted(ys[-self.window - 2:-2])
+        level = before[len(before) // 2]
+        mean = (ys[-2] + ys[-1] + y) / 3
+        if mean < (level + self.log_rise if track.log else self._bar(level)):
+            return False
+        return len(track.noise) < 8 or mean - level >= 0.5 * self.z * track.scale / math.sqrt(3)
 
     def _bar(self, level: float) -> float:
         return level + self.rise * abs(level)
@@ -184,17 +188,16 @@ def _noise(distances) -> float:
 
 
 class _Track:
-    __slots__ = ("spike", "explosion", "grad_norm", "stands_in", "log", "recent", "ys", "noise", "scale", "dip",
+    __slots__ = ("spike", "explosion", "grad_norm", "stands_in", "log", "recent", "ys", "noise", "scale",
                  "lowest", "start", "step", "count", "candidates", "climb", "held")
 
     def __init__(self, window: int, spike: bool, explosion: bool) -> None:
         self.spike, self.explosion = spike, explosion
         self.log = True  # on the log scale while every value is positive, as the spike rule reads a metric
-        self.recent: deque = deque(maxlen=max(3 * window + 1, 5))  # a dip is judged 2 x window points late
+        self.recent: deque = deque(maxlen=max(window + 2, 5))  # a burst: its 3 points and the `window` before them
         self.ys: deque = deque(maxlen=self.recent.maxlen)  # the same, on the rule's scale
         self.noise: deque = deque(maxlen=_NOISE_POINTS)
         self.scale = 0.0
-        self.dip = 0.0
         self.lowest: float | None = None
         self.start = math.inf
         self.step: float | None = None
