@@ -19,9 +19,12 @@ class Problem:
         return {"file": self.file, "where": self.where, "message": self.message}
 
 
-@dataclass
+@dataclass(slots=True)
 class Series:
-    """One metric of a run: steps (int64), values (float64), wall times (float64 or None)."""
+    """One metric of a run: steps (int64), values (float64), wall times (float64 or None).
+
+    Slotted: a log of a million distinct keys makes a million series, and a slotted one costs half
+    the memory and time of one with a __dict__."""
 
     tag: str
     steps: np.ndarray
@@ -36,6 +39,19 @@ class Series:
             self.wall_times = np.asarray(self.wall_times, dtype=np.float64)
         if self.steps.shape != self.values.shape:
             raise ValueError(f"series {self.tag!r}: {self.steps.size} steps but {self.values.size} values")
+
+    @classmethod
+    def of_arrays(cls, tag: str, steps: np.ndarray, values: np.ndarray) -> Series:
+        """A series of arrays a reader built already as int64 steps and float64 values of equal
+        length, taken as they are: no conversion and no check (0.2 us a series against 1 us for
+        the checked constructor: a line of a million keys makes a million series)."""
+        series = _new(cls)
+        series.tag = tag
+        series.steps = steps
+        series.values = values
+        series.wall_times = None
+        series.role = None
+        return series
 
     def __len__(self) -> int:
         return int(self.steps.size)
@@ -100,6 +116,9 @@ class Run:
         partner_tops = [s for s in partners if rank(s.tag, partner_role) == rank(partners[0].tag, partner_role)]
         common = {component(s.tag) for s in tops} & {component(s.tag) for s in partner_tops}
         return next(s for s in tops if component(s.tag) == min(common)) if common else found[0]
+
+
+_new = object.__new__
 
 
 def _json_float(value: float) -> float | str:
