@@ -25,8 +25,8 @@ between distinct logged values, so that rounding (0.0001 -> 0.0002) is never a s
 point with fewer than `window` points before it must come back down after (no level to trust).
 Three points in a row that each stand above the level, none tall enough alone, are a spike too
 when their mean clears the same bar for a mean of three (_bursts: an LR jumped for one step).
-Consecutive candidates form one burst; its peak is the spike's step, and the recovery is the first later point (3-point median) back within a quarter
-of the rise above the old level.
+Consecutive candidates form one burst; its peak is the spike's step, and the recovery is the first
+later point (3-point median) back within a quarter of the rise above the old level.
 """
 
 from __future__ import annotations
@@ -82,12 +82,13 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     # lifts the level after the points just before it, which would fake a dip there.
     first_pass = sudden & (jump >= z * scale)
     reach = 2 * half
-    near_spike = np.convolve(first_pass, np.ones(2 * reach + 1), mode="full")[reach:reach + y.size] > 0
+    near_spike = _within(first_pass, reach)
     dip = np.fmin(before, after) - y
     dip_z = np.nan_to_num(dip / scale, nan=0.0)[~near_spike]
     threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(dip_z)))
     candidate = sudden & (jump >= threshold * scale)
-    candidate |= _bursts(y, before, scale, z, min_rise, half, near_spike | candidate, candidate, values, level_values)
+    candidate |= _bursts(y, before, recent, scale, z, min_rise, half, near_spike | candidate, candidate, values,
+                         level_values)
 
     smooth = rolling_median(y, 3)
     hits = []
@@ -156,7 +157,7 @@ def _symmetric_scale(values: np.ndarray) -> tuple[np.ndarray, str]:
     return y, "log"
 
 
-def _bursts(y: np.ndarray, before: np.ndarray, scale: np.ndarray, z: float, min_rise, half: int,
+def _bursts(y: np.ndarray, before: np.ndarray, recent: np.ndarray, scale: np.ndarray, z: float, min_rise, half: int,
             near_spike: np.ndarray, spikes: np.ndarray, values: np.ndarray, level_values: np.ndarray) -> np.ndarray:
     """The points of short bursts, which single points miss: `_BURST` points in a row, each above
     the level before them, their mean `z` noise sigmas of a mean of that many points (sigma /
@@ -179,7 +180,7 @@ def _bursts(y: np.ndarray, before: np.ndarray, scale: np.ndarray, z: float, min_
     rise = mean - before
     with np.errstate(invalid="ignore"):
         start = ((np.arange(n) >= half) & (rise >= min_rise) & (low > before)
-                 & (y - trailing_median(y, 3) >= 0.5 * rise) & (back <= before + 0.5 * rise))
+                 & (recent >= 0.5 * rise) & (back <= before + 0.5 * rise))
     if not start.any():
         return out
     sigma = scale / np.sqrt(k)
@@ -189,16 +190,20 @@ def _bursts(y: np.ndarray, before: np.ndarray, scale: np.ndarray, z: float, min_
     with np.errstate(invalid="ignore"):
         rise_z = np.where(start, rise / sigma, 0.0)
         trough_z = np.nan_to_num(np.where(high < before, (before - mean) / sigma, 0.0), nan=0.0)
-    reach = 2 * half
-    near = np.convolve((rise_z >= z) | near_spike, np.ones(2 * reach + 1), mode="full")[reach:reach + n] > 0
+    near = _within((rise_z >= z) | near_spike, 2 * half)
     threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(trough_z[~near])))
-    taken = np.convolve(spikes, np.ones(2 * k + 1), mode="full")[k:k + n] > 0
+    taken = _within(spikes, k)
     found = np.flatnonzero((rise_z >= threshold) & ~taken)
     if found.size:  # each point five rounding steps above the level, at least (see _quantum)
         found = found[lowest[found] - level_values[found] >= 5 * _quantum(values)]
     for i in found:
         out[i:i + k] = True
     return out
+
+
+def _within(mask: np.ndarray, reach: int) -> np.ndarray:
+    """The points within `reach` points of a True one."""
+    return np.convolve(mask, np.ones(2 * reach + 1), mode="full")[reach:reach + mask.size] > 0
 
 
 def _quantum(values: np.ndarray, exact: bool = True) -> float:
