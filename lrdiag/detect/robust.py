@@ -189,10 +189,10 @@ def kendall_falling_p(v: np.ndarray) -> float:
     n = v.size
     if n < 3:
         return 1.0
-    first, second = np.triu_indices(n, 1)
-    score = float(np.sign(v[second] - v[first]).sum())
     if n > 40:
         return float(0.5 * math.erfc(-kendall_z(v) / math.sqrt(2)))
+    first, second = np.triu_indices(n, 1)
+    score = float(np.sign(v[second] - v[first]).sum())
     pairs = n * (n - 1) // 2
     falling_pairs = math.ceil((pairs - score) / 2 - 1e-9)  # at least this many pairs fall
     return float(_inversions(n)[falling_pairs:].sum())

@@ -112,7 +112,7 @@ def detect(series: Series, ctx: Context, min_fraction: float = 0.3, progress: fl
         classes = _classes(level_value)
         accuracy = _accuracy_on(ctx, series, int(steps[onset]))
         if (is_log and abs(np.log(level_value) - np.log(_TRIVIAL_LEVELS[classes - 2])) < 0.01
-                and _at_chance(ctx, series, int(steps[onset]), level_value)):
+                and _at_chance(accuracy, level_value)):
             kind, why = "trivial_level", (f"at ln({classes}) = {np.log(classes):.4g}, the loss of predicting the class "
                                           f"prior, with a median accuracy of {accuracy:.3g} (chance: {1 / classes:.3g})")
         else:
@@ -150,7 +150,9 @@ def _stuck_from_start(ctx: Context, series: Series, near_initial: float) -> bool
     y, is_log = log_scale(values)
     if not _never_improved(steps, y, is_log, near_initial):
         return False
-    return not _learned_at_once(y, is_log) or _at_chance(ctx, series, int(steps[0]), float(np.median(values[1:])))
+    if not _learned_at_once(y, is_log):
+        return True
+    return _at_chance(_accuracy_on(ctx, series, int(steps[0])), float(np.median(values[1:])))
 
 
 def _learned_at_once(y: np.ndarray, is_log: bool) -> bool:
@@ -168,10 +170,9 @@ def _classes(level_value: float) -> int:
     return int(np.argmin(np.abs(_TRIVIAL_LEVELS - level_value))) + 2
 
 
-def _at_chance(ctx: Context, series: Series, onset: int, level_value: float) -> bool:
-    """Whether the accuracy logged beside the loss (median from `onset`) is at chance, within 25 % of
-    1/k for the k whose ln(k) lies nearest the loss level: the model predicts a class prior."""
-    accuracy = _accuracy_on(ctx, series, onset)
+def _at_chance(accuracy: float | None, level_value: float) -> bool:
+    """Whether an accuracy (_accuracy_on) is at chance, within 25 % of 1/k for the k whose ln(k)
+    lies nearest the loss level: the model predicts a class prior."""
     classes = _classes(level_value)
     return accuracy is not None and 0.75 / classes <= accuracy <= 1.25 / classes
 
