@@ -1,11 +1,19 @@
-"""Logs of many distinct keys: the per-key work of the JSON-lines reader agrees with its one-key definitions."""
+"""Logs of many distinct keys: the per-key work of the JSON-lines reader agrees with its one-key definitions,
+and the trusted Series it makes are the checked ones."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import multiprocessing
+import pickle
+
 import numpy as np
+import pytest
 
 from lrdiag.ingest import jsonlog
 from lrdiag.ingest.textlog import BOOKKEEPING, BOOKKEEPING_SUFFIXES, STEP_COLUMNS, is_bookkeeping
+from lrdiag.series.model import Series
 
 NAMES = [*STEP_COLUMNS, *BOOKKEEPING, *(name.upper() for name in BOOKKEEPING), "Step", "ITERATION", "eval_runtime",
          "train_samples_per_second", "x_steps_per_second", "_runtime", "loss", "val/loss", "time_loss", "timex",
@@ -26,3 +34,96 @@ def test_keys_cut_into_series_are_the_slices_of_their_points():
     assert len(pieces) == len(keys)
     for key, piece in zip(keys.tolist(), pieces):
         assert piece.tolist() == points[bounds[key]:bounds[key + 1]].tolist()
+
+
+def test_keys_of_one_count_are_cut_into_their_slices_in_key_order():
+    points = np.arange(30.0)
+    bounds = np.arange(0, 31, 3)  # ten keys of three points each: the one-count path
+    keys = np.array([0, 2, 3, 9])
+    assert [piece.tolist() for piece in jsonlog._cut(points, bounds, keys)] == [
+        points[bounds[key]:bounds[key + 1]].tolist() for key in keys.tolist()]
+
+
+def test_a_series_of_arrays_is_the_series_the_checked_constructor_makes():
+    steps, values = np.array([0, 10, 20], np.int64), np.array([1.5, np.nan, -0.0])
+    checked, trusted = Series("loss", [0, 10, 20], [1.5, np.nan, -0.0]), Series.of_arrays("loss", steps, values)
+    for name in ("tag", "wall_times", "role"):
+        assert getattr(trusted, name) == getattr(checked, name)
+    for name in ("steps", "values"):
+        assert getattr(trusted, name).dtype == getattr(checked, name).dtype
+        assert getattr(trusted, name).tobytes() == getattr(checked, name).tobytes()
+    assert trusted.steps is steps and trusted.values is values  # taken as they are: no copy
+    assert trusted.summary() == checked.summary()
+
+
+def _round_trip(series: Series) -> Series:
+    return series
+
+
+def test_a_series_pickles_and_crosses_to_another_process_and_back():
+    series = Series.of_arrays("val/loss", np.array([1, 2], np.int64), np.array([0.25, np.inf]))
+    series.role = "val_loss"
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        back = pool.submit(_round_trip, series).result()
+    for copy in (pickle.loads(pickle.dumps(series)), back):
+        assert (copy.tag, copy.role, copy.wall_times) == ("val/loss", "val_loss", None)
+        assert copy.steps.tolist() == [1, 2] and copy.values.tolist() == [0.25, np.inf]
+    with pytest.raises(AttributeError):  # slotted: no attribute outside the fields
+        series.colour = "red"
+
+
+def _read_numbers(path, exact=False) -> dict:
+    result = jsonlog.read(path, exact=exact)
+    assert not result.problems
+    return {tag: (series.steps.tolist(), series.values.tobytes()) for tag, series in result.series.items()}
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_line_of_numbers_alone_reads_as_the_same_line_with_text_in_it(tmp_path, exact):
+    """Records of numbers alone become float64 at once; a record with text in it goes through the
+    cells' conversion: a number reads the same either way (an int past 2**53 or 2**64 rounded as
+    float() rounds it, -0.0 keeps its sign, 0 is 0.0)."""
+    numbers = {"big": 2**64 + 2**11 + 1, "odd": 2**53 + 1, "negative": -(2**70) - 3, "zero": 0,
+               "negative_zero": -0.0, "small": 5e-324, "huge": 1.5e308, **{f"AP-class{i}": i / 7 for i in range(3000)}}
+    lines = [{"iteration": step, "loss": 1 / (step + 1)} for step in range(1500)] + [{"iteration": 1500, **numbers}]
+    plain, texted = tmp_path / "plain" / "metrics.json", tmp_path / "texted" / "metrics.json"
+    for path, extra in ((plain, {}), (texted, {"note": "x"})):
+        path.parent.mkdir()
+        path.write_text("".join(json.dumps({**line, **extra}) + "\n" for line in lines))
+    read = _read_numbers(plain, exact)
+    assert read == {tag: value for tag, value in _read_numbers(texted, exact).items() if tag != "note"}
+    assert read["big"][1] == np.array([float(2**64 + 2**11 + 1)]).tobytes()
+    assert np.signbit(np.frombuffer(read["negative_zero"][1])[0])
+
+
+def _write_many_key_lines(path, seed: int) -> None:
+    """Ordinary lines with lines of 60-200 keys among them: new, repeated from an earlier wide
+    line, or both; some with text, a null or a boolean among the numbers."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for step in range(400):
+        line = {"iteration": step, "total_loss": 1 / (step + 1)}
+        if rng.random() < 0.08:
+            first = int(rng.integers(0, 300))
+            line.update({f"AP-class{key}": key / 7 for key in range(first, first + int(rng.integers(60, 200)))})
+            if rng.random() < 0.3:
+                line[rng.choice(["mode", "note", "flag"])] = rng.choice(["val", None, True])
+        elif rng.random() < 0.05:
+            line[f"AP-class{int(rng.integers(0, 400))}"] = 0.5
+        lines.append(json.dumps(line))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_line_of_many_new_keys_numbered_at_once_reads_as_when_each_is_looked_up(tmp_path, monkeypatch, seed,
+                                                                                   exact):
+    path = tmp_path / "metrics.json"
+    _write_many_key_lines(path, seed)
+
+    def read(many_keys: int) -> list:
+        monkeypatch.setattr(jsonlog, "_MANY_KEYS", many_keys)
+        result = jsonlog.read(path, exact=exact)
+        return [(tag, series.steps.tolist(), series.values.tobytes()) for tag, series in result.series.items()] + [
+            [problem.to_dict() for problem in result.problems], result.notes]
+    assert read(50) == read(10**9)
