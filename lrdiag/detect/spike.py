@@ -86,9 +86,9 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     dip = np.fmin(before, after) - y
     dip_z = np.nan_to_num(dip / scale, nan=0.0)[~near_spike]
     threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(dip_z)))
-    candidate = sudden & (jump >= threshold * scale)
-    candidate |= _bursts(y, before, recent, scale, z, min_rise, half, near_spike | candidate, candidate, values,
-                         level_values)
+    single = sudden & (jump >= threshold * scale)
+    candidate = single | _bursts(y, before, recent, scale, z, min_rise, half, near_spike | single, single, values,
+                                 level_values)
 
     smooth = rolling_median(y, 3)
     hits = []
@@ -114,6 +114,8 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
                        else f"the median {base_value:.4g} of the {first - level_from} points before")
         size = (f"{peak_value / base_value:.1f}x {before_text}" if is_log
                 else f"{peak_value - base_value:+.4g} above {before_text}")
+        if not single[first:last + 1].any():  # found as a burst: no point of it tall enough alone
+            size += f", {_BURST} points in a row above it from step {steps[first]}"
         hits.append(Hit(
             int(steps[first]), int(steps[last]),
             {"step": int(steps[peak]), "peak_step": int(steps[peak]), "peak": float(peak_value), "level": base_value,
