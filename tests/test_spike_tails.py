@@ -78,3 +78,9 @@ def test_a_burst_of_a_few_points_none_tall_enough_alone_is_a_spike():
         found += any(238 <= hit.evidence["step"] <= 243 for hit in spike.detect(*_run(values)))
     assert found >= 18
 
+
+
+def test_a_spike_found_as_a_burst_says_so():
+    values = curve("0.5x200 1.3x3 0.5x197", 0.15, 0)
+    (hit,) = spike.detect(*_run(values))
+    assert hit.evidence["size"].endswith(", 3 points in a row above it from step 200")
