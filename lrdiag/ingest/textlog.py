@@ -57,19 +57,19 @@ def line_chunks(path: pathlib.Path, data: bytes | None, size: int | None = None)
     size = size or CHUNK_BYTES
     handle = None if data is None else io.BytesIO(data)
     with handle or files.open_regular(path) as stream:
-        line, carry = 0, b""
+        line, carry = 0, []  # the unfinished line's pieces, joined once it ends: never copied a read
         while True:
             block = stream.read(size)
             if not block:
                 if carry:
-                    yield carry, line
+                    yield b"".join(carry), line
                 return
-            block = carry + block
             cut = block.rfind(b"\n") + 1
             if not cut:  # one line longer than a chunk: read on until it ends
-                carry = block
+                carry.append(block)
                 continue
-            chunk, carry = block[:cut], block[cut:]
+            chunk = b"".join([*carry, block[:cut]]) if carry else block[:cut]
+            carry = [block[cut:]] if cut < len(block) else []
             yield chunk, line
             line += chunk.count(b"\n")
 
