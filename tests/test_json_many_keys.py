@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from lrdiag.ingest import jsonlog
+from lrdiag.ingest import jsonlog, textlog
 from lrdiag.ingest.textlog import BOOKKEEPING, BOOKKEEPING_SUFFIXES, STEP_COLUMNS, is_bookkeeping
 from lrdiag.series.model import Series
 
@@ -115,11 +115,15 @@ def _write_many_key_lines(path, seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("exact", [False, True])
-def test_a_line_of_many_new_keys_numbered_at_once_reads_as_when_each_is_looked_up(tmp_path, monkeypatch, seed,
-                                                                                   exact):
+@pytest.mark.parametrize("how", ["exact", "line by line", "blocks", "blocks, 4 kB chunks"])
+def test_a_line_of_many_new_keys_numbered_at_once_reads_as_when_each_is_looked_up(tmp_path, monkeypatch, seed, how):
     path = tmp_path / "metrics.json"
     _write_many_key_lines(path, seed)
+    exact = how == "exact"
+    if how.startswith("blocks"):  # the bulk paths (blocks, pandas' parser) beside the lines parsed alone
+        monkeypatch.setattr(jsonlog, "_SMALL", 0)
+    if how.endswith("chunks"):  # keys numbered at once in one chunk, met again in later ones
+        monkeypatch.setattr(textlog, "CHUNK_BYTES", 4096)
 
     def read(many_keys: int) -> list:
         monkeypatch.setattr(jsonlog, "_MANY_KEYS", many_keys)
