@@ -257,3 +257,23 @@ def test_json_values_convert_in_python_as_in_pandas(cells):
     for cell, number in zip(cells, in_python[1].tolist()):  # each zero keeps its own sign
         if number == 0 and isinstance(cell, float):
             assert math.copysign(1, number) == math.copysign(1, cell)
+
+
+ODD_KEYS = ["1", "2.5", "-3", "true", "False", "NaN", "null", "inf", " lead", "trail ", "x,y", "a:b", "é/loss", "",
+            "0x10", "1e5"]
+
+
+@pytest.mark.parametrize("rows", [1500, 3000])
+def test_keys_that_look_like_numbers_or_words_read_by_pandas_parser_as_by_json_loads(tmp_path, rows):
+    """Lines of varied layouts (no block takes them, so pandas' parser reads them) whose keys are
+    numbers, booleans, NaN, blanks or separators as text: each key keeps its spelling, or its line
+    goes to json.loads; either way as json.loads reads it."""
+    rng = np.random.default_rng(rows)
+    lines = []
+    for step in range(rows):
+        keys = rng.choice(ODD_KEYS + [f"metric_{step}", "loss"], int(rng.integers(1, 4)), replace=False).tolist()
+        lines.append(json.dumps({"iteration": step, **{key: float(rng.random()) for key in keys}}))
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(lines) + "\n")
+    result = assert_same_reading(path)
+    assert {"1", "true", "NaN", " lead", "x,y", "a:b", "é/loss"} <= set(result.series)

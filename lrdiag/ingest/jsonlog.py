@@ -546,7 +546,7 @@ def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: n
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
             frame = pd.read_csv(io.BytesIO(chunk.translate(_JSON_TO_CSV, b"{}")), engine="c", header=None,
-                                names=range(width), dtype={column: "category" for column in range(0, width, 2)},
+                                names=range(width), dtype={column: object for column in range(0, width, 2)},
                                 keep_default_na=False, na_values=[""], skipinitialspace=True,
                                 on_bad_lines="warn", lineterminator="\n")
         except (ValueError, pd.errors.ParserError):  # e.g. undecodable bytes: json.loads will say where
@@ -558,27 +558,26 @@ def _parse_flat_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, flat: n
     taken = np.delete(flat, wider)
     if len(taken) != len(frame):  # the warnings did not say what we expect: parse every line slowly
         return np.concatenate([leading, flat])
-    keys = [frame[column] for column in range(0, width, 2)]
+    # Key columns as text (a key "1" keeps its spelling), factorized here: pandas' categories cost
+    # 4x as much where every line brings a new key (it tries each category as a number and a boolean).
+    keys = [pd.factorize(frame[column]) for column in range(0, width, 2)]
     values = [frame[column] for column in range(1, width, 2)]
     # A row is taken when its fields pair up as key/value (a key without a value means the line
     # was not flat pairs) and its keys came through intact: a comma in a key was a colon before
-    # the translation, and a key that pandas turned into a number ("1" -> 1) lost its spelling.
+    # the translation.
     valid = np.ones(len(frame), bool)
     usable_names = []
-    for key, value in zip(keys, values):
-        categories = key.cat.categories
-        usable = (~np.asarray(categories.str.contains(",", regex=False), dtype=bool)
-                  if pd.api.types.is_string_dtype(categories) else np.zeros(len(categories), bool))
-        valid &= (key.isna() == value.isna()).to_numpy() & np.append(usable, True)[key.cat.codes.to_numpy()]
+    for (codes, names), value in zip(keys, values):
+        usable = np.array(["," not in name for name in names.tolist()], dtype=bool)
+        valid &= ((codes < 0) == value.isna().to_numpy()) & np.append(usable, True)[codes]
         usable_names.append(usable)
     lines = taken + 1
-    for place, (key, value, usable) in enumerate(zip(keys, values, usable_names)):
-        codes = key.cat.codes.to_numpy()
+    for place, ((codes, names), value, usable) in enumerate(zip(keys, values, usable_names)):
         rows = valid & (codes >= 0)
         if not rows.any():
             continue
         ids = np.full(len(usable), -1, np.int64)
-        ids[usable] = chunks.key_ids(np.asarray(key.cat.categories, dtype=object)[usable].tolist())
+        ids[usable] = chunks.key_ids(np.asarray(names, dtype=object)[usable].tolist())
         codes_here, first_rows = np.unique(codes[rows], return_index=True)
         chunks.seen(ids[codes_here], lines[rows][first_rows], place)
         if pd.api.types.is_bool_dtype(value.dtype):  # true/false: text, never a metric
