@@ -9,8 +9,8 @@ decoded 1 MiB at a time and its entries tabled as float64 blocks: about 1.6-1.8x
 logs (chunks under _SMALL) are read without pandas.
 
 Speed, keys every one new (bench_csv_json, 2 cores): a line of 100,000 keys 0.16-0.21 s CPU
-(0.5-0.65M keys/s), of 1M keys 2.0-2.2 s (0.46-0.51M), a new key on each of 300k lines 0.87-0.94 s (0.64-0.69M
-keys/s). A key costs about 1.3 us once the file is in memory: its Series and two arrays 0.5 us,
+(0.5-0.65M keys/s), of 1M keys 2.0-2.2 s (0.46-0.51M), a new key on each of 300k lines 0.68-0.74 s
+(0.81-0.89M keys/s). A key costs about 1.3 us once the file is in memory: its Series and two arrays 0.5 us,
 orjson's parse 0.25 us, its id and bookkeeping test 0.25 us, the tables and dicts the rest.
 """
 
