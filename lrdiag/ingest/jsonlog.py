@@ -658,11 +658,11 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
         half = "half-written last line: " if last_line_unfinished and index == len(starts) - 1 else ""
         return f"line {first_line + index + 1}", f"{half}not valid JSON ({reason}); line skipped"
     report(problems, path, bad, describe, "lines that are not valid JSON skipped")
-    for lines, counts, names, places, values, wide in (numbers, others):
+    for (lines, counts, names, places, values, wide), numbers_alone in ((numbers, True), (others, False)):
         if not names:
             continue
         cells = None
-        if values is numbers[4]:  # float64 at once, as json's numbers convert (an int rounded correctly) ...
+        if numbers_alone:  # float64 at once, as json's numbers convert (an int rounded correctly) ...
             try:
                 cells = np.array(values, dtype=np.float64)
             except OverflowError:  # ... but an int past a float's range, which the cells' conversion reads
