@@ -21,7 +21,7 @@ NAMES = [*STEP_COLUMNS, *BOOKKEEPING, *(name.upper() for name in BOOKKEEPING), "
 
 
 def test_the_bookkeeping_test_of_many_names_is_is_bookkeeping_of_each():
-    assert jsonlog._bookkeeping(NAMES).tolist() == [is_bookkeeping(name) for name in NAMES]
+    assert textlog.bookkeeping_mask(NAMES).tolist() == [is_bookkeeping(name) for name in NAMES]
 
 
 def test_keys_cut_into_series_are_the_slices_of_their_points():

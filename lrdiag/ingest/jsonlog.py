@@ -31,10 +31,9 @@ import orjson
 
 from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
-from lrdiag.ingest.textlog import (BOOKKEEPING, BOOKKEEPING_SUFFIXES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS,
-                                   STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping, is_missing,
-                                   join_lines, line_bounds, line_chunks, normalized, per_line_count, report,
-                                   to_floats, whole_steps)
+from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask, cap_problems,
+                                   cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds, line_chunks,
+                                   normalized, per_line_count, report, to_floats, whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -66,7 +65,6 @@ _WIDEST = 256
 # A line with this many keys or more, all new, has them numbered without a dict look-up each (_Chunks.key_ids).
 _MANY_KEYS = 10_000
 _READ_BOOKKEEPING = frozenset(STEP_COLUMNS) | {"mode"}  # bookkeeping keys the formats below read
-_BOOKKEEPING_NAMES = frozenset(STEP_COLUMNS) | BOOKKEEPING  # is_bookkeeping's names, lowercased
 _PLAIN = frozenset({int, float, str})  # JSON values kept as they are; others become text
 _NUMBERS = frozenset({int, float})  # a record of these alone becomes float64 at once
 _KNOWN_NAMES = ("trainer_state.json", "metrics.json", "scalars.json")
@@ -334,7 +332,7 @@ class _Chunks:
             self.first_place[ids[first]] = places[first]
         self.sightings = []
         new_names = self.names[len(self.unused):]
-        bookkeeping = _bookkeeping(new_names)
+        bookkeeping = bookkeeping_mask(new_names)
         unused = bookkeeping.copy()
         for place in np.flatnonzero(bookkeeping).tolist():
             unused[place] = new_names[place] not in _READ_BOOKKEEPING
@@ -703,16 +701,9 @@ def _by_line(points: Points | None, line_count: int, fill: object = np.nan) -> n
 
 def _metrics(numbers: Keyed) -> Keyed:
     """The points of metric keys: step counters and bookkeeping left out."""
-    bookkeeping = numbers.bookkeeping if numbers.bookkeeping is not None else _bookkeeping(numbers.names)
+    bookkeeping = numbers.bookkeeping if numbers.bookkeeping is not None else bookkeeping_mask(numbers.names)
 
     return numbers.where(~bookkeeping[numbers.keys]) if bookkeeping.any() else numbers
-
-
-def _bookkeeping(names: list[str]) -> np.ndarray:
-    """is_bookkeeping for every name at once (a file may hold 100,000 keys), its test inlined: a
-    third of the cost of a call a name."""
-    return np.fromiter([name in _BOOKKEEPING_NAMES or name.endswith(BOOKKEEPING_SUFFIXES)
-                        for name in map(str.lower, names)], dtype=bool, count=len(names))
 
 
 def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
@@ -801,7 +792,7 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
     points, steps_by_line, step_name = held.pop()
     tag_count = len(points.names)
     point_lines, point_tags = points.lines, points.keys
-    is_metric_key = ~(points.bookkeeping if points.bookkeeping is not None else _bookkeeping(points.names))
+    is_metric_key = ~(points.bookkeeping if points.bookkeeping is not None else bookkeeping_mask(points.names))
     metric = None if is_metric_key.all() else is_metric_key[point_tags]  # per point, where some are bookkeeping
     if not (point_lines.size if metric is None else metric.any()):
         return {}

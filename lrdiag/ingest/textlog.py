@@ -74,10 +74,20 @@ def line_chunks(path: pathlib.Path, data: bytes | None, size: int | None = None)
             line += chunk.count(b"\n")
 
 
+_BOOKKEEPING_NAMES = frozenset(STEP_COLUMNS) | BOOKKEEPING  # lowercased
+
+
 def is_bookkeeping(tag: str) -> bool:
     """True for step counters and bookkeeping keys, which are never metrics."""
     lowered = tag.lower()
-    return lowered in STEP_COLUMNS or lowered in BOOKKEEPING or lowered.endswith(BOOKKEEPING_SUFFIXES)
+    return lowered in _BOOKKEEPING_NAMES or lowered.endswith(BOOKKEEPING_SUFFIXES)
+
+
+def bookkeeping_mask(tags: list[str]) -> np.ndarray:
+    """is_bookkeeping of every tag at once (a JSON log may hold 100,000 keys), its test inlined: a
+    third of the cost of a call a tag."""
+    return np.fromiter([lowered in _BOOKKEEPING_NAMES or lowered.endswith(BOOKKEEPING_SUFFIXES)
+                        for lowered in map(str.lower, tags)], dtype=bool, count=len(tags))
 
 
 def line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
