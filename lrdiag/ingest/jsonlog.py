@@ -241,6 +241,19 @@ class Keyed:
         return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep],
                                              self.bookkeeping)
 
+    def pop_by_key(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lines, values, bounds) of the points where `keep`, key by key and in line order within a
+        key: key k's points are [bounds[k]:bounds[k + 1]]. The table is most of what a read holds:
+        it is given up a column at a time, each as its successor is made, and left empty."""
+        if not keep.all():
+            self.lines = self.lines[keep]
+            self.keys = self.keys[keep]
+            self.values = self.values[keep]
+        order, lines, bounds = self.by_key()
+        self.lines = self.keys = None
+        values, self.values = self.values[order], None
+        return lines, values, bounds
+
     def by_key(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(order, lines[order], bounds): `order` puts the points key by key, in line order within a
         key; key k's points are order[bounds[k]:bounds[k + 1]]."""
@@ -779,30 +792,53 @@ def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
 
 def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem],
                           notes: list[str]) -> dict[str, Series]:
-    """Series from per-line points, after resumed runs replace what they overlap.
+    """Series from per-line points, after resumed runs replace what they overlap (_kept_points).
 
     `held`: [(points, steps by line, step name)] from the format's build, emptied here so that the
-    points are freed once gathered into series (a point costs 16 bytes in the table, 16 in its
-    series); the points of bookkeeping keys (the step counter) are left out here, not copied out
-    before.
-
-    A record whose step goes back to k (a resumed run), or repeats the previous record's step
-    with a key that record had (a duplicated line), drops every earlier point at step >= k, for
-    all tags. An evaluation record sharing the iteration of a training record is not a repeat."""
+    points are freed as they are gathered into series (a point costs 16 bytes in the table, 16 in
+    its series)."""
     points, steps_by_line, step_name = held.pop()
+    keep, steps_by_line = _kept_points(points, steps_by_line, step_name, path, problems, notes)
+    if keep is None:
+        return {}
+    lines, values, bounds = points.pop_by_key(keep)
+    names = points.names
+    del points, keep
+    # float64 values and int64 steps, which Series.of_arrays takes unchecked (already so: no copy)
+    values = values.astype(np.float64, copy=False)
+    steps = steps_by_line[lines]  # kept lines all have a step
+    del lines
+
+    present = np.flatnonzero(bounds[1:] > bounds[:-1])
+    names = [names[key] for key in present.tolist()]
+    with gc_paused():  # a file may hold 100,000 keys: a Series each
+        return dict(zip(names, map(Series.of_arrays, names, _cut(steps, bounds, present),
+                                   _cut(values, bounds, present))))
+
+
+def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path: pathlib.Path,
+                 problems: list[Problem], notes: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(whether each point is kept, int64 steps by line); (None, None) when no point is a metric's.
+
+    The points of bookkeeping keys (the step counter) are left out here, not copied out before. A
+    record whose step goes back to k (a resumed run), or repeats the previous record's step with a
+    key that record had (a duplicated line), drops every earlier point at step >= k, for all tags.
+    An evaluation record sharing the iteration of a training record is not a repeat. Arrays of a
+    line each die with this call, before the table is sorted."""
     tag_count = len(points.names)
     point_lines, point_tags = points.lines, points.keys
     is_metric_key = ~(points.bookkeeping if points.bookkeeping is not None else bookkeeping_mask(points.names))
     metric = None if is_metric_key.all() else is_metric_key[point_tags]  # per point, where some are bookkeeping
     if not (point_lines.size if metric is None else metric.any()):
-        return {}
+        return None, None
     points_per_line = np.bincount(point_lines if metric is None else point_lines[metric], minlength=len(steps_by_line))
     no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
            f"records without {step_name!r} skipped")
     has_step, whole_steps_by_line = whole_steps(steps_by_line, (points_per_line > 0) & ~np.isnan(steps_by_line),
-                                                np.arange(len(steps_by_line)), step_name, path, problems)
+                                                range(len(steps_by_line)), step_name, path, problems)
     record_lines = np.flatnonzero(has_step)
+    del has_step
     record_steps = steps_by_line[record_lines]
     restart = np.zeros(len(record_lines), bool)
     restart[1:] = record_steps[1:] < record_steps[:-1]
@@ -819,33 +855,22 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
         logged = point_lines[on_previous].astype(np.int64) * tag_count + point_tags[on_previous]
         repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
-    # A record survives when no later restart goes back to its step or below.
-    restart_steps = np.where(restart, record_steps, np.inf)
-    lowest_later = np.append(np.minimum.accumulate(restart_steps[::-1])[::-1][1:], np.inf)
-    kept_record = record_steps < lowest_later
+    kept_line = np.zeros(len(steps_by_line), bool)
     if restart.any():
+        # A record survives when no later restart goes back to its step or below.
+        restart_steps = np.where(restart, record_steps, np.inf)
+        lowest_later = np.append(np.minimum.accumulate(restart_steps[::-1])[::-1][1:], np.inf)
+        kept_record = record_steps < lowest_later
         notes.extend(_restart_notes(record_lines, record_steps, restart, kept_record,
                                     points_per_line[record_lines], step_name))
-    kept_line = np.zeros(len(steps_by_line), bool)
-    kept_line[record_lines[kept_record]] = True
+        kept_line[record_lines[kept_record]] = True
+    else:
+        kept_line[record_lines] = True
+    del points_per_line, record_lines, record_steps
     keep = kept_line[point_lines]
     if metric is not None:
         keep &= metric
-    del point_lines, point_tags, metric
-    points = points.where(keep)
-    del keep
-    order, lines, bounds = points.by_key()
-    # float64 values and int64 steps, which Series.of_arrays takes unchecked (already so: no copy)
-    values, names = points.values[order].astype(np.float64, copy=False), points.names
-    del points, order  # the table's memory, for the steps
-    steps = whole_steps_by_line[lines]  # kept lines all have a step
-    del lines
-
-    present = np.flatnonzero(bounds[1:] > bounds[:-1])
-    names = [names[key] for key in present.tolist()]
-    with gc_paused():  # a file may hold 100,000 keys: a Series each
-        return dict(zip(names, map(Series.of_arrays, names, _cut(steps, bounds, present),
-                                   _cut(values, bounds, present))))
+    return keep, whole_steps_by_line
 
 
 def _cut(points: np.ndarray, bounds: np.ndarray, keys: np.ndarray) -> list[np.ndarray]:

@@ -237,7 +237,7 @@ def report(problems: list[Problem], path: pathlib.Path, places: Sequence, descri
         problems.append(Problem(str(path), "", f"{len(places) - MAX_PROBLEMS} more {rest}"))
 
 
-def whole_steps(steps: np.ndarray, has_step: np.ndarray, places: np.ndarray, step_name: str, path: pathlib.Path,
+def whole_steps(steps: np.ndarray, has_step: np.ndarray, places: Sequence, step_name: str, path: pathlib.Path,
                 problems: list[Problem], where: str = "line {}") -> tuple[np.ndarray, np.ndarray]:
     """(has_step, int64 steps) from float steps: a step outside the int64 range cannot be a step
     (its point is skipped, never wrapped round to a negative one); a fractional step is rounded
