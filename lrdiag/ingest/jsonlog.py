@@ -31,9 +31,10 @@ import orjson
 
 from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
-from lrdiag.ingest.textlog import (HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask, cap_problems,
-                                   cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds, line_chunks,
-                                   normalized, per_line_count, report, to_floats, whole_steps)
+from lrdiag.ingest.textlog import (CHUNK_BYTES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask,
+                                   cap_problems, cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds,
+                                   line_chunks, normalized, per_line_count, release_freed_memory, report, to_floats,
+                                   whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -513,6 +514,8 @@ def _joined(parts: list[list], column: int, dtype) -> np.ndarray:
     joined = np.concatenate([part[column] for part in parts]) if parts else np.zeros(0, dtype)
     for part in parts:
         part[column] = None
+    if joined.nbytes >= CHUNK_BYTES:  # the parts were a chunk's or more: their memory, given back
+        release_freed_memory()
     return joined
 
 
