@@ -159,8 +159,9 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     elif source == "keras_history_json":
         result.series = _read_keras_history(document.pop() if document else data, path, result.problems)
     else:
-        numbers, texts, line_count = _parse_json_lines(itertools.chain([(head, 0)], chunks), path, result.problems,
-                                                       exact)
+        pieces = itertools.chain([(head, 0)], chunks)
+        del head, sniff  # the first chunk freed once parsed, as the others are
+        numbers, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
         held = [build(numbers, texts, line_count)]
         del numbers, texts  # held alone holds the points now, which the series take the place of

@@ -71,6 +71,7 @@ def line_chunks(path: pathlib.Path, data: bytes | None, size: int | None = None)
                 continue
             chunk = b"".join([*carry, block[:cut]]) if carry else block[:cut]
             carry = [block[cut:]] if cut < len(block) else []
+            del block  # copied into the chunk: not held while the chunk is parsed
             yield chunk, line
             line += chunk.count(b"\n")
 
