@@ -92,6 +92,10 @@ CASES = {
     "NaN straight from the usual level (numeric)": (
         {"train/loss": {"curve": "1.0*0.99x50 nanx10", "noise": 0.02}, "lr": {"curve": "0.1x60"}},
         1, "LRD105", {"skip-nonfinite", "inspect-batches"}),
+    "spike right after a one-step jump of the LR (a glitch no schedule makes)": (
+        {"train/loss": {"curve": "1.0*0.998x201 2.0 0.66*0.998x198", "noise": 0.2},
+         "lr": {"curve": "0.002 0.001x199 0.05 0.001x199"}},
+        1, "LRD101", {"cap-lr-jumps"}),
     "explosion at the peak LR": (
         {"train/loss": {"curve": "1.0*0.99x100 0.37*1.1x60", "noise": 0.02}, "lr": {"curve": "0.1x160"}},
         1, "LRD106", {"lower-peak", "one-cycle"}),
@@ -460,3 +464,19 @@ def test_a_loss_locked_to_a_cyclic_lr_gets_a_lower_peak_not_a_warmup_to_the_same
     assert not any("LRD107" in c.addresses for c in made if c.name == "warmup-cosine")
     _no_lr_increase(run, made)
     assert_quotes_are_logged(made[0].rationale, run)
+
+
+def test_a_spike_after_a_one_step_lr_jump_gets_the_lr_capped_not_a_new_schedule(engine):
+    run = make_run({"train/loss": {"curve": "1.0*0.998x201 2.0 0.66*0.998x198", "noise": 0.2},
+                    "lr": {"curve": "0.002 0.001x199 0.05 0.001x199"}})
+    findings = engine.run(run)
+    assert [f.evidence["cause"] for f in findings if f.rule == "LRD101"] == ["lr"]
+    made = {c.name: c for c in propose(run, findings)}
+    assert set(made) == {"cap-lr-jumps"}  # no lower peak: the schedule's own peak (0.002 at step 0) was fine
+    cap = made["cap-lr-jumps"]
+    assert cap.kind == "lr-guard" and cap.lr_curve is None
+    assert cap.params == {"max_lr": 0.002, "from_step": 0, "jump_steps": [200]}
+    assert "the LR jumped for one step to 0.05 at step 200, 50x the median 0.001 of its 3 points before" in cap.rationale
+    assert "MAX_LR = 0.002" in cap.code
+    assert_quotes_are_logged(cap.rationale, run)
+    compile(cap.code, cap.name, "exec")

@@ -170,6 +170,8 @@ def _judge(finding, run: Run, findings: list, context: dict) -> tuple[str, list]
 def _verdict(facts: list) -> str:
     counts = {cause: sum(f["says"] == cause for f in facts) for cause in ("lr", "data", "numeric")}
     defining = {f.get("defining") for f in facts}
+    if "lr" in defining:  # a one-step jump of the LR right before the spike
+        counts = {"lr": 1, "data": 0, "numeric": 0}
     if not defining & {"data"}:
         counts["data"] = 0
     if not defining & {"numeric"}:
@@ -188,6 +190,12 @@ def _lr_facts(finding, series: _Series, context: dict) -> list:
     lr, shape = context["lr"], context["shape"]
     if lr is None or finding.category in ("stall", "oscillation"):
         return []  # a stall has its own LR facts; an oscillation spans the LR's phases
+    jumped = finding.evidence.get("lr_jump")
+    if jumped:  # LRD101 found the spike just after a one-step jump of the logged LR: that decides it
+        point = lr.point(lr.at(jumped["step"]))
+        return [_fact("lr", f"the LR jumped for one step: {_quote(point)}, {point['value'] / jumped['around']:.0f}x "
+                            f"the median {jumped['around']:.4g} of its {jumped['around_points']} points "
+                            f"{jumped['around_side']}", point) | {"defining": "lr"}]
     event = _event(finding) if finding.category != "oscillation" else finding.step_start
     near = _NEAR * context["span"]
     here = lr.at(event)

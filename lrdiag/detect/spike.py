@@ -25,6 +25,12 @@ between distinct logged values, so that rounding (0.0001 -> 0.0002) is never a s
 point with fewer than `window` points before it must come back down after (no level to trust).
 Three points in a row that each stand above the level, none tall enough alone, are a spike too
 when their mean clears the same bar for a mean of three (_bursts: an LR jumped for one step).
+Where the run's logged LR jumps for one step (10x the LR around it, once or twice in the run:
+_lr_jumps), the training loss's next 4 points are held to half the bar, alone or as a burst: the
+LR says where to look, so a few points are tested rather than the whole run. On noise alone
+(Student-t3, +-10 %) a jump that did nothing to the loss is followed by a reported spike in 6 runs of
+300 (1 without the jump); on the detection benchmark's dev runs two LR glitches that lifted the loss
+to z 5-8 (its bar 10) are found, and no run without such a jump changes.
 Consecutive candidates form one burst; its peak is the spike's step, and the recovery is the first
 later point (3-point median) back within a quarter of the rise above the old level.
 """
@@ -43,6 +49,8 @@ _SKEW_POINTS = 50  # rises and dips each, to judge the noise's symmetry (see _sy
 _SKEW_SE = 2.0
 _BURST = 3  # points in a row of a short burst (see _bursts)
 _Z_CAP = 50.0  # a run whose dips reach z 25+ still reports spikes beyond z 50
+_JUMP, _JUMP_SIDE, _MAX_JUMPS = 10.0, 3, 2  # a one-step LR jump (see _lr_jumps)
+_AFTER_JUMP = 4  # loss points tested at half the bar from an LR jump's step on
 
 
 def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_ratio: float = 1.5,
@@ -87,9 +95,18 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
     dip_z = np.nan_to_num(dip / scale, nan=0.0)[~near_spike]
     threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(dip_z)))
     single = sudden & (jump >= threshold * scale)
-    candidate = single | _bursts(y, before, recent, scale, z, min_rise, half, near_spike | single, single, values,
-                                 level_values)
-
+    burst = _bursts(y, before, recent, scale, z, min_rise, half, near_spike | single, single, values, level_values)
+    # Right after a one-step jump of the logged LR a few points are tested, not the whole run:
+    # half the bar (see _lr_jumps).
+    jumps = _lr_jumps(ctx, series, steps)
+    if jumps:
+        after_jump = np.zeros(y.size, dtype=bool)
+        for at in jumps:
+            after_jump[at:at + _AFTER_JUMP] = True
+        single |= sudden & after_jump & (jump >= threshold / 2 * scale)
+        burst |= _bursts(y, before, recent, scale, z, min_rise, half, near_spike | single, single, values,
+                         level_values, relax=2.0, starts=after_jump)
+    candidate = single | burst
     smooth = rolling_median(y, 3)
     hits = []
     for first, last in runs_of(candidate, gap=2):
@@ -116,6 +133,12 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
                 else f"{peak_value - base_value:+.4g} above {before_text}")
         if not single[first:last + 1].any():  # found as a burst: no point of it tall enough alone
             size += f", {_BURST} points in a row above it from step {steps[first]}"
+        lr_jump = next((jumps[at] for at in jumps if at <= first < at + _AFTER_JUMP), None)
+        if lr_jump is not None:
+            after = int(steps[first]) - lr_jump["step"]
+            size += (f", {after} step{'s' if after != 1 else ''} after the LR jumped to {lr_jump['lr']:.4g} at step "
+                     f"{lr_jump['step']} ({lr_jump['lr'] / lr_jump['around']:.0f}x the median {lr_jump['around']:.4g} "
+                     f"of its {lr_jump['around_points']} points {lr_jump['around_side']})")
         hits.append(Hit(
             int(steps[first]), int(steps[last]),
             {"step": int(steps[peak]), "peak_step": int(steps[peak]), "peak": float(peak_value), "level": base_value,
@@ -123,7 +146,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
              "ratio": float(peak_value / base_value) if is_log else None,
              "z": float(rise / scale[peak]), "threshold_z": float(threshold),
              "points": int(last - first + 1), "recovered": recovered, "recovery_steps": recovery_steps,
-             "recovery": recovery},
+             "recovery": recovery, **({"lr_jump": lr_jump} if lr_jump is not None else {})},
             # An error only once the loss had as many points as its level took to come back and
             # did not: judged live, a spike three points old has not yet had its chance.
             severity="error" if not recovered and points_after >= 2 * half else None,
@@ -160,7 +183,8 @@ def _symmetric_scale(values: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def _bursts(y: np.ndarray, before: np.ndarray, recent: np.ndarray, scale: np.ndarray, z: float, min_rise, half: int,
-            near_spike: np.ndarray, spikes: np.ndarray, values: np.ndarray, level_values: np.ndarray) -> np.ndarray:
+            near_spike: np.ndarray, spikes: np.ndarray, values: np.ndarray, level_values: np.ndarray,
+            relax: float = 1.0, starts: np.ndarray | None = None) -> np.ndarray:
     """The points of short bursts, which single points miss: `_BURST` points in a row, each above
     the level before them, their mean `z` noise sigmas of a mean of that many points (sigma /
     sqrt 3) above it and `min_rise` over it, the first point half of that rise above the 3 points
@@ -170,7 +194,8 @@ def _bursts(y: np.ndarray, before: np.ndarray, recent: np.ndarray, scale: np.nda
     than the noise reaches alone; three in a row so far above the level is what independent noise
     does not do. Noise that wanders (autocorrelated) does, downwards as often as upwards: the bar
     is twice the deepest trough of as many points in a row below the level before them (the
-    mirror, as for single points). A burst around a point already found adds nothing to it."""
+    mirror, as for single points). A burst around a point already found adds nothing to it.
+    `starts`: only bursts starting there, held to the bar divided by `relax` (after an LR jump)."""
     k, n = _BURST, y.size
     out = np.zeros(n, dtype=bool)
     if n < half + 2 * k:
@@ -193,14 +218,50 @@ def _bursts(y: np.ndarray, before: np.ndarray, recent: np.ndarray, scale: np.nda
         rise_z = np.where(start, rise / sigma, 0.0)
         trough_z = np.nan_to_num(np.where(high < before, (before - mean) / sigma, 0.0), nan=0.0)
     near = _within((rise_z >= z) | near_spike, 2 * half)
-    threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(trough_z[~near])))
+    threshold = max(z, min(_Z_CAP, _DIP_FACTOR * _deepest(trough_z[~near]))) / relax
     taken = _within(spikes, k)
-    found = np.flatnonzero((rise_z >= threshold) & ~taken)
+    found = np.flatnonzero((rise_z >= threshold) & ~taken & (True if starts is None else starts))
     if found.size:  # each point five rounding steps above the level, at least (see _quantum)
         found = found[lowest[found] - level_values[found] >= 5 * _quantum(values)]
     for i in found:
         out[i:i + k] = True
     return out
+
+
+def _lr_jumps(ctx: Context, series: Series, steps: np.ndarray) -> dict[int, dict]:
+    """One-step jumps of the run's logged LR, by the training loss's first point at or after each:
+    a logged LR at least `_JUMP` (10) times the median of the 3 points before it and of the 3 after
+    it, whichever is higher (held for two points, one jump), at most `_MAX_JUMPS` (2) in the run.
+    No schedule does that (warmup, decay, steps and restarts stay up or down once they move; a
+    cyclic LR logged once a cycle jumps at every cycle: more than two jumps is a schedule, not a
+    glitch); a one-step override, a scheduler stepped at the wrong time, a resumed run's stale
+    value do. The loss points just after it are then tested at half the bar: a few points where the
+    LR says to look, not the whole run (2 x 4 points instead of hundreds; on noise alone the bar
+    was set for the whole run's worth of chances). Adam lifts the loss for a few steps after such a
+    jump, often no point tall enough alone to clear the bar for the whole run."""
+    lr = ctx.lr if ctx is not None else None
+    if lr is None or series.role != "train_loss" or steps.size == 0:
+        return {}
+    lr_steps, rates = clean(lr)
+    if rates.size < 3:
+        return {}
+    before = trailing_median(rates, _JUMP_SIDE)
+    after = trailing_median(rates[::-1], _JUMP_SIDE)[::-1]
+    around = np.maximum(before, after)  # NaN at either end: no jump there
+    with np.errstate(invalid="ignore"):
+        jumped = (around > 0) & (rates >= _JUMP * around)
+    firsts = [first for first, _ in runs_of(jumped)]
+    if not firsts or len(firsts) > _MAX_JUMPS:
+        return {}
+    jumps = {}
+    for index in firsts:
+        at = int(np.searchsorted(steps, lr_steps[index]))
+        if at < steps.size:
+            side = "before" if before[index] >= after[index] else "after"
+            count = min(_JUMP_SIDE, index if side == "before" else rates.size - 1 - index)
+            jumps[at] = {"step": int(lr_steps[index]), "lr": float(rates[index]), "around": float(around[index]),
+                         "around_points": count, "around_side": side}
+    return jumps
 
 
 def _within(mask: np.ndarray, reach: int) -> np.ndarray:

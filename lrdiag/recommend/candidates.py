@@ -53,7 +53,7 @@ class Candidate:
     lr_curve: list[list[float]] | None = None
     confirmed: bool | None = None
     replay: dict | None = None  # the replays' evidence, once replayed (verdict.py)
-    kind: str = SCHEDULE  # "schedule", or a change to the loop: "clipping", "batches", "range-test"
+    kind: str = SCHEDULE  # "schedule", or a change to the loop: "clipping", "batches", "range-test", "lr-guard"
 
     def to_dict(self) -> dict:
         entry = {"name": self.name, "rationale": self.rationale, "params": self.params, "code": self.code,
@@ -115,8 +115,8 @@ def propose(run: Run, findings: list, curves: bool = True) -> list[Candidate]:
     if horizon is None or not findings:
         return []
     made: dict[str, Candidate] = {}
-    for maker in (_warmup, _lower_peak, _clip, _batches, _skip_nonfinite, _stall_after_decay, _stall_near_initial,
-                  _overfit):
+    for maker in (_warmup, _lower_peak, _lr_glitch, _clip, _batches, _skip_nonfinite, _stall_after_decay,
+                  _stall_near_initial, _overfit):
         for candidate in maker(findings, horizon):
             if candidate.name not in made:
                 made[candidate.name] = candidate
@@ -168,8 +168,9 @@ def _cause(finding) -> str:
 
 
 def _lr_driven(finding) -> bool:
-    """An instability a schedule can answer: caused by the LR, or of unknown cause (it may be)."""
-    return finding.category in UNSTABLE and _cause(finding) in ("lr", "unknown")
+    """An instability a schedule can answer: caused by the LR, or of unknown cause (it may be); not
+    one that followed a one-step jump of the LR, which no schedule makes (_lr_glitch)."""
+    return finding.category in UNSTABLE and _cause(finding) in ("lr", "unknown") and "lr_jump" not in finding.evidence
 
 
 def _lr_logged(horizon: Horizon, step: int) -> tuple[int, float] | None:
@@ -425,6 +426,39 @@ def _clip(findings: list, horizon: Horizon) -> list[Candidate]:
         f"{cite}: {facts + '. ' if facts else ''}One update far larger than the others, which clipping bounds "
         f"without slowing the healthy steps: {why}. The LR schedule stays as it is.",
         params, code, sorted({f.rule for f in hit}), kind="clipping")]
+
+
+def _lr_glitch(findings: list, horizon: Horizon) -> list[Candidate]:
+    """A spike right after a one-step jump of the logged LR (LRD101's lr_jump): no schedule jumps so,
+    something set the LR; find it, and cap the LR at the schedule's own highest logged value."""
+    hit = [f for f in findings if "lr_jump" in f.evidence]
+    if not hit or horizon.lr_series is None:
+        return []
+    jumps = {f.evidence["lr_jump"]["step"]: f.evidence["lr_jump"] for f in hit}
+    steps, values = clean(horizon.lr_series)
+    usual = ~np.isin(steps, list(jumps))
+    if not usual.any():
+        return []
+    top = int(np.flatnonzero(usual)[np.argmax(values[usual])])
+    cap = float(values[top])  # the logged value itself: rounded down, it would cap the schedule's own peak
+    said = "; ".join(f"the LR jumped for one step to {j['lr']:.4g} at step {step}, {j['lr'] / j['around']:.0f}x the "
+                     f"median {j['around']:.4g} of its {j['around_points']} points {j['around_side']}"
+                     for step, j in sorted(jumps.items()))
+    code = (f"MAX_LR = {cap!r}  # the schedule's highest logged LR but for the jump ({horizon.lr_series.tag}, step "
+            f"{int(steps[top])})\n"
+            "# in the training loop, right before opt.step():\n"
+            "for group in opt.param_groups:\n"
+            "    if group[\"lr\"] > MAX_LR:\n"
+            "        print(f\"step {step}: lr {group['lr']} above the schedule's {MAX_LR}: capped\")  # what set it?\n"
+            "        group[\"lr\"] = MAX_LR\n")
+    return [Candidate(
+        "cap-lr-jumps",
+        f"{_cite(hit, horizon)}: {said}. No schedule does that: something set it (a scheduler stepped out of turn "
+        f"or twice, a manual override, a value restored from a checkpoint). Find what did; until then cap the LR at "
+        f"the schedule's highest logged value otherwise, {values[top]:.4g} at step {int(steps[top])}. The schedule "
+        f"stays as it is.",
+        {"max_lr": cap, "from_step": int(steps[top]), "jump_steps": sorted(jumps)}, code,
+        sorted({f.rule for f in hit}), kind="lr-guard")]
 
 
 def _batches(findings: list, horizon: Horizon) -> list[Candidate]:
