@@ -8,8 +8,8 @@ unless it ends the series in NaN/Inf, the usual end of an explosion. A climb the
 from for good, staying back to the end of the run for twice as long as it lasted, is a
 transient, left to the spike rule (a x100 excursion that is over within tens of steps). The
 starting level is the loss of the untrained model; the ordinary rises of a healthy run
-(warmup bumps, an LR restart, a harder curriculum stage) stay below it, so three times above it
-(`factor`) is a run that has lost everything it learned and more; and three times the median of
+(warmup bumps, an LR restart, a harder curriculum stage) stay below it, so 2.5 times above it
+(`factor`) is a run that has lost everything it learned and more; and 2.5 times the median of
 all its points before the climb, so that a loss that never settled (swinging +-55 % from its
 first step) is not judged against its luckiest first points. A validation loss must reach five
 times its start (`val_factor`): overfitting alone can triple an eval loss (the divergence rule's
@@ -25,9 +25,9 @@ run, logged often, may climb less and stay under the factor: clipping holds the 
 not the loss's, and an evaluation sees the model's state without the batch noise.
 
 A training loss that starts low (a regression whose targets the untrained model already nearly
-predicts) can lose all it learned without reaching three times its start: it has exploded too
+predicts) can lose all it learned without reaching 2.5 times its start: it has exploded too
 when, from some point to the end of the run, its 5-point median never comes back under
-`best_factor` (four) times the lowest 5-point median it had reached before, for `min_points` points at least, and
+`best_factor` (3.5) times the lowest 5-point median it had reached before, for `min_points` points at least, and
 for a quarter of the run unless the logged LR is known not to cycle: longer than the climb to
 one top of a cyclic LR (half a cycle, a sixth of a run of three cycles), whose loss comes back
 down with the LR. And more than 10 % above its starting level
@@ -35,9 +35,9 @@ all that time (LRD103 takes a loss within 10 % of its start as back at it): it l
 learned and more. A loss back at about its start after a x100 blow-up
 (a regression predicting the mean) is a stall at a trivial level, not an explosion (LRD103). The
 training loss only: a validation loss may rise so by overfitting (the divergence rule's). In the
-detection benchmark's dev split (seeds 1-1600) no healthy, overfitting, spike or stall run stays
+detection benchmark's dev split (seeds 1-3200) no healthy, overfitting, spike or stall run stays
 above its start so (all come back under 1.1 times it), heavy balls whose ringing grew to under
-three times their start reach 3.2, and clipped runs whose LR ramps too high 3.4 to 14,000.
+three times their start reach 3.18, and clipped runs whose LR ramps too high 3.4 to 14,000.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from lrdiag.series.model import Series
 _BACK_AT_START = 1.1
 
 
-def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float = 5.0, best_factor: float = 4.0,
+def detect(series: Series, ctx: Context, factor: float = 2.5, val_factor: float = 5.0, best_factor: float = 3.5,
            min_points: int = 3) -> list[Hit]:
     if series is not ctx.train_loss and series is not ctx.val_loss:
         return []  # a component (a PINN's boundary term, a detector's box loss) may rise by design
@@ -81,7 +81,7 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
                  if (b == values.size - 1 and b - a >= 1 if few else b - a + 1 >= min_points)
                  or (ends_nonfinite and b == values.size - 1)]
     # Far above where the loss had been, too: a loss that never settled (one swinging +-55 % from
-    # its first step) can sit at three times its first few points with nothing exploding; the
+    # its first step) can sit at 2.5 times its first few points with nothing exploding; the
     # stretch's median must stand at the factor over the median of the points before its climb.
     stretches = [(a, b) for a, b in stretches
                  if a <= head or np.median(smooth[a:b + 1]) >= factor * float(np.median(values[:_climb(smooth, a) + 1]))]
@@ -93,7 +93,7 @@ def detect(series: Series, ctx: Context, factor: float = 3.0, val_factor: float 
     reference, level = f"its starting level {start:.4g}, {start_how}", start
     evidence = {"start_level": start, "start_points": start_points, "start_how": start_how}
     if not stretches and not few and series is ctx.train_loss:
-        # Four times (best_factor) the lowest level it had reached, for the rest of the run: the lowest 5-point
+        # 3.5 times (best_factor) the lowest level it had reached, for the rest of the run: the lowest 5-point
         # median from each point on stands at the factor over the lowest one before it.
         best = np.minimum.accumulate(smooth)
         rest = np.minimum.accumulate(smooth[::-1])[::-1]
