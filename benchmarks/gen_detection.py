@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "_detection_runs"
-DEV_SEEDS = tuple(range(1, 2401))  # 251-700, 701-1000, 1001-1600, 1601-2000 and 2001-2400 added in later sessions, fresh dev runs scored before any change made for them
+DEV_SEEDS = tuple(range(1, 3201))  # 251-700, 701-1000, 1001-1600, 1601-2000, 2001-2400 and 2401-3200 added in later sessions, fresh dev runs scored before any change made for them
 # Frozen before any detector was tuned on this benchmark (250 seeds, ~20 % of them excluded at
 # generation, leaves 12-20 labelled runs per category): never change, never look at one by one.
 TEST_SEEDS = tuple(range(50001, 50251))
