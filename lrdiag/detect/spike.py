@@ -245,21 +245,31 @@ def _lr_jumps(ctx: Context, series: Series, steps: np.ndarray) -> dict[int, dict
     lr_steps, rates = clean(lr)
     if rates.size < 3:
         return {}
-    before = trailing_median(rates, _JUMP_SIDE)
-    after = trailing_median(rates[::-1], _JUMP_SIDE)[::-1]
+    # A median is at least the least of its points: the few points that clear `_JUMP` times the least
+    # of their 3 neighbours on each side are the only ones whose medians need taking.
+    padded = np.r_[np.full(_JUMP_SIDE, np.inf), rates, np.full(_JUMP_SIDE, np.inf)]
+    n, k = rates.size, _JUMP_SIDE
+    least_before = np.minimum.reduce([padded[j:j + n] for j in range(k)])
+    least_after = np.minimum.reduce([padded[k + 1 + j:k + 1 + j + n] for j in range(k)])
+    maybe = np.flatnonzero(rates >= _JUMP * np.maximum(least_before, least_after))
+    before = np.array([np.median(rates[max(0, i - k):i]) if i else np.nan for i in maybe.tolist()])
+    after = np.array([np.median(rates[i + 1:i + 1 + k]) if i < n - 1 else np.nan for i in maybe.tolist()])
     around = np.maximum(before, after)  # NaN at either end: no jump there
     with np.errstate(invalid="ignore"):
-        jumped = (around > 0) & (rates >= _JUMP * around)
+        jumped = np.zeros(n, dtype=bool)
+        jumped[maybe] = (around > 0) & (rates[maybe] >= _JUMP * around)
     firsts = [first for first, _ in runs_of(jumped)]
     if not firsts or len(firsts) > _MAX_JUMPS:
         return {}
+    at_maybe = {index: place for place, index in enumerate(maybe.tolist())}
     jumps = {}
     for index in firsts:
         at = int(np.searchsorted(steps, lr_steps[index]))
         if at < steps.size:
-            side = "before" if before[index] >= after[index] else "after"
+            place = at_maybe[index]
+            side = "before" if before[place] >= after[place] else "after"
             count = min(_JUMP_SIDE, index if side == "before" else rates.size - 1 - index)
-            jumps[at] = {"step": int(lr_steps[index]), "lr": float(rates[index]), "around": float(around[index]),
+            jumps[at] = {"step": int(lr_steps[index]), "lr": float(rates[index]), "around": float(around[place]),
                          "around_points": count, "around_side": side}
     return jumps
 
