@@ -41,6 +41,7 @@ _CSV_BYTES = bytes.maketrans(b"E", b"e")
 _NOT_CSV = bytes(code for code in range(256) if chr(code) not in _CSV)
 
 _EXACT_INTEGERS = 2.0 ** 53  # below this a float64 holds every integer, as json's int would give it
+_NEGATIVE_ZERO = np.float64(-0.0).view(np.int64)
 
 
 @dataclass
@@ -221,7 +222,8 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         lines, places = lines[good], places[:, good]
         for row, offset in _kept_separator_bytes(separators):
             view[places[row] + offset] = 0
-        all_widths.append((places[1:] - places[:-1] - lengths[:-1, None]).sum(axis=0) + len(separators) - 2)
+        # the bytes between the separators (the numbers), summed: from the first separator's start to the last's
+        all_widths.append(places[-1] - places[0] - lengths[:-1].sum() + len(separators) - 2)
         owners.append(np.full(len(lines), len(layouts)))
         layouts.append(layout)
         all_lines.append(lines)
@@ -263,10 +265,11 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     for index, layout in enumerate(layouts):
         rows = np.flatnonzero(owner == index)
         numbers = values[rows, :len(layout.keys)]
-        # what json.loads gives otherwise: an int for -0 (0, not -0.0); Infinity for an overflowing
-        # float (pandas agrees, but such a line is too rare to be worth proving it); ints past 2**53
+        # what json.loads gives otherwise: an int for -0 (0, not -0.0: the one float of these bits);
+        # Infinity for an overflowing float (pandas agrees, but such a line is too rare to be worth
+        # proving it); ints past 2**53
         with np.errstate(invalid="ignore"):
-            same = ((np.abs(numbers) < _EXACT_INTEGERS) & ~((numbers == 0) & np.signbit(numbers))).all(axis=1)
+            same = ((np.abs(numbers) < _EXACT_INTEGERS) & (numbers.view(np.int64) != _NEGATIVE_ZERO)).all(axis=1)
         if same.any():
             blocks.append(Block(lines[rows[same]], layout, numbers[same]))
     return blocks
