@@ -458,6 +458,22 @@ def test_a_record_without_its_step_key_is_a_problem(tmp_path):
     assert result.series["total_loss"].steps.tolist() == [19, 59]
 
 
+@pytest.mark.parametrize("lines", [4, 40_000])  # small: read line by line; big: in blocks and pandas' parser
+def test_step_counters_written_as_text_numbers_still_step_the_metrics(tmp_path, lines):
+    """The step counter's points are kept apart from the metrics', text cells that are numbers too;
+    a text that is no number is a problem on its line and that record has no step."""
+    records = detectron2_records(lines)
+    records[1]["iteration"] = str(records[1]["iteration"])  # "39"
+    records[2]["iteration"] = "soon"
+    records[3]["epoch"] = "1"  # bookkeeping no detectron2 reader uses: neither a series nor a problem
+    result = jsonlog.read(write(tmp_path, "metrics.json", json_lines(*records)))
+    assert [problem.where for problem in result.problems] == ["line 3", "line 3"]
+    assert "'soon'" in result.problems[0].message and "no 'iteration'" in result.problems[1].message
+    assert sorted(result.series) == ["lr", "total_loss"]
+    assert result.series["total_loss"].steps.tolist()[:3] == [19, 39, 79]
+    assert len(result.series["total_loss"]) == lines - 1
+
+
 def test_undecodable_bytes_on_one_line_cost_only_that_line(tmp_path):
     lines = json_lines(*detectron2_records(4)).encode().splitlines(keepends=True)
     lines[1] = lines[1].replace(b"0.01", b"0.0\xff1", 1)

@@ -161,10 +161,10 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     else:
         pieces = itertools.chain([(head, 0)], chunks)
         del head, sniff  # the first chunk freed once parsed, as the others are
-        numbers, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
+        numbers, counters, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
-        held = [build(numbers, texts, line_count)]
-        del numbers, texts  # held alone holds the points now, which the series take the place of
+        held = [build(numbers, counters, texts, line_count)]
+        del numbers, counters, texts  # held alone holds the points now, which the series take the place of
         result.series = _series_with_restarts(held, path, result.problems, result.notes)
         if not result.series and not result.problems:
             result.problems.append(Problem(str(path), "", "no metric records"))
@@ -230,7 +230,6 @@ class Keyed:
     lines: np.ndarray  # int32 (int64 past 2**31 lines), 1-based line of each point
     keys: np.ndarray  # int32 or int64, index into names
     values: np.ndarray  # float64 (numbers) or object (texts)
-    bookkeeping: np.ndarray | None = None  # is_bookkeeping of each name, when known
 
     def get(self, name: str) -> Points | None:
         """(lines, values) of one key, or None when it has no point."""
@@ -240,8 +239,7 @@ class Keyed:
         return (self.lines[rows], self.values[rows]) if rows.any() else None
 
     def where(self, keep: np.ndarray) -> "Keyed":
-        return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep],
-                                             self.bookkeeping)
+        return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
 
     def pop_by_key(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lines, values, bounds) of the points where `keep`, key by key and in line order within a
@@ -330,8 +328,9 @@ class _Chunks:
     def settle(self, first_part: int, first_line: int) -> None:
         """The parts from `first_part` on: lines moved `first_line` down the file, and the points
         of bookkeeping keys (time, eta_seconds, ...), which are never metrics and which no format
-        reads, dropped before they are copied again; step counters and mmdetection's `mode` stay.
-        Keys new in this chunk get where they first appear."""
+        reads, dropped before they are copied again; step counters and mmdetection's `mode` stay,
+        in parts of their own: a part holds metrics' points or bookkeeping's (_tabled keeps them
+        apart). Keys new in this chunk get where they first appear."""
         known = len(self.first_line)
         if len(self.names) > known:
             ids, lines, places = (np.concatenate(column) for column in zip(*self.sightings))
@@ -355,21 +354,27 @@ class _Chunks:
         self.unused = unused = np.concatenate([self.unused, unused])
         settled = []
         for lines, ids, values in self.parts[first_part:]:
-            kept = ~unused[ids]
-            if kept.any():
-                if not kept.all():
-                    lines, ids, values = lines[kept], ids[kept], values[kept]
-                lines = lines + first_line if first_line else lines
-                # 4 bytes a line number and a key id while they fit (2**31 lines, keys): a third less memory a point
-                if lines.size and int(lines.max()) < 2 ** 31:
-                    lines = lines.astype(np.int32, copy=False)
-                settled.append((lines, ids.astype(np.int32, copy=False), values))
+            bookkeeping = self.bookkeeping[ids]
+            for kind in (~bookkeeping, bookkeeping & ~unused[ids]):
+                if kind.any():
+                    part = (lines, ids, values) if kind.all() else (lines[kind], ids[kind], values[kind])
+                    settled.append(_moved(*part, first_line))
         self.parts[first_part:] = settled
 
 
+def _moved(lines: np.ndarray, ids: np.ndarray, values: np.ndarray, first_line: int) -> tuple:
+    """A part with its lines moved `first_line` down the file, and 4 bytes a line number and a key id
+    while they fit (2**31 lines, keys): a third less memory a point."""
+    lines = lines + first_line if first_line else lines
+    if lines.size and int(lines.max()) < 2 ** 31:
+        lines = lines.astype(np.int32, copy=False)
+    return lines, ids.astype(np.int32, copy=False), values
+
+
 def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, problems: list[Problem],
-                      exact: bool = False) -> tuple[Keyed, Keyed, int]:
-    """Numeric keys and text keys (like mmdetection's `mode`) as tables of points; and the line count.
+                      exact: bool = False) -> tuple[Keyed, Keyed, Keyed, int]:
+    """Tables of points: metrics' numbers, bookkeeping's numbers (step counters), text keys' (like
+    mmdetection's `mode`); and the line count.
 
     `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Runs of flat
     lines that share a layout are read as blocks (jsonblocks); other flat lines go through pandas'
@@ -405,19 +410,24 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, p
 
         parsed.settle(first_part, first_line)
         line_count = first_line + len(starts)
-    numbers, texts = _tabled(parsed, path, problems)
-    return numbers, texts, line_count
+    numbers, counters, texts = _tabled(parsed, path, problems)
+    return numbers, counters, texts, line_count
 
 
 def _add_block(block: jsonblocks.Block, chunks: _Chunks) -> None:
     """A block's points as parts: its numbers key by key, then its text constants (mmdetection's
     `mode`); null constants are no point, booleans are text, as json.loads' path makes them."""
     layout, lines = block.template, block.lines + 1
-    # bookkeeping no format reads (time, eta_seconds) is left out here rather than copied first
+    # bookkeeping no format reads (time, eta_seconds) is left out here rather than copied first, and
+    # the step counters' points made a part apart from the metrics' (settle)
     slots = [slot for slot, key in enumerate(layout.keys) if not is_bookkeeping(key) or key in _READ_BOOKKEEPING]
     ids = chunks.key_ids([layout.keys[slot] for slot in slots])
     chunks.seen(ids, lines[0], [layout.places[layout.keys[slot]] for slot in slots])
-    chunks.parts.append((np.tile(lines, len(slots)), np.repeat(ids, len(lines)), block.values[:, slots].T.ravel()))
+    counters = np.array([is_bookkeeping(layout.keys[slot]) for slot in slots], bool)
+    for kind in (~counters, counters):
+        if kind.any():
+            chunks.parts.append((np.tile(lines, kind.sum()), np.repeat(ids[kind], len(lines)),
+                                 block.values[:, np.array(slots)[kind]].T.ravel()))
     for key, constant in layout.constants.items():
         if constant is not None:
             cells = np.empty(len(lines), dtype=object)
@@ -428,8 +438,8 @@ def _add_block(block: jsonblocks.Block, chunks: _Chunks) -> None:
 
 
 
-def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed]:
-    """Cells to numbers for every point at once, then (numbers, texts).
+def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tuple[Keyed, Keyed, Keyed]:
+    """Cells to numbers for every point at once, then (numbers of metrics, of bookkeeping, texts).
 
     Empty cells and JSON nulls are no point; 'nan'/'inf' text is a NaN/Inf point. A key with no
     numeric cell is text (mmdetection's `mode`); a non-numeric cell of a numeric key is a problem."""
@@ -449,22 +459,23 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
     raw = _joined(textual, 2, object)
     text_lines, text_keys = _joined(textual, 0, np.int32), _joined(textual, 1, np.int32)
     present_raw, converted, failed = _cells_to_floats(raw)
-    # the numbers: the numeric parts, then the text cells that are numbers, joined once
-    converts = present_raw & ~failed
-    tail = [[text_lines[converts], text_keys[converts], converted[converts]]] if converts.any() else []
-    numeric_count = sum(len(part[2]) for part in numeric)
+    # The numbers of the metrics and those of bookkeeping (step counters) apart, so that neither
+    # is copied out of the other: each the numeric parts (of one kind each: settle), then the text
+    # cells that are numbers.
+    converts, text_kinds = present_raw & ~failed, bookkeeping[text_keys]
+    tails = [[[text_lines[rows], text_keys[rows], converted[rows]]] if rows.any() else []
+             for rows in (converts & ~text_kinds, converts & text_kinds)]
     del converted
-    numbers = Keyed(names, _joined(numeric + tail, 0, np.int32), _joined(numeric + tail, 1, np.int32),
-                    _joined(numeric + tail, 2, np.float64), bookkeeping)
-    keep = ~np.isnan(numbers.values)  # NaN in a numeric part: an empty cell, no point; a NaN text is one
-    keep[numeric_count:] = True
-    numbers = numbers.where(keep)
+    metric_parts, counter_parts = [], []
+    for part in numeric:  # a part holds one kind's points (settle)
+        (counter_parts if bookkeeping[part[1][0]] else metric_parts).append(part)
+    numbers, counters = _number_table(names, metric_parts, tails[0]), _number_table(names, counter_parts, tails[1])
     # A key is text when none of its cells is a number (mmdetection's `mode`): only one with a cell
     # that is no number can be, and those few are looked for among the numbers' keys.
     candidates = np.unique(text_keys[failed])
     is_text_key = np.zeros(len(names), bool)
     if candidates.size:
-        is_text_key[candidates] = ~np.isin(candidates, numbers.keys)
+        is_text_key[candidates] = ~(np.isin(candidates, numbers.keys) | np.isin(candidates, counters.keys))
     bad = np.flatnonzero(failed & ~is_text_key[text_keys])
     bad = bad[np.argsort(text_lines[bad], kind="stable")]
     report(problems, path, bad, lambda index: (
@@ -473,7 +484,18 @@ def _tabled(chunks: _Chunks, path: pathlib.Path, problems: list[Problem]) -> tup
         "non-numeric values skipped")
     text_points = present_raw & is_text_key[text_keys]
     texts = Keyed(names, text_lines[text_points], text_keys[text_points], raw[text_points])
-    return numbers, texts
+    return numbers, counters, texts
+
+
+def _number_table(names: list[str], parts: list[list], tail: list[list]) -> Keyed:
+    """Numeric parts, then converted text cells, as one table; NaN in a numeric part is an empty
+    cell, no point (a NaN text is one)."""
+    count = sum(len(part[2]) for part in parts)
+    table = Keyed(names, _joined(parts + tail, 0, np.int32), _joined(parts + tail, 1, np.int32),
+                  _joined(parts + tail, 2, np.float64))
+    keep = ~np.isnan(table.values)
+    keep[count:] = True
+    return table.where(keep)
 
 
 def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -716,21 +738,16 @@ def _by_line(points: Points | None, line_count: int, fill: object = np.nan) -> n
     return out
 
 
-def _metrics(numbers: Keyed) -> Keyed:
-    """The points of metric keys: step counters and bookkeeping left out."""
-    bookkeeping = numbers.bookkeeping if numbers.bookkeeping is not None else bookkeeping_mask(numbers.names)
+# Each format's build: (metrics' points, steps by line, the step's name) from the points of the
+# metrics (`numbers`), of the step counters and other bookkeeping read (`counters`) and of text keys.
 
-    return numbers.where(~bookkeeping[numbers.keys]) if bookkeeping.any() else numbers
-
-
-def _detectron2(numbers: Keyed, texts: Keyed, line_count: int):
-    return numbers, _by_line(numbers.get("iteration"), line_count), "iteration"
+def _detectron2(numbers: Keyed, counters: Keyed, texts: Keyed, line_count: int):
+    return numbers, _by_line(counters.get("iteration"), line_count), "iteration"
 
 
-def _split_by_mode(numbers: Keyed, modes: np.ndarray) -> Keyed:
+def _split_by_mode(metrics: Keyed, modes: np.ndarray) -> Keyed:
     """Train keys keep their names; keys of other modes become `<mode>/<key>` so that a
     validation `loss` never mixes with the training `loss`."""
-    metrics = _metrics(numbers)
     mode_codes, mode_names = _factorized(modes)  # no mode (the mmdetection header line): -1
     point_modes = mode_codes[metrics.lines]
     train = mode_names.index("train") if "train" in mode_names else -2
@@ -759,13 +776,13 @@ def _factorized(modes: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return np.array(codes, dtype=np.int64), list(table)
 
 
-def _mmdet(numbers: Keyed, texts: Keyed, line_count: int):
+def _mmdet(numbers: Keyed, counters: Keyed, texts: Keyed, line_count: int):
     """mmdetection 2.x: `iter` restarts every epoch, so step = (epoch - 1) * iters per epoch + iter.
 
     Iters per epoch is the largest `iter` seen; a validation record's `iter` is the epoch's
     length, which the last logged training iter may fall short of."""
     modes = _by_line(texts.get("mode"), line_count, fill=None)
-    epochs, iters = _by_line(numbers.get("epoch"), line_count), _by_line(numbers.get("iter"), line_count)
+    epochs, iters = _by_line(counters.get("epoch"), line_count), _by_line(counters.get("iter"), line_count)
     records = np.not_equal(modes, None)  # the header line (env_info, config, seed) has no mode
     by_epoch = records & ~np.isnan(epochs)
     iters_per_epoch = np.nanmax(iters[by_epoch]) if (by_epoch & ~np.isnan(iters)).any() else 0
@@ -774,14 +791,14 @@ def _mmdet(numbers: Keyed, texts: Keyed, line_count: int):
     return _split_by_mode(numbers, modes), steps, "step"
 
 
-def _mmengine(numbers: Keyed, texts: Keyed, line_count: int):
+def _mmengine(numbers: Keyed, counters: Keyed, texts: Keyed, line_count: int):
     """mmengine scalars.json: `step` keys every line. Validation lines carry no `iter`, and with
     an epoch-based loop their `step` is the epoch; they move to the last training iter of that
     epoch so that every series counts iterations."""
-    steps = _by_line(numbers.get("step"), line_count)
-    if numbers.get("iter") is None:
+    steps = _by_line(counters.get("step"), line_count)
+    if counters.get("iter") is None:
         return numbers, steps, "step"
-    iters, epochs = _by_line(numbers.get("iter"), line_count), _by_line(numbers.get("epoch"), line_count)
+    iters, epochs = _by_line(counters.get("iter"), line_count), _by_line(counters.get("epoch"), line_count)
     validation = ~np.isnan(steps) & np.isnan(iters)
     training = ~np.isnan(iters) & ~np.isnan(epochs)
     if training.any():
@@ -822,20 +839,17 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
 
 def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path: pathlib.Path,
                  problems: list[Problem], notes: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(whether each point is kept, int64 steps by line); (None, None) when no point is a metric's.
+    """(whether each point is kept, int64 steps by line); (None, None) when there is no point.
 
-    The points of bookkeeping keys (the step counter) are left out here, not copied out before. A
-    record whose step goes back to k (a resumed run), or repeats the previous record's step with a
+    A record whose step goes back to k (a resumed run), or repeats the previous record's step with a
     key that record had (a duplicated line), drops every earlier point at step >= k, for all tags.
     An evaluation record sharing the iteration of a training record is not a repeat. Arrays of a
     line each die with this call, before the table is sorted."""
     tag_count = len(points.names)
     point_lines, point_tags = points.lines, points.keys
-    is_metric_key = ~(points.bookkeeping if points.bookkeeping is not None else bookkeeping_mask(points.names))
-    metric = None if is_metric_key.all() else is_metric_key[point_tags]  # per point, where some are bookkeeping
-    if not (point_lines.size if metric is None else metric.any()):
+    if not point_lines.size:
         return None, None
-    points_per_line = np.bincount(point_lines if metric is None else point_lines[metric], minlength=len(steps_by_line))
+    points_per_line = np.bincount(point_lines, minlength=len(steps_by_line))
     no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
            f"records without {step_name!r} skipped")
@@ -853,9 +867,6 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
         is_previous = np.zeros(len(steps_by_line), bool)
         is_previous[record_lines[same - 1]] = True
         on_same, on_previous = (previous_line > 0)[point_lines], is_previous[point_lines]
-        if metric is not None:
-            on_same &= metric
-            on_previous &= metric
         logged = point_lines[on_previous].astype(np.int64) * tag_count + point_tags[on_previous]
         repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
@@ -871,10 +882,7 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
     else:
         kept_line[record_lines] = True
     del points_per_line, record_lines, record_steps
-    keep = kept_line[point_lines]
-    if metric is not None:
-        keep &= metric
-    return keep, whole_steps_by_line
+    return kept_line[point_lines], whole_steps_by_line
 
 
 def _cut(points: np.ndarray, bounds: np.ndarray, keys: np.ndarray) -> list[np.ndarray]:
