@@ -849,12 +849,15 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
     point_lines, point_tags = points.lines, points.keys
     if not point_lines.size:
         return None, None
-    points_per_line = np.bincount(point_lines, minlength=len(steps_by_line))
-    no_step = np.flatnonzero((points_per_line > 0) & np.isnan(steps_by_line))
+    # marked rather than counted: bincount would first copy the line numbers to int64
+    has_points = np.zeros(len(steps_by_line), bool)
+    has_points[point_lines] = True
+    no_step = np.flatnonzero(has_points & np.isnan(steps_by_line))
     report(problems, path, no_step, lambda line: (f"line {line}", f"no {step_name!r}; record skipped"),
            f"records without {step_name!r} skipped")
-    has_step, whole_steps_by_line = whole_steps(steps_by_line, (points_per_line > 0) & ~np.isnan(steps_by_line),
+    has_step, whole_steps_by_line = whole_steps(steps_by_line, has_points & ~np.isnan(steps_by_line),
                                                 range(len(steps_by_line)), step_name, path, problems)
+    del has_points
     record_lines = np.flatnonzero(has_step)
     del has_step
     record_steps = steps_by_line[record_lines]
@@ -866,22 +869,25 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
         previous_line[record_lines[same]] = record_lines[same - 1]
         is_previous = np.zeros(len(steps_by_line), bool)
         is_previous[record_lines[same - 1]] = True
-        on_same, on_previous = (previous_line > 0)[point_lines], is_previous[point_lines]
-        logged = point_lines[on_previous].astype(np.int64) * tag_count + point_tags[on_previous]
-        repeated = np.isin(previous_line[point_lines[on_same]] * tag_count + point_tags[on_same], logged)
-        restart[same] = np.isin(record_lines[same], point_lines[on_same][repeated])
+        # the points on those lines, few, looked at alone
+        rows = np.flatnonzero(((previous_line > 0) | is_previous)[point_lines])
+        lines, tags = point_lines[rows], point_tags[rows]
+        on_same, on_previous = previous_line[lines] > 0, is_previous[lines]
+        logged = lines[on_previous].astype(np.int64) * tag_count + tags[on_previous]
+        repeated = np.isin(previous_line[lines[on_same]] * tag_count + tags[on_same], logged)
+        restart[same] = np.isin(record_lines[same], lines[on_same][repeated])
     kept_line = np.zeros(len(steps_by_line), bool)
     if restart.any():
         # A record survives when no later restart goes back to its step or below.
         restart_steps = np.where(restart, record_steps, np.inf)
         lowest_later = np.append(np.minimum.accumulate(restart_steps[::-1])[::-1][1:], np.inf)
         kept_record = record_steps < lowest_later
-        notes.extend(_restart_notes(record_lines, record_steps, restart, kept_record,
-                                    points_per_line[record_lines], step_name))
+        points_per_record = np.bincount(point_lines, minlength=len(steps_by_line))[record_lines]
+        notes.extend(_restart_notes(record_lines, record_steps, restart, kept_record, points_per_record, step_name))
         kept_line[record_lines[kept_record]] = True
     else:
         kept_line[record_lines] = True
-    del points_per_line, record_lines, record_steps
+    del record_lines, record_steps
     return kept_line[point_lines], whole_steps_by_line
 
 
