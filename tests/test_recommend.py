@@ -476,7 +476,7 @@ def test_a_spike_after_a_one_step_lr_jump_gets_the_lr_capped_not_a_new_schedule(
     cap = made["cap-lr-jumps"]
     assert cap.kind == "lr-guard" and cap.lr_curve is None
     assert cap.params == {"max_lr": 0.002, "from_step": 0, "jump_steps": [200]}
-    assert "the LR jumped for one step to 0.05 at step 200, 50x the median 0.001 of its 3 points before" in cap.rationale
+    assert "the LR jumped for one step to 0.05 at step 200 (50x the median 0.001 of its 3 points before)" in cap.rationale
     assert "MAX_LR = 0.002" in cap.code
     assert_quotes_are_logged(cap.rationale, run)
     compile(cap.code, cap.name, "exec")

@@ -115,5 +115,5 @@ def test_a_spike_after_an_lr_jump_quotes_the_logged_lr():
     assert (jump["step"], jump["lr"], jump["around"], jump["around_points"]) == (200, lr[200], np.median(lr[197:200]), 3)
     assert hit.evidence["step"] == 201 and hit.evidence["peak"] == values[201]
     assert hit.evidence["size"].endswith(
-        f", 1 step after the LR jumped to {lr[200]:.4g} at step 200 ({lr[200] / 0.001:.0f}x the median 0.001 "
+        f", 1 step after the LR jumped for one step to {lr[200]:.4g} at step 200 ({lr[200] / 0.001:.0f}x the median 0.001 "
         "of its 3 points before)")

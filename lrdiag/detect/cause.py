@@ -31,6 +31,7 @@ import numpy as np
 
 from lrdiag.detect.base import clean
 from lrdiag.detect.lrcontext import schedule
+from lrdiag.detect.spike import lr_jump_text
 from lrdiag.series.model import Run, Series
 from lrdiag.series.roles import words
 
@@ -192,10 +193,7 @@ def _lr_facts(finding, series: _Series, context: dict) -> list:
         return []  # a stall has its own LR facts; an oscillation spans the LR's phases
     jumped = finding.evidence.get("lr_jump")
     if jumped:  # LRD101 found the spike just after a one-step jump of the logged LR: that decides it
-        point = lr.point(lr.at(jumped["step"]))
-        return [_fact("lr", f"the LR jumped for one step: {_quote(point)}, {point['value'] / jumped['around']:.0f}x "
-                            f"the median {jumped['around']:.4g} of its {jumped['around_points']} points "
-                            f"{jumped['around_side']}", point) | {"defining": "lr"}]
+        return [_fact("lr", lr_jump_text(jumped), lr.point(lr.at(jumped["step"]))) | {"defining": "lr"}]
     event = _event(finding) if finding.category != "oscillation" else finding.step_start
     near = _NEAR * context["span"]
     here = lr.at(event)

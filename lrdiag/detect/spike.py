@@ -136,9 +136,7 @@ def detect(series: Series, ctx: Context, window: int = 5, z: float = 10.0, min_r
         lr_jump = next((jumps[at] for at in jumps if at <= first < at + _AFTER_JUMP), None)
         if lr_jump is not None:
             after = int(steps[first]) - lr_jump["step"]
-            size += (f", {after} step{'s' if after != 1 else ''} after the LR jumped to {lr_jump['lr']:.4g} at step "
-                     f"{lr_jump['step']} ({lr_jump['lr'] / lr_jump['around']:.0f}x the median {lr_jump['around']:.4g} "
-                     f"of its {lr_jump['around_points']} points {lr_jump['around_side']})")
+            size += f", {after} step{'s' if after != 1 else ''} after {lr_jump_text(lr_jump)}"
         hits.append(Hit(
             int(steps[first]), int(steps[last]),
             {"step": int(steps[peak]), "peak_step": int(steps[peak]), "peak": float(peak_value), "level": base_value,
@@ -272,6 +270,13 @@ def _lr_jumps(ctx: Context, series: Series, steps: np.ndarray) -> dict[int, dict
             jumps[at] = {"step": int(lr_steps[index]), "lr": float(rates[index]), "around": float(around[place]),
                          "around_points": count, "around_side": side}
     return jumps
+
+
+def lr_jump_text(jump: dict) -> str:
+    """An LR jump (_lr_jumps) as the spike's message, its cause and its remedy quote it: the logged LR
+    at its step, against the median of the logged points beside it."""
+    return (f"the LR jumped for one step to {jump['lr']:.4g} at step {jump['step']} ({jump['lr'] / jump['around']:.0f}x "
+            f"the median {jump['around']:.4g} of its {jump['around_points']} points {jump['around_side']})")
 
 
 def _within(mask: np.ndarray, reach: int) -> np.ndarray:

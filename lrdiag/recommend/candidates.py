@@ -27,6 +27,7 @@ import numpy as np
 
 from lrdiag.detect.base import clean
 from lrdiag.detect.lrcontext import describe, schedule
+from lrdiag.detect.spike import lr_jump_text
 from lrdiag.series.model import Run
 
 UNSTABLE = {"spike", "oscillation", "explosion", "nonfinite"}
@@ -441,9 +442,7 @@ def _lr_glitch(findings: list, horizon: Horizon) -> list[Candidate]:
         return []
     top = int(np.flatnonzero(usual)[np.argmax(values[usual])])
     cap = float(values[top])  # the logged value itself: rounded down, it would cap the schedule's own peak
-    said = "; ".join(f"the LR jumped for one step to {j['lr']:.4g} at step {step}, {j['lr'] / j['around']:.0f}x the "
-                     f"median {j['around']:.4g} of its {j['around_points']} points {j['around_side']}"
-                     for step, j in sorted(jumps.items()))
+    said = "; ".join(lr_jump_text(jump) for _, jump in sorted(jumps.items()))
     code = (f"MAX_LR = {cap!r}  # the schedule's highest logged LR but for the jump ({horizon.lr_series.tag}, step "
             f"{int(steps[top])})\n"
             "# in the training loop, right before opt.step():\n"
