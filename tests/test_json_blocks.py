@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lrdiag.ingest import jsonblocks, jsonlog
+from lrdiag.ingest import jsonblocks, jsonlog, textlog
 from lrdiag.ingest.textlog import line_bounds
 
 ROOT = Path(__file__).parents[1]
@@ -114,6 +114,19 @@ def test_regular_lines_are_read_as_blocks_and_odd_ones_are_not():
     for token in ("01", "+1", "1.", ".5", "1.e5", "-0", "NaN", "true", "1e400", "9007199254740993", "1 2", "1_000",
                   "0x10", "١"):  # the last three: a byte no number holds, which the CSV translation deletes
         assert block_lines(layout_lines(token)) == 39, token
+
+
+def test_a_key_of_block_lines_and_of_odd_lines_among_them_reads_in_line_order(tmp_path, monkeypatch):
+    """Blocks put a chunk's points key by key and the odd lines' come after them: the series are
+    put back in line order, chunk after chunk, as line by line."""
+    monkeypatch.setattr(textlog, "CHUNK_BYTES", 1 << 14)  # several chunks
+    records = [{"iteration": step, "loss": step / 7, "lr": 0.1} for step in range(2000)]
+    for step in range(3, 2000, 97):
+        records[step]["extra"] = {"nested": [step]}  # read line by line
+    path = tmp_path / "metrics.json"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    result = assert_same_reading(path)
+    assert result.series["loss"].steps.tolist() == list(range(2000))
 
 
 # lines whose commas fall where the layout's do, but some other byte differs
