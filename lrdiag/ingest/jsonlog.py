@@ -1,8 +1,11 @@
 """Read JSON training logs: HF trainer_state.json, detectron2 / mmdetection / mmengine JSON lines, Keras history.
 
 Memory: JSON lines are parsed a chunk (textlog.CHUNK_BYTES) at a time into (line, key, value)
-points, 16 bytes a point, a table freed as the series are made; a detectron2 log peaks at about
-1.3-1.6x its size, short records of many points (alternating train / val lines) at 2.4-2.5x. Each
+points, 16 bytes a point, the metrics' apart from the step counters'; the table is sorted in place
+a column at a time and freed as the series are made, and the chunks' parts, once joined, are given
+back to the system (textlog.release_freed_memory). A detectron2 log peaks at about 0.6-0.9x its
+size, short records of many points (alternating train / val lines, lines of varied keys) at
+1.6-1.8x: the points read so far and one chunk's work (~6x the chunk) at once, at the last chunk. Each
 key costs a fixed ~0.5 kB more (its Series and their two arrays), so a log of distinct keys peaks
 at about its size plus 0.5 kB a key (15.9x for a 36 MB line of 1M keys). A trainer_state.json is
 decoded 1 MiB at a time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small
