@@ -3,11 +3,12 @@
 Measured in a fresh interpreter as the growth of its peak resident size (VmHWM, reset through
 /proc/self/clear_refs after the imports), which sees pandas' C parser buffers that tracemalloc
 does not. Files over textlog.CSV_CHUNK_BYTES (2 MiB) or textlog.CHUNK_BYTES (2 MiB, JSON lines) are
-parsed a chunk of lines at a time: on these ~20-40 MiB files the multiples are 1.6x (CSV; 2.3-2.5x with
-4 MiB chunks), 1.0x (detectron2 JSON lines) and 1.6-1.7x (alternating training and validation records,
-many points for their bytes; 2.4-2.6x before the points table was sorted in place and the chunks' parts
-given back once joined), all bounded at the issue's 2x; on a 323 MiB CSV 1.0x and a 188 MiB JSON-lines
-file 0.6-0.9x (benchmarks/bench_csv_json.py); whole reads took 4.7x and 3.6x."""
+parsed a chunk of lines at a time: on these ~30-40 MiB files the multiples are 1.6x (CSV; 2.3-2.5x with
+4 MiB chunks), 1.0x (detectron2 JSON lines) and 1.4-1.5x (alternating training and validation records,
+many points for their bytes; 2.2x and more before the points table was sorted in place and the chunks'
+parts given back once joined), all bounded at the issue's 2x; on a 323 MiB CSV 1.0x and a 188 MiB
+JSON-lines file 0.6-0.9x (benchmarks/bench_csv_json.py); whole reads took 4.7x and 3.6x. A chunk's work
+is about 13 MB whatever the file: a smaller file of such records peaks higher (2.0x at 17 MiB)."""
 
 from __future__ import annotations
 
@@ -65,10 +66,10 @@ def write_alternating_json(path: Path) -> int:
     """Training and validation records in turn, each kind with its own keys: many points for their bytes."""
     rng = np.random.default_rng(0)
     with path.open("w") as out:
-        for iteration, loss in enumerate(rng.random(ROWS // 4).tolist()):
+        for iteration, loss in enumerate(rng.random(ROWS // 2).tolist()):  # ~34 MiB
             out.write(json.dumps({"iteration": iteration, "val_loss": loss, "acc": 0.5, "mode": "val"} if iteration % 2
                                  else {"iteration": iteration, "loss": loss, "lr": 0.1}) + "\n")
-    return ROWS // 4 * 2
+    return ROWS // 2 * 2
 
 
 @pytest.mark.skipif(not can_measure(), reason="needs Linux /proc/self/clear_refs to reset the peak resident size")
