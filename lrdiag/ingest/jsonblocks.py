@@ -246,6 +246,7 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         _blank_other_lines(view, starts, ends, lines[good], lines[~good])
         owner, lines = owner[good], lines[good]
         block = text.translate(_CSV_BYTES, _NOT_CSV)
+    del view, text  # the chunk's copy, freed before pandas' parse, the chunk's peak
     width = max(len(layout.keys) for layout in layouts)
     if not len(lines):
         return []
