@@ -480,3 +480,14 @@ def test_a_spike_after_a_one_step_lr_jump_gets_the_lr_capped_not_a_new_schedule(
     assert "MAX_LR = 0.002" in cap.code
     assert_quotes_are_logged(cap.rationale, run)
     compile(cap.code, cap.name, "exec")
+
+
+def test_an_lr_jump_held_for_two_logged_points_is_not_the_cap(engine):
+    run = make_run({"train/loss": {"curve": "1.0*0.998x201 2.0 0.66*0.998x198", "noise": 0.2},
+                    "lr": {"curve": "0.002 0.001x199 0.05 0.05 0.001x198"}})
+    findings = engine.run(run)
+    made = {c.name: c for c in propose(run, findings)}
+    cap = made["cap-lr-jumps"]
+    assert cap.params["max_lr"] == 0.002 and cap.params["from_step"] == 0
+    assert "the LR jumped to 0.05 at step 200 and held to step 201 (50x the median 0.001" in cap.rationale
+    assert_quotes_are_logged(cap.rationale, run)

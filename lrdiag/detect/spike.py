@@ -256,26 +256,28 @@ def _lr_jumps(ctx: Context, series: Series, steps: np.ndarray) -> dict[int, dict
     with np.errstate(invalid="ignore"):
         jumped = np.zeros(n, dtype=bool)
         jumped[maybe] = (around > 0) & (rates[maybe] >= _JUMP * around)
-    firsts = [first for first, _ in runs_of(jumped)]
-    if not firsts or len(firsts) > _MAX_JUMPS:
+    held = runs_of(jumped)  # (first, last) logged points of each jump
+    if not held or len(held) > _MAX_JUMPS:
         return {}
     at_maybe = {index: place for place, index in enumerate(maybe.tolist())}
     jumps = {}
-    for index in firsts:
+    for index, last in held:
         at = int(np.searchsorted(steps, lr_steps[index]))
         if at < steps.size:
             place = at_maybe[index]
             side = "before" if before[place] >= after[place] else "after"
             count = min(_JUMP_SIDE, index if side == "before" else rates.size - 1 - index)
-            jumps[at] = {"step": int(lr_steps[index]), "lr": float(rates[index]), "around": float(around[place]),
-                         "around_points": count, "around_side": side}
+            jumps[at] = {"step": int(lr_steps[index]), "held_to": int(lr_steps[last]), "lr": float(rates[index]),
+                         "around": float(around[place]), "around_points": count, "around_side": side}
     return jumps
 
 
 def lr_jump_text(jump: dict) -> str:
     """An LR jump (_lr_jumps) as the spike's message, its cause and its remedy quote it: the logged LR
     at its step, against the median of the logged points beside it."""
-    return (f"the LR jumped for one step to {jump['lr']:.4g} at step {jump['step']} ({jump['lr'] / jump['around']:.0f}x "
+    once = jump["held_to"] == jump["step"]
+    return (f"the LR jumped {'for one step ' if once else ''}to {jump['lr']:.4g} at step {jump['step']}"
+            f"{'' if once else ' and held to step ' + str(jump['held_to'])} ({jump['lr'] / jump['around']:.0f}x "
             f"the median {jump['around']:.4g} of its {jump['around_points']} points {jump['around_side']})")
 
 

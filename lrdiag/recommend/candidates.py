@@ -437,7 +437,9 @@ def _lr_glitch(findings: list, horizon: Horizon) -> list[Candidate]:
         return []
     jumps = {f.evidence["lr_jump"]["step"]: f.evidence["lr_jump"] for f in hit}
     steps, values = clean(horizon.lr_series)
-    usual = ~np.isin(steps, list(jumps))
+    usual = np.ones(steps.size, dtype=bool)
+    for jump in jumps.values():  # the logged points the LR stood jumped at
+        usual &= (steps < jump["step"]) | (steps > jump["held_to"])
     if not usual.any():
         return []
     top = int(np.flatnonzero(usual)[np.argmax(values[usual])])
