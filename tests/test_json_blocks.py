@@ -17,6 +17,7 @@ from lrdiag.ingest import jsonblocks, jsonlog, textlog
 from lrdiag.ingest.textlog import line_bounds
 
 ROOT = Path(__file__).parents[1]
+ARROW_NUMBERS = jsonblocks._arrow_numbers
 REAL_LOGS = Path(__file__).parents[2] / "shared" / "real_logs"
 SAMPLE_JSON = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "sample_logs").rglob("*.json")
                      if path.name != "manifest.json")
@@ -24,10 +25,13 @@ REAL_JSON = sorted(str(path.relative_to(REAL_LOGS)) for path in REAL_LOGS.rglob(
                    if "wandb" not in path.parts) if REAL_LOGS.is_dir() else []
 
 
-@pytest.fixture(autouse=True)
-def blocks_for_small_files_too(monkeypatch):
-    """The blocks (and pandas) read every chunk here, however small: the tests' files are small."""
+@pytest.fixture(autouse=True, params=["arrow", "pandas"])
+def blocks_for_small_files_too(monkeypatch, request):
+    """The blocks (and pandas) read every chunk here, however small: the tests' files are small;
+    their numbers by Arrow, and by pandas' C parser as where pyarrow is not installed."""
     monkeypatch.setattr(jsonlog, "_SMALL", 0)
+    if request.param == "pandas":
+        monkeypatch.setattr(jsonblocks, "_arrow_numbers", lambda *args: None)
 
 
 def assert_same_reading(path: Path, data: bytes | None = None) -> jsonlog.ReadResult:
@@ -114,6 +118,14 @@ def test_regular_lines_are_read_as_blocks_and_odd_ones_are_not():
     for token in ("01", "+1", "1.", ".5", "1.e5", "-0", "NaN", "true", "1e400", "9007199254740993", "1 2", "1_000",
                   "0x10", "١"):  # the last three: a byte no number holds, which the CSV translation deletes
         assert block_lines(layout_lines(token)) == 39, token
+
+
+def test_clean_numbers_are_read_by_arrow_and_pandas_parser_is_not_called(monkeypatch):
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(jsonblocks, "_arrow_numbers", ARROW_NUMBERS)
+    monkeypatch.setattr(jsonblocks, "_csv_numbers", lambda *args: pytest.fail("pandas' parser called"))
+    assert block_lines(layout_lines("0.5")) == 40
+    assert block_lines(layout_lines("1.5e-07")) == 40
 
 
 def test_a_key_of_block_lines_and_of_odd_lines_among_them_reads_in_line_order(tmp_path, monkeypatch):
