@@ -36,7 +36,8 @@ from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.textlog import (CHUNK_BYTES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask,
                                    cap_problems, cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds,
-                                   line_chunks, normalized, per_line_count, release_freed_memory, report, to_floats,
+                                   line_chunks, normalized, per_line_count, release_freed_memory, report, steady_heap,
+                                   to_floats,
                                    whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
@@ -420,6 +421,7 @@ def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, p
         # a small log: no pandas import (its parser would cost more); a big one's last chunk, however small, as the rest
         bulk = bulk or len(data) >= _SMALL
         if not exact and bulk:
+            steady_heap()
             buffer = np.frombuffer(data, np.uint8)
             objects = slow[(buffer[starts[slow]] == _OPEN) & (buffer[ends[slow] - 1] == _CLOSE)]
             blocks, _ = jsonblocks.parse_blocks(data, starts, ends, objects)
