@@ -117,7 +117,9 @@ def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
     if len(candidates) < _FEWEST or len(data) < 16:
         return [], candidates
     commas = np.flatnonzero(buffer == _COMMA)
-    commas_per_line = np.diff(np.searchsorted(commas, ends), prepend=0)
+    commas_before = np.searchsorted(commas, ends)  # a line's end; and, a line on, its start (a newline between)
+    commas_per_line = np.diff(commas_before, prepend=0)
+    first_commas = commas_before - commas_per_line
     found, left, tried, misses = [], candidates, set(), 0
     for _ in range(_ATTEMPTS):
         # lines tried and left over are the first of `left` (each was its first untried line)
@@ -132,12 +134,12 @@ def parse_blocks(data: bytes, starts: np.ndarray, ends: np.ndarray,
         same = left[commas_per_line[left] == comma_count]
         matched = None
         if len(same) >= _FEWEST:
-            matched, places = _match(data, starts, ends, same, commas, layout)
+            matched, places = _match(data, starts, ends, same, commas, first_commas[same], layout)
         if matched is None or np.count_nonzero(matched) < max(_FEWEST, _SHARE * len(left)):
             misses += 1  # a layout few lines share: lines of many layouts, which the exact path reads
             continue
         misses = 0
-        found.append((layout, same[matched], places[:, matched]))
+        found.append((layout, same, places) if matched.all() else (layout, same[matched], places[:, matched]))
         taken = np.zeros(len(starts), bool)
         taken[same[matched]] = True
         left = left[~taken[left]]
@@ -154,25 +156,25 @@ def _words(data, size: int = 8) -> np.ndarray:
 
 
 def _match(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray, commas: np.ndarray,
-           layout: Template) -> tuple[np.ndarray, np.ndarray]:
-    """(lines whose separators are the layout's, byte by byte; where each separator starts, (slots + 1, lines))."""
+           first_comma: np.ndarray, layout: Template) -> tuple[np.ndarray, np.ndarray]:
+    """(lines whose separators are the layout's, byte by byte; where each separator starts, (slots + 1, lines)).
+    `first_comma`: each line's first comma's index in `commas`."""
     separators = layout.separators
     slots = len(separators) - 1
-    first_comma = np.searchsorted(commas, starts[lines])
     places = np.empty((slots + 1, len(lines)), np.int64)
     places[0] = starts[lines]
     places[slots] = ends[lines] - len(separators[slots])
-    rank = separators[0].count(b",")
-    for slot in range(1, slots):
+    if slots > 1:
         # a separator between two numbers starts with the comma after the number: the line's next one
-        places[slot] = commas[np.minimum(first_comma + rank, len(commas) - 1)] - _structural_comma(separators[slot])
-        rank += separators[slot].count(b",")
+        ranks = np.cumsum([separator.count(b",") for separator in separators[:slots - 1]])
+        structural = np.array([_structural_comma(separator) for separator in separators[1:slots]])
+        places[1:slots] = commas[np.minimum(first_comma + ranks[:, None], len(commas) - 1)] - structural[:, None]
     lengths = np.array([len(separator) for separator in separators])
     matched = np.logical_and.reduce(places[1:] - places[:-1] - lengths[:-1, None] >= 1)  # a number in each slot
     rows, offsets, masks, expected = _probes(separators)
     at = places[rows] + offsets[:, None]
-    if at.min() < 0 or at.max() > len(data) - 8:  # a short line or separator at the chunk's edge
-        at = np.clip(at, 0, len(data) - 8)
+    if places.min() + offsets.min() < 0 or places.max() + offsets.max() > len(data) - 8:
+        at = np.clip(at, 0, len(data) - 8)  # a short line or separator at the chunk's edge
     words = _words(data)[at]
     partial = masks != np.uint64(2 ** 64 - 1)
     words[partial] &= masks[partial, None]
@@ -220,7 +222,8 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
         separators = layout.separators
         lengths = np.array([len(separator) for separator in separators])
         good = _grammatical(buffer, places[:-1] + lengths[:-1, None], places[1:])
-        lines, places = lines[good], places[:, good]
+        if not good.all():
+            lines, places = lines[good], places[:, good]
         for row, offset in _kept_separator_bytes(separators):
             view[places[row] + offset] = 0
         widths.append(places[1:] - places[:-1] - lengths[:-1, None])  # each number's, (slots, lines)
