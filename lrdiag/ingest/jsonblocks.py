@@ -171,40 +171,86 @@ def _match(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray,
         places[1:slots] = commas[np.minimum(first_comma + ranks[:, None], len(commas) - 1)] - structural[:, None]
     lengths = np.array([len(separator) for separator in separators])
     matched = np.logical_and.reduce(places[1:] - places[:-1] - lengths[:-1, None] >= 1)  # a number in each slot
-    rows, offsets, masks, expected = _probes(separators)
-    at = places[rows] + offsets[:, None]
-    if places.min() + offsets.min() < 0 or places.max() + offsets.max() > len(data) - 8:
+    probes = _probes(tuple(separators))
+    at = places[probes.columns] + probes.offsets[:, None]
+    if places.min() + probes.offsets.min() < 0 or places.max() + probes.offsets.max() > len(data) - 8:
         at = np.clip(at, 0, len(data) - 8)  # a short line or separator at the chunk's edge
     words = _words(data)[at]
-    partial = masks != np.uint64(2 ** 64 - 1)
-    words[partial] &= masks[partial, None]
-    matched &= np.logical_and.reduce(words == expected[:, None])
+    # each number's first three bytes and its last, which the words hold beside the separators
+    heads = words[probes.heads] >> (8 * probes.head_bytes)[:, None]
+    tails = (words[probes.tails] >> (8 * probes.tail_bytes)[:, None]).astype(np.uint8)
+    matched &= np.logical_and.reduce(_grammatical(heads, tails))
+    partial = probes.masks != np.uint64(2 ** 64 - 1)
+    words[partial] &= probes.masks[partial, None]
+    matched &= np.logical_and.reduce(words == probes.expected[:, None])
     return matched, places
 
 
-def _probes(separators: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Eight-byte words that cover every separator: (separator, offset, mask, expected word) each.
+@dataclass
+class _Probes:
+    """Eight-byte words that cover every separator (the separator, the word's offset in it, a mask
+    of the separator's bytes in it and their expected values) and where they hold each number's
+    first bytes (heads) and last byte (tails): the probe and the byte in it, a number slot each."""
 
-    A short separator is read from its start (the bytes after it masked off), the line's last one
-    from eight bytes before its end (the bytes before it masked off). A read that would leave the
-    chunk is moved back into it (_match) and so fails the comparison: that line goes the exact way."""
-    columns, offsets, masks, expected = [], [], [], []
+    columns: np.ndarray
+    offsets: np.ndarray
+    masks: np.ndarray
+    expected: np.ndarray
+    heads: np.ndarray
+    head_bytes: np.ndarray
+    tails: np.ndarray
+    tail_bytes: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def _probes(separators: tuple[bytes, ...]) -> _Probes:
+    """The words read for a layout's separators: each one's bytes, and around it the last byte of
+    the number before and the first three of the number after (a minus, a zero, a digit: enough to
+    tell `-01` from `-0.1`).
+
+    A separator is read from the start of that span a word at a time, the last word ending where
+    the span does; a span shorter than a word is read from its start, or, the line's last
+    separator, from eight bytes before its end (a short line's other bytes masked off). A read
+    that would leave the chunk is moved back into it (_match) and so fails the comparison: that
+    line goes the exact way."""
+    columns, offsets, masks, expected, heads, tails = [], [], [], [], [], []
     last = len(separators) - 1
     for column, separator in enumerate(separators):
         size = len(separator)
-        if size >= 8:
-            spots = sorted({*range(0, size - 7, 8), size - 8})
-            words = [(spot, separator[spot:spot + 8], b"\xff" * 8) for spot in spots]
-        elif column == last:
-            words = [(size - 8, bytes(8 - size) + separator, bytes(8 - size) + b"\xff" * size)]
+        low, high = (-1 if column else 0), size + (3 if column < last else 0)
+        if high - low >= 8:
+            spots = sorted({*range(low, high - 7, 8), high - 8})
         else:
-            words = [(0, separator + bytes(8 - size), b"\xff" * size + bytes(8 - size))]
-        for offset, word, mask in words:
+            spots = [high - 8 if column == last else low]
+        for spot in spots:
+            inside = [0 <= spot + byte < size for byte in range(8)]
             columns.append(column)
-            offsets.append(offset)
-            masks.append(int.from_bytes(mask, "little"))
-            expected.append(int.from_bytes(word, "little"))
-    return (np.array(columns), np.array(offsets), np.array(masks, np.uint64), np.array(expected, np.uint64))
+            offsets.append(spot)
+            masks.append(sum(0xFF << 8 * byte for byte in range(8) if inside[byte]))
+            expected.append(sum(separator[spot + byte] << 8 * byte for byte in range(8) if inside[byte]))
+        if column:  # the number before: its last byte
+            spot = min(spot for spot in spots if spot <= -1)
+            tails.append((len(columns) - len(spots) + spots.index(spot), -1 - spot))
+        if column < last:  # the number after: its first three bytes
+            spot = max(spot for spot in spots if spot <= size and size + 2 <= spot + 7)
+            heads.append((len(columns) - len(spots) + spots.index(spot), size - spot))
+    return _Probes(np.array(columns), np.array(offsets), np.array(masks, np.uint64), np.array(expected, np.uint64),
+                   np.array([probe for probe, _ in heads]), np.array([byte for _, byte in heads], np.uint64),
+                   np.array([probe for probe, _ in tails]), np.array([byte for _, byte in tails], np.uint64))
+
+
+def _grammatical(heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
+    """Per number (slots, lines): it starts and ends as a JSON number must (`-` or a digit first,
+    a digit last, no leading zero, a digit after a leading `-`), from its first three bytes
+    (`heads`, the first lowest) and its last (`tails`). The byte after a number is its separator's
+    first (`,`, `}` or a blank), never a digit: a one-digit number needs no width check.
+
+    Arrow and pandas refuse the rest of what JSON refuses (`1e`, `1.2.3`, `--1`, `1-2`) save `1.e5`
+    and a `+` outside an exponent, which _exponents_after_digits and _only_numbers look for."""
+    minus = (heads & 0xFF) == ord("-")
+    heads = np.where(minus, heads >> 8, heads)  # past a leading minus
+    first, second = (heads & 0xFF).astype(np.uint8), ((heads >> 8) & 0xFF).astype(np.uint8)
+    return _is_digit(first) & _is_digit(tails) & ~((first == ord("0")) & _is_digit(second))
 
 
 def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -221,9 +267,6 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     for layout, lines, places in found:
         separators = layout.separators
         lengths = np.array([len(separator) for separator in separators])
-        good = _grammatical(buffer, places[:-1] + lengths[:-1, None], places[1:])
-        if not good.all():
-            lines, places = lines[good], places[:, good]
         for row, offset in _kept_separator_bytes(separators):
             view[places[row] + offset] = 0
         widths.append(places[1:] - places[:-1] - lengths[:-1, None])  # each number's, (slots, lines)
@@ -395,23 +438,6 @@ def _blank_other_lines(text: np.ndarray, starts: np.ndarray, ends: np.ndarray, k
     edges[starts[others]] = 1
     edges[ends[others]] = -1
     text[np.cumsum(edges[:-1], dtype=np.int8).view(bool)] = 0
-
-
-def _grammatical(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Per line: each number (starts/ends: (slots, lines)) starts and ends as a JSON number must
-    (`-` or a digit first, a digit last, no leading zero, a digit after a leading `-`). The byte
-    after a number is its separator's first (`,`, `}` or a blank), never a digit: a one-digit
-    number needs no width check.
-
-    pandas refuses the rest of what JSON refuses (`1e`, `1.2.3`, `--1`, `1-2`) save `1.e5` and a
-    `+` outside an exponent, which _only_numbers looks for."""
-    size = len(buffer)
-    heads = _words(buffer, 4)[np.minimum(starts, size - 4)]  # a number's first four bytes, the first lowest
-    heads = np.where((heads & 0xFF) == ord("-"), heads >> 8, heads)  # past a leading minus
-    first, second = heads & 0xFF, (heads >> 8) & 0xFF
-    good = _is_digit(first) & _is_digit(buffer[ends - 1]) & (starts <= size - 4)  # near the end: exact path
-    good &= ~((first == ord("0")) & _is_digit(second))
-    return np.logical_and.reduce(good)
 
 
 def _is_digit(codes: np.ndarray) -> np.ndarray:
