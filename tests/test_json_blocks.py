@@ -120,6 +120,25 @@ def test_regular_lines_are_read_as_blocks_and_odd_ones_are_not():
         assert block_lines(layout_lines(token)) == 39, token
 
 
+@pytest.mark.parametrize("token", ["0", "7", "-7", "-0.5", "10", "01", "-01", "00", "+1", ".5", "-.5", "1.", "-", "-0",
+                                   "1.e5", "1e5", "-1E-5", "1e", "x"])
+@pytest.mark.parametrize("slot", [0, 1, 2])
+def test_an_odd_number_in_any_slot_of_a_compact_layout_reads_as_json_loads_reads_it(tmp_path, token, slot):
+    """Separators of 13, 8, 6 and 1 bytes (no blanks): a number's first and last bytes lie in the
+    words read for the separators around it, at every offset."""
+    lines = []
+    for index in range(40):
+        values = [str(index), repr(1 / (index + 3)), "0.5"]
+        values[slot] = token if index == 17 else values[slot]
+        lines.append('{"iteration":%s,"loss":%s,"lr":%s}' % tuple(values))
+    data = ("\n".join(lines) + "\n").encode()
+    clean = token in ("0", "7", "-7", "-0.5", "10", "1e5", "-1E-5")
+    assert block_lines(data) == (40 if clean else 39)
+    path = tmp_path / "metrics.json"
+    path.write_bytes(data)
+    assert_same_reading(path)
+
+
 def test_clean_numbers_are_read_by_arrow_and_pandas_parser_is_not_called(monkeypatch):
     pytest.importorskip("pyarrow")
     monkeypatch.setattr(jsonblocks, "_arrow_numbers", ARROW_NUMBERS)
