@@ -24,16 +24,62 @@ def test_the_bookkeeping_test_of_many_names_is_is_bookkeeping_of_each():
     assert textlog.bookkeeping_mask(NAMES).tolist() == [is_bookkeeping(name) for name in NAMES]
 
 
-def test_keys_cut_into_series_are_the_slices_of_their_points():
+@pytest.mark.parametrize("odd_one", [None, "a\nb", "ß_runtime", "x_RUNTİME"])
+def test_thousands_of_names_narrowed_at_once_are_is_bookkeeping_of_each(odd_one):
+    """Many ASCII names are narrowed in numpy by their first and last four letters; a newline in a
+    name or a name beyond ASCII sends them all through the test a name."""
+    rng = np.random.default_rng(1)
+    ascii_names = [name for name in NAMES if name.isascii()]
+    names = [f"AP-class{index}" for index in range(3000)] + [name.swapcase() for name in NAMES if name.isascii()]
+    for place in rng.choice(len(names), 400, replace=False).tolist():  # at the start and end of the list too
+        names[place] = rng.choice(ascii_names) + rng.choice(["", "", "x", "_runtime", "_Samples_Per_Second"])
+    names[:2], names[-2:] = ["time", "a"], ["eval_runtime", "tim"]
+    if odd_one is not None:
+        names.insert(1500, odd_one)
+    assert textlog.bookkeeping_mask(names).tolist() == [is_bookkeeping(name) for name in names]
+    assert textlog.bookkeeping_mask(names).sum() > 100
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_keys_cut_into_series_are_the_slices_of_their_points(shared):
     rng = np.random.default_rng(0)
     counts = rng.choice([0, 1, 1, 2, 3, 16, 17, 40], 500)
     bounds = np.concatenate(([0], np.cumsum(counts)))
-    points = rng.random(bounds[-1])
+    points = np.arange(bounds[-1]) // 200  # runs of equal points: rows repeat the row before, shared where most do
     keys = np.flatnonzero(counts > 0)
-    pieces = jsonlog._cut(points, bounds, keys)
+    pieces = jsonlog._cut(points, bounds, keys, shared=shared)
     assert len(pieces) == len(keys)
     for key, piece in zip(keys.tolist(), pieces):
         assert piece.tolist() == points[bounds[key]:bounds[key + 1]].tolist()
+    assert (len({id(piece) for piece in pieces}) < len(pieces)) == shared
+    assert all(piece.flags.writeable for piece in pieces) != shared
+
+
+def test_the_steps_a_wide_lines_keys_share_are_one_read_only_array(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text("".join(json.dumps({"iteration": step, "loss": step / 3}) + "\n" for step in range(5))
+                    + json.dumps({"iteration": 5, **{f"AP-class{key}": key / 7 for key in range(100)}}) + "\n")
+    series = jsonlog.read(path).series
+    wide = [series[f"AP-class{key}"] for key in range(100)]
+    assert all(one.steps.tolist() == [5] and one.steps is wide[0].steps for one in wide)
+    assert not wide[0].steps.flags.writeable and series["loss"].steps.flags.writeable
+    with pytest.raises(ValueError):  # a change to one series' steps would change its peers'
+        wide[0].steps[0] = 6
+
+
+def test_names_are_numbered_as_they_first_show_whatever_mix_of_new_known_and_repeated(monkeypatch):
+    monkeypatch.setattr(jsonlog, "_MANY_KEYS", 5)
+    chunks, numbered = jsonlog._Chunks(), {}
+    batches = [["a", "b"], ["b", "c", "c", "a", "d"], [f"k{index}" for index in range(8)], ["e", "k1", "e"],
+               [f"w{index}" for index in range(10)], ["a", *(f"x{index}" for index in range(9))], ["w3", "w3", "f"],
+               [f"y{index}" for index in range(6)], ["k2", "y0", "g", "x1"]]
+    for batch in batches:
+        distinct = len(set(batch)) == len(batch)
+        ids = chunks.key_ids(batch, distinct=distinct)
+        for name in batch:
+            numbered.setdefault(name, len(numbered))
+        assert ids.tolist() == [numbered[name] for name in batch]
+        assert chunks.names == list(numbered)
 
 
 def test_keys_of_one_count_are_cut_into_their_slices_in_key_order():
