@@ -173,7 +173,8 @@ def _match(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray,
     matched = np.logical_and.reduce(places[1:] - places[:-1] - lengths[:-1, None] >= 1)  # a number in each slot
     probes = _probes(tuple(separators))
     at = places[probes.columns] + probes.offsets[:, None]
-    if places.min() + probes.offsets.min() < 0 or places.max() + probes.offsets.max() > len(data) - 8:
+    if ((places.min(axis=1)[probes.columns] + probes.offsets).min() < 0
+            or (places.max(axis=1)[probes.columns] + probes.offsets).max() > len(data) - 8):
         at = np.clip(at, 0, len(data) - 8)  # a short line or separator at the chunk's edge
     words = _words(data)[at]
     # each number's first three bytes and its last, which the words hold beside the separators

@@ -70,7 +70,7 @@ def line_chunks(path: pathlib.Path, data: bytes | None, size: int | None = None)
             if not cut:  # one line longer than a chunk: read on until it ends
                 carry.append(block)
                 continue
-            chunk = b"".join([*carry, block[:cut]]) if carry else block[:cut]
+            chunk = b"".join([*carry, memoryview(block)[:cut]]) if carry else block[:cut]  # one copy
             carry = [block[cut:]] if cut < len(block) else []
             del block  # copied into the chunk: not held while the chunk is parsed
             yield chunk, line
