@@ -371,15 +371,20 @@ class _Chunks:
         if len(self.names) > known:
             ids, lines, places = (np.concatenate(column) for column in zip(*self.sightings))
             new = ids >= known
-            ids, lines, places = ids[new], lines[new], places[new]
-            if not (ids[1:] > ids[:-1]).all():  # not each key seen once, in the order of its id (a line of new keys)
+            if not new.all():
+                ids, lines, places = ids[new], lines[new], places[new]
+            if len(ids) == len(self.names) - known and (ids[1:] > ids[:-1]).all():
+                # each new key seen once, in the order of its id (a line or a parser column of new keys)
+                self.first_line = np.concatenate([self.first_line, lines + first_line])
+                self.first_place = np.concatenate([self.first_place, places])
+            else:
                 order = np.lexsort((places, lines, ids))
                 ids, lines, places = ids[order], lines[order], places[order]
-            first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-            self.first_line = np.concatenate([self.first_line, np.zeros(len(self.names) - known, np.int64)])
-            self.first_place = np.concatenate([self.first_place, np.zeros(len(self.names) - known, np.int64)])
-            self.first_line[ids[first]] = lines[first] + first_line
-            self.first_place[ids[first]] = places[first]
+                first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+                self.first_line = np.concatenate([self.first_line, np.zeros(len(self.names) - known, np.int64)])
+                self.first_place = np.concatenate([self.first_place, np.zeros(len(self.names) - known, np.int64)])
+                self.first_line[ids[first]] = lines[first] + first_line
+                self.first_place[ids[first]] = places[first]
         self.sightings = []
         new_names = self.names[len(self.unused):]
         bookkeeping = bookkeeping_mask(new_names)
