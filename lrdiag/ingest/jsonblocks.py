@@ -172,7 +172,8 @@ def _match(data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray,
     lengths = np.array([len(separator) for separator in separators])
     matched = np.logical_and.reduce(places[1:] - places[:-1] - lengths[:-1, None] >= 1)  # a number in each slot
     probes = _probes(tuple(separators))
-    at = places[probes.columns] + probes.offsets[:, None]
+    at = places[probes.columns]
+    at += probes.offsets[:, None]
     if ((places.min(axis=1)[probes.columns] + probes.offsets).min() < 0
             or (places.max(axis=1)[probes.columns] + probes.offsets).max() > len(data) - 8):
         at = np.clip(at, 0, len(data) - 8)  # a short line or separator at the chunk's edge
@@ -344,7 +345,8 @@ def _blocks(layouts: list[Template], owner: np.ndarray, lines: np.ndarray, numbe
         # Infinity for an overflowing float (pandas agrees, but such a line is too rare to be worth
         # proving it); ints past 2**53
         with np.errstate(invalid="ignore"):
-            same = ((np.abs(values) < _EXACT_INTEGERS) & (values.view(np.int64) != _NEGATIVE_ZERO)).all(axis=1)
+            same = (np.abs(values) < _EXACT_INTEGERS) & (values.view(np.int64) != _NEGATIVE_ZERO)
+        same = np.ones(len(values), bool) if same.all() else same.all(axis=1)
         if same.any():
             rows = lines[owner == index]
             blocks.append(Block(rows, layout, values) if same.all() else Block(rows[same], layout, values[same]))
