@@ -766,6 +766,8 @@ def _key_ids(chunks: _Chunks, names: list[str], wide: list[tuple[int, int]]) -> 
     twice the same."""
     if not wide:
         return chunks.key_ids(names)
+    if wide == [(0, len(names))]:  # one record's keys alone (a wide line in a chunk of its own): no copy
+        return chunks.key_ids(names, distinct=True)
     pieces, done = [], 0
     for start, end in wide:
         pieces += [chunks.key_ids(names[done:start]), chunks.key_ids(names[start:end], distinct=True)]
