@@ -36,9 +36,8 @@ from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.textlog import (CHUNK_BYTES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask,
                                    cap_problems, cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds,
-                                   line_chunks, normalized, per_line_count, release_freed_memory, report, steady_heap,
-                                   to_floats,
-                                   whole_steps)
+                                   normalized, per_line_count, release_freed_memory, report, steady_heap, to_floats,
+                                   whole_line_chunks, whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -139,11 +138,11 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     `exact`: JSON lines parsed one by one with json.loads, the reference the fast paths are tested against.
 
     JSON lines bigger than a chunk are parsed a chunk of whole lines at a time
-    (textlog.line_chunks), so that the parser's buffers stay the size of a chunk."""
-    chunks = line_chunks(path, data)
+    (textlog.whole_line_chunks), so that the parser's buffers stay the size of a chunk."""
+    chunks = whole_line_chunks(path, data)
     document = []  # a whole document read here, handed over so that its reader alone holds it
     try:
-        head, _ = next(chunks, (b"", 0))
+        head = next(chunks, b"")
         # the format is told from the file's first 64 KiB, which a first chunk of short lines
         # followed by a very long one falls short of
         sniff = head if len(head) >= HEAD_BYTES else data[:HEAD_BYTES] if data is not None else files.read_bytes(
@@ -163,7 +162,7 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     elif source == "keras_history_json":
         result.series = _read_keras_history(document.pop() if document else data, path, result.problems)
     else:
-        pieces = itertools.chain([(head, 0)], chunks)
+        pieces = itertools.chain([head], chunks)
         del head, sniff  # the first chunk freed once parsed, as the others are
         numbers, counters, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
@@ -412,20 +411,20 @@ def _moved(lines: np.ndarray, ids: np.ndarray, values: np.ndarray, first_line: i
     return lines, ids.astype(np.int32, copy=False), values
 
 
-def _parse_json_lines(pieces: Iterable[tuple[bytes, int]], path: pathlib.Path, problems: list[Problem],
+def _parse_json_lines(pieces: Iterable[bytes], path: pathlib.Path, problems: list[Problem],
                       exact: bool = False) -> tuple[Keyed, Keyed, Keyed, int]:
     """Tables of points: metrics' numbers, bookkeeping's numbers (step counters), text keys' (like
     mmdetection's `mode`); and the line count.
 
-    `pieces`: (bytes of whole lines, 0-based line where they start) in file order. Runs of flat
+    `pieces`: bytes of whole lines in file order. Runs of flat
     lines that share a layout are read as blocks (jsonblocks); other flat lines go through pandas'
     C parser; lines neither can take (nested values, escapes, more keys than usual, malformed
     JSON) are parsed one by one (_record: orjson, json.loads for what it refuses), which names the
     bad ones. `exact`: every line through json.loads (what the fast paths are tested against)."""
     parsed = _Chunks()
     line_count, bulk = 0, False
-    for data, first_line in pieces:
-        data = normalized(data)
+    for data in pieces:
+        data, first_line = normalized(data), line_count
         starts, ends = line_bounds(data)
         blank = ends == starts
         first_part = len(parsed.parts)
