@@ -949,7 +949,7 @@ def _cut(points: np.ndarray, bounds: np.ndarray, keys: np.ndarray, shared: bool 
     counts, firsts = (bounds[1:] - bounds[:-1])[keys], bounds[keys]
     few = counts <= 16
     groups, pieces = [], []
-    for count in np.unique(counts[few]).tolist():
+    for count in np.flatnonzero(np.bincount(counts[few])).tolist():  # counts up to 16: no sort
         places = np.flatnonzero(few & (counts == count))
         groups.append(places)
         rows = points[firsts[places][:, None] + np.arange(count)]
