@@ -6,15 +6,19 @@ a column at a time and freed as the series are made, and the chunks' parts, once
 back to the system (textlog.release_freed_memory). A detectron2 log peaks at about 0.6-0.9x its
 size, short records of many points (alternating train / val lines, lines of varied keys) at
 1.6-1.8x: the points read so far and one chunk's work (~6x the chunk) at once, at the last chunk. Each
-key costs a fixed ~0.5 kB more (its Series and their two arrays), so a log of distinct keys peaks
-at about its size plus 0.5 kB a key (15.9x for a 36 MB line of 1M keys). A trainer_state.json is
+key costs a fixed ~0.5 kB more (its Series and their two arrays; ~0.37 kB where one line's keys share
+their steps' array), so a log of distinct keys peaks at about its size plus 0.4-0.5 kB a key (11.2x
+for a 36 MB line of 1M keys, 11.6x for 300k lines of a new key each). A trainer_state.json is
 decoded 1 MiB at a time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small
 logs (chunks under _SMALL) are read without pandas.
 
-Speed, keys every one new (bench_csv_json, 2 cores): a line of 100,000 keys 0.16-0.21 s CPU
-(0.5-0.65M keys/s), of 1M keys 2.0-2.2 s (0.46-0.51M), a new key on each of 300k lines 0.68-0.74 s
-(0.81-0.89M keys/s). A key costs about 1.3 us once the file is in memory: its Series and two arrays 0.5 us,
-orjson's parse 0.25 us, its id and bookkeeping test 0.25 us, the tables and dicts the rest.
+Speed, keys every one new (bench_csv_json, 2 cores, CPU of a fresh process): a line of 100,000 keys
+after 1,000 short lines 0.107-0.120 s (0.86-0.96M keys/s), of 1M keys 1.38-1.64 s (0.61-0.73M), a new
+key on each of 300k lines 0.56-0.61 s (0.98-1.07M keys/s, the step counter counted). A key of the 1M
+line costs ~1.5 us: orjson's parse 0.35-0.45 us, the series' dict 0.25-0.3 us, its Series 0.17 us,
+its values' array 0.13 us, the collector's walk over the new Series as it is enabled again ~0.1 us,
+the bookkeeping test 0.1 us, its id 0.05 us, the tables the rest; a quarter to a third of it is the
+system's time to fault in a fresh process's memory (~3 us a 4 kB page).
 """
 
 from __future__ import annotations
