@@ -168,6 +168,7 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     else:
         pieces = itertools.chain([head], chunks)
         del head, sniff  # the first chunk freed once parsed, as the others are
+        steady_heap(len(data) if data is not None else _size(path))
         numbers, counters, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
         build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
         held = [build(numbers, counters, texts, line_count)]
@@ -177,6 +178,13 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
             result.problems.append(Problem(str(path), "", "no metric records"))
     result.problems = cap_problems(result.problems, path)
     return result
+
+
+def _size(path: pathlib.Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since: its read says so
+        return 0
 
 
 def _detect(name: str, head: bytes) -> str | None:
@@ -436,7 +444,6 @@ def _parse_json_lines(pieces: Iterable[bytes], path: pathlib.Path, problems: lis
         # a small log: no pandas import (its parser would cost more); a big one's last chunk, however small, as the rest
         bulk = bulk or len(data) >= _SMALL
         if not exact and bulk:
-            steady_heap()
             buffer = np.frombuffer(data, np.uint8)
             objects = slow[(buffer[starts[slow]] == _OPEN) & (buffer[ends[slow] - 1] == _CLOSE)]
             blocks, _ = jsonblocks.parse_blocks(data, starts, ends, objects)

@@ -43,6 +43,7 @@ NAN_WORDS = frozenset({"nan", "-nan", "+nan"})
 MAX_PROBLEMS = 100
 _NEWLINE = ord("\n")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_STEADY_FROM = 64 << 20  # inputs from this size read with steady_heap's thresholds
 # A number cell as pandas reads one (its C parser and to_numeric): ASCII digits with an optional sign, point
 # and exponent between ASCII blanks, or inf/infinity in any case, signed, with no blank; not '1_000', '0x10'
 # or Unicode digits, which Python's float() would take.
@@ -98,24 +99,28 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-@functools.cache
-def steady_heap() -> None:
-    """Fix glibc's thresholds where its own dynamic ones end up (elsewhere nothing): blocks under
-    32 MiB served from the heap, and the heap's top given back only past 64 MiB free.
+def steady_heap(size: int) -> None:
+    """Before a chunked read of `size` bytes, fix glibc's thresholds (elsewhere nothing) where a big
+    input gains by them: blocks under a sixteenth of it (up to 32 MiB, glibc's own ceiling) served
+    from the heap, and the heap's top given back only past an eighth of it free (at most 1/8x on
+    the read's peak).
 
-    glibc starts a process at 128 KiB for both and raises them as it frees mapped blocks; until
-    then a chunked read's per-chunk arrays (a few MiB) are mapped and unmapped, or the heap's top
-    trimmed and grown again, chunk after chunk: each time a page fault a page, 0.1-0.2 s of system
-    time on a 200 MB JSON-lines log. Once a process has freed a 32 MiB block glibc holds these very
-    values; release_freed_memory still gives back what a read frees."""
+    glibc starts a process at 128 KiB for both and raises them only as it frees mapped blocks;
+    until then a chunked read's per-chunk arrays (a few MiB) are mapped and unmapped, or the heap's
+    top trimmed and grown again, chunk after chunk: each time a page fault a page, 0.1-0.2 s of
+    system time on a 200 MB JSON-lines log. Under 64 MiB the fixed values cost more than they save
+    (a 19 MB log: 0.27 -> 0.32 s, the thresholds then never rising): glibc's own are left.
+    release_freed_memory still gives back what a read frees."""
+    if size < _STEADY_FROM:
+        return
     try:
         import ctypes
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):  # not glibc
         return
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+    mallopt(_M_MMAP_THRESHOLD, min(size // 16, 32 << 20))
+    mallopt(_M_TRIM_THRESHOLD, min(size // 8, 64 << 20))
 
 
 @functools.cache
