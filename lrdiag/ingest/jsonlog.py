@@ -256,11 +256,11 @@ class Keyed:
     def where(self, keep: np.ndarray) -> "Keyed":
         return self if keep.all() else Keyed(self.names, self.lines[keep], self.keys[keep], self.values[keep])
 
-    def pop_by_key(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(lines, values, bounds) of the points where `keep`, key by key and in line order within a
-        key: key k's points are [bounds[k]:bounds[k + 1]]. The table is most of what a read holds:
-        it is given up a column at a time, each as its successor is made, and left empty."""
-        if not keep.all():
+    def pop_by_key(self, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lines, values, bounds) of the points where `keep` (None: all), key by key and in line order
+        within a key: key k's points are [bounds[k]:bounds[k + 1]]. The table is most of what a read
+        holds: it is given up a column at a time, each as its successor is made, and left empty."""
+        if keep is not None and not keep.all():
             self.lines = self.lines[keep]
             self.keys = self.keys[keep]
             self.values = self.values[keep]
@@ -877,7 +877,7 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
     its series)."""
     points, steps_by_line, step_name = held.pop()
     keep, steps_by_line = _kept_points(points, steps_by_line, step_name, path, problems, notes)
-    if keep is None:
+    if steps_by_line is None:
         return {}
     lines, values, bounds = points.pop_by_key(keep)
     names = points.names
@@ -896,7 +896,8 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
 
 def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path: pathlib.Path,
                  problems: list[Problem], notes: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(whether each point is kept, int64 steps by line); (None, None) when there is no point.
+    """(whether each point is kept, None where every one is; int64 steps by line); (None, None)
+    when there is no point.
 
     A record whose step goes back to k (a resumed run), or repeats the previous record's step with a
     key that record had (a duplicated line), drops every earlier point at step >= k, for all tags.
@@ -914,6 +915,7 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
            f"records without {step_name!r} skipped")
     has_step, whole_steps_by_line = whole_steps(steps_by_line, has_points & ~np.isnan(steps_by_line),
                                                 range(len(steps_by_line)), step_name, path, problems)
+    every_line = np.count_nonzero(has_step) == np.count_nonzero(has_points)  # that has points has a step
     del has_points
     record_lines = np.flatnonzero(has_step)
     del has_step
@@ -933,6 +935,8 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
         logged = lines[on_previous].astype(np.int64) * tag_count + tags[on_previous]
         repeated = np.isin(previous_line[lines[on_same]] * tag_count + tags[on_same], logged)
         restart[same] = np.isin(record_lines[same], lines[on_same][repeated])
+    if every_line and not restart.any():  # every point kept: no mask of them (a pass over the table)
+        return None, whole_steps_by_line
     kept_line = np.zeros(len(steps_by_line), bool)
     if restart.any():
         # A record survives when no later restart goes back to its step or below.
