@@ -168,12 +168,12 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     else:
         pieces = itertools.chain([head], chunks)
         del head, sniff  # the first chunk freed once parsed, as the others are
-        steady_heap(len(data) if data is not None else _size(path))
-        numbers, counters, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
-        build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
-        held = [build(numbers, counters, texts, line_count)]
-        del numbers, counters, texts  # held alone holds the points now, which the series take the place of
-        result.series = _series_with_restarts(held, path, result.problems, result.notes)
+        with steady_heap(len(data) if data is not None else _size(path)):
+            numbers, counters, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
+            build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
+            held = [build(numbers, counters, texts, line_count)]
+            del numbers, counters, texts  # held alone holds the points now, which the series take the place of
+            result.series = _series_with_restarts(held, path, result.problems, result.notes)
         if not result.series and not result.problems:
             result.problems.append(Problem(str(path), "", "no metric records"))
     result.problems = cap_problems(result.problems, path)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import os
 import pathlib
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +46,8 @@ MAX_PROBLEMS = 100
 _NEWLINE = ord("\n")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _STEADY_FROM = 64 << 20  # inputs from this size read with steady_heap's thresholds
+_budgets: list[int] = []  # resident bytes the steady_heap reads under way may hold before giving back
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # A number cell as pandas reads one (its C parser and to_numeric): ASCII digits with an optional sign, point
 # and exponent between ASCII blanks, or inf/infinity in any case, signed, with no blank; not '1_000', '0x10'
 # or Unicode digits, which Python's float() would take.
@@ -86,41 +90,67 @@ def whole_line_chunks(path: pathlib.Path, data: bytes | None, size: int | None =
 
 
 def release_freed_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing),
+    unless a steady_heap read holds less than its budget.
 
     glibc serves a block from its heap while it is below its mmap threshold, which rises to the
     largest block freed so far (up to 32 MiB), and a heap keeps what is freed in it resident. A big
     file's per-chunk arrays live there; joined into one table (a block of its own, mapped apart)
     and freed, they would stay resident beside it, the table counted twice: 0.3-0.4x the file on
     JSON lines of short records. Called after such a join only: freed pages given back cost a page
-    fault each when used again."""
+    fault each when used again, and the trim itself system time (0.1 s after a 200 MB JSON-lines
+    log's joins, whose points are 0.4x the file: there the heap kept them is well within budget)."""
+    if _budgets and _resident() <= _budgets[-1]:
+        return
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
 
 
-def steady_heap(size: int) -> None:
-    """Before a chunked read of `size` bytes, fix glibc's thresholds (elsewhere nothing) where a big
-    input gains by them: blocks under a sixteenth of it (up to 32 MiB, glibc's own ceiling) served
-    from the heap, and the heap's top given back only past an eighth of it free (at most 1/8x on
-    the read's peak).
+@contextlib.contextmanager
+def steady_heap(size: int) -> Iterator[None]:
+    """For a chunked read of `size` bytes: glibc's thresholds fixed (elsewhere nothing) where a big
+    input gains by them, blocks under a sixteenth of it (up to 32 MiB, glibc's own ceiling) served
+    from the heap and the heap's top given back only past an eighth of it free; and, while the read
+    lasts, what it frees kept for its next arrays (release_freed_memory does nothing) as long as it
+    holds under 1.5x its size more than when it began, which leaves the 2x bound a margin.
 
-    glibc starts a process at 128 KiB for both and raises them only as it frees mapped blocks;
-    until then a chunked read's per-chunk arrays (a few MiB) are mapped and unmapped, or the heap's
-    top trimmed and grown again, chunk after chunk: each time a page fault a page, 0.1-0.2 s of
-    system time on a 200 MB JSON-lines log. Under 64 MiB the fixed values cost more than they save
-    (a 19 MB log: 0.27 -> 0.32 s, the thresholds then never rising): glibc's own are left.
-    release_freed_memory still gives back what a read frees."""
-    if size < _STEADY_FROM:
+    glibc starts a process at 128 KiB for both thresholds and raises them only as it frees mapped
+    blocks; until then a chunked read's per-chunk arrays (a few MiB) are mapped and unmapped, or the
+    heap's top trimmed and grown again, chunk after chunk: each time a page fault a page, 0.1-0.2 s
+    of system time on a 200 MB JSON-lines log. Under 64 MiB the fixed values cost more than they
+    save (a 19 MB log: 0.27 -> 0.32 s, the thresholds then never rising): glibc's own are left."""
+    mallopt = _mallopt() if size >= _STEADY_FROM else None
+    if mallopt is None:
+        yield
         return
-    try:
-        import ctypes
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc
-        return
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     mallopt(_M_MMAP_THRESHOLD, min(size // 16, 32 << 20))
     mallopt(_M_TRIM_THRESHOLD, min(size // 8, 64 << 20))
+    _budgets.append(_resident() + size * 3 // 2)
+    try:
+        yield
+    finally:
+        _budgets.pop()
+
+
+@functools.cache
+def _mallopt():
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+def _resident() -> int:
+    """This process's resident bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @functools.cache
