@@ -67,6 +67,19 @@ def test_the_steps_a_wide_lines_keys_share_are_one_read_only_array(tmp_path):
         wide[0].steps[0] = 6
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_keys_of_many_points_on_the_same_lines_share_one_read_only_array_of_steps(tmp_path, exact):
+    path = tmp_path / "metrics.json"
+    records = [{"iteration": step, "loss": step / 3, "lr": 0.1, "acc": 0.5, **({"grad": 1.0} if step % 2 else {})}
+               for step in range(5000)]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    series = jsonlog.read(path, exact=exact).series
+    assert series["loss"].steps is series["lr"].steps is series["acc"].steps
+    assert series["loss"].steps.tolist() == list(range(5000)) and not series["loss"].steps.flags.writeable
+    assert series["grad"].steps.tolist() == list(range(1, 5000, 2)) and series["grad"].steps.flags.writeable
+    assert [series[tag].values.tolist() for tag in ("loss", "lr")] == [[step / 3 for step in range(5000)], [0.1] * 5000]
+
+
 def test_names_are_numbered_as_they_first_show_whatever_mix_of_new_known_and_repeated(monkeypatch):
     monkeypatch.setattr(jsonlog, "_MANY_KEYS", 5)
     chunks, numbered = jsonlog._Chunks(), {}

@@ -72,6 +72,8 @@ _FEW_FLAT = 1000
 _WIDEST = 256
 # A line with this many keys or more, all new, has them numbered without a dict look-up each (_Chunks.key_ids).
 _MANY_KEYS = 10_000
+# Keys of this many points or more on the same lines share one array of steps (_cut).
+_SHARED = 4096
 _READ_BOOKKEEPING = frozenset(STEP_COLUMNS) | {"mode"}  # bookkeeping keys the formats below read
 _PLAIN = frozenset({int, float, str})  # JSON values kept as they are; others become text
 _NUMBERS = frozenset({int, float})  # a record of these alone becomes float64 at once
@@ -884,14 +886,12 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
     del points, keep
     # float64 values and int64 steps, which Series.of_arrays takes unchecked (already so: no copy)
     values = values.astype(np.float64, copy=False)
-    steps = steps_by_line[lines]  # kept lines all have a step
-    del lines
-
     has_points = bounds[1:] > bounds[:-1]
     present, names = np.flatnonzero(has_points), list(itertools.compress(names, has_points.tolist()))
+    steps = _cut(lines, bounds, present, shared=True, lookup=steps_by_line)  # kept lines all have a step
+    del lines
     with gc_paused():  # a file may hold 100,000 keys: a Series each
-        return dict(zip(names, map(Series.of_arrays, names, _cut(steps, bounds, present, shared=True),
-                                   _cut(values, bounds, present))))
+        return dict(zip(names, map(Series.of_arrays, names, steps, _cut(values, bounds, present))))
 
 
 def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path: pathlib.Path,
@@ -952,15 +952,18 @@ def _kept_points(points: Keyed, steps_by_line: np.ndarray, step_name: str, path:
     return kept_line[point_lines], whole_steps_by_line
 
 
-def _cut(points: np.ndarray, bounds: np.ndarray, keys: np.ndarray, shared: bool = False) -> list[np.ndarray]:
-    """points[bounds[k]:bounds[k + 1]] for each key k: keys with few points (a line of 100,000
-    keys) as rows of one 2-D array per count, listed by numpy's own iteration and put back in
-    key order in one pass (a million one-point keys: 0.13 s; a slice each 0.25 s), or, where
-    but a few keys have another count (the loss and LR beside a wide line's keys), with those few
-    inserted where they belong.
+def _cut(points: np.ndarray, bounds: np.ndarray, keys: np.ndarray, shared: bool = False,
+         lookup: np.ndarray | None = None) -> list[np.ndarray]:
+    """points[bounds[k]:bounds[k + 1]] for each key k (lookup[...] of them, given `lookup`): keys with
+    few points (a line of 100,000 keys) as rows of one 2-D array per count, listed by numpy's own
+    iteration and put back in key order in one pass (a million one-point keys: 0.13 s; a slice each
+    0.25 s), or, where but a few keys have another count (the loss and LR beside a wide line's
+    keys), with those few inserted where they belong.
 
     `shared`: where most of those rows repeat the row before (the steps of one line's many keys),
-    each run of equal rows is one read-only array that its keys share (a million keys: 0.02 s)."""
+    each run of equal rows is one read-only array that its keys share (a million keys: 0.02 s); and
+    a key of _SHARED points or more on the very points of the key before it (losses and LR logged
+    on the same lines) shares that key's array, looked up once (a million-line log: 8 MB a key)."""
     counts, firsts = (bounds[1:] - bounds[:-1])[keys], bounds[keys]
     few = counts <= 16
     groups, pieces = [], []
@@ -968,17 +971,26 @@ def _cut(points: np.ndarray, bounds: np.ndarray, keys: np.ndarray, shared: bool 
         places = np.flatnonzero(few & (counts == count))
         groups.append(places)
         rows = points[firsts[places][:, None] + np.arange(count)]
+        rows = rows if lookup is None else lookup[rows]
         repeats = (rows[1:] == rows[:-1]).all(axis=1)
         if shared and 2 * np.count_nonzero(repeats) >= len(rows):
             starts = np.flatnonzero(np.r_[True, ~repeats])
             rows = rows[starts]
-            rows.flags.writeable = False  # and so each row of it: a change to one series' steps would change its peers'
-            pieces.extend(itertools.chain.from_iterable(map(itertools.repeat, rows, np.diff(starts, append=len(places)).tolist())))
+            rows.flags.writeable = False  # and so each row: a change to one series' steps would change its peers'
+            runs = np.diff(starts, append=len(places)).tolist()
+            pieces.extend(itertools.chain.from_iterable(map(itertools.repeat, rows, runs)))
         else:
             pieces.extend(rows)
     many = np.flatnonzero(~few)
     groups.append(many)
-    pieces.extend(points[first:first + count] for first, count in zip(firsts[many].tolist(), counts[many].tolist()))
+    before = piece = np.zeros(0, points.dtype)
+    for first, count in zip(firsts[many].tolist(), counts[many].tolist()):
+        these = points[first:first + count]
+        if shared and count >= _SHARED and np.array_equal(these, before):
+            piece.flags.writeable = False
+        else:
+            before, piece = these, these if lookup is None else lookup[these]
+        pieces.append(piece)
     order = np.concatenate(groups)
     if np.array_equal(order, np.arange(len(order))):  # one count for every key: in key order already
         return pieces
