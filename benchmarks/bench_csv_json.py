@@ -1,6 +1,6 @@
 """The CSV and JSON readers on generated logs, each beside a plain parse of the same file; rows/s and peak memory.
 
-    python benchmarks/bench_csv_json.py [--dir /tmp/lrdiag-bench/text] [--big] [--only metrics.json ...]
+    python benchmarks/bench_csv_json.py [--dir /tmp/lrdiag-bench/text] [--big] [--only metrics.json ...] [--repeat N]
 
 Every reading runs in a fresh interpreter (imports done first, not counted): CPU seconds (user +
 system, the fair measure on a shared machine) and the growth of its peak resident size (VmHWM,
@@ -143,6 +143,10 @@ def main() -> None:
     parser.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("/tmp/lrdiag-bench/text"))
     parser.add_argument("--big", action="store_true", help="add a 10M-row CSV and a ~1 GB trainer_state.json")
     parser.add_argument("--only", nargs="+", metavar="FILE", help="only these cases (file names, e.g. wide.json)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="fresh processes a reading, alternating the two readers: the least CPU and the greatest "
+                             "peak of N (the least CPU is the reading's own cost, what other work on a shared "
+                             "machine adds to it left out), with the spread")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     # (file, writer, size argument, what a row is, rows, the lrdiag reader, the anchor)
@@ -171,12 +175,17 @@ def main() -> None:
         if not rows:  # keys that vary from line to line: counted
             with path.open("rb") as lines:
                 rows = sum(line.count(b'": ') for line in lines)
+        runs = {ours: [], anchor: []}
+        for _ in range(args.repeat):
+            for reader in runs:
+                runs[reader].append(measure(reader, path))
         timings = {}
-        for reader in (ours, anchor):
-            seconds, peak, _ = measure(reader, path)
+        for reader, measured in runs.items():
+            seconds, peak = min(run[0] for run in measured), max(run[1] for run in measured)
             timings[reader] = seconds
+            spread = f"  (CPU {seconds:.2f}-{max(run[0] for run in measured):.2f} s)" if args.repeat > 1 else ""
             print(f"{name:24} {megabytes:6.0f}  {reader:20} {seconds:6.2f} {rows / seconds:>11,.0f} "
-                  f"{peak / 1e6:8.0f} {peak / path.stat().st_size:6.2f}  {unit}")
+                  f"{peak / 1e6:8.0f} {peak / path.stat().st_size:6.2f}  {unit}{spread}")
         # the machine's speed varies: the ratio to the anchor, measured side by side, is what compares
         print(f"{name:24} {'':6}  {'lrdiag / anchor':20} {timings[ours] / timings[anchor]:6.2f}")
 
