@@ -102,7 +102,7 @@ def release_freed_memory() -> None:
     log's joins, whose points are 0.4x the file: there the heap kept them is well within budget)."""
     if _budgets and _resident() <= _budgets[-1]:
         return
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim", "c_size_t")
     if trim is not None:
         trim(0)
 
@@ -120,7 +120,7 @@ def steady_heap(size: int) -> Iterator[None]:
     heap's top trimmed and grown again, chunk after chunk: each time a page fault a page, 0.1-0.2 s
     of system time on a 200 MB JSON-lines log. Under 64 MiB the fixed values cost more than they
     save (a 19 MB log: 0.27 -> 0.32 s, the thresholds then never rising): glibc's own are left."""
-    mallopt = _mallopt() if size >= _STEADY_FROM else None
+    mallopt = _glibc("mallopt", "c_int", "c_int") if size >= _STEADY_FROM else None
     if mallopt is None:
         yield
         return
@@ -133,17 +133,6 @@ def steady_heap(size: int) -> Iterator[None]:
         _budgets.pop()
 
 
-@functools.cache
-def _mallopt():
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc
-        return None
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt
-
-
 def _resident() -> int:
     """This process's resident bytes (0 where /proc is missing)."""
     try:
@@ -154,14 +143,16 @@ def _resident() -> int:
 
 
 @functools.cache
-def _malloc_trim():
+def _glibc(name: str, *argtypes: str) -> Callable | None:
+    """glibc's function `name` taking `argtypes` (ctypes' names) and giving an int, or None where the
+    C library is not glibc."""
     import ctypes
     try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError, TypeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = [getattr(ctypes, argtype) for argtype in argtypes], ctypes.c_int
+    return function
 
 
 _BOOKKEEPING_NAMES = frozenset(STEP_COLUMNS) | BOOKKEEPING  # lowercased
