@@ -7,8 +7,9 @@ back to the system (textlog.release_freed_memory). A detectron2 log peaks at abo
 size, short records of many points (alternating train / val lines, lines of varied keys) at
 1.6-1.8x: the points read so far and one chunk's work (~6x the chunk) at once, at the last chunk. Each
 key costs a fixed ~0.5 kB more (its Series and their two arrays; ~0.37 kB where one line's keys share
-their steps' array), so a log of distinct keys peaks at about its size plus 0.4-0.5 kB a key (11.2x
-for a 36 MB line of 1M keys, 11.6x for 300k lines of a new key each). A trainer_state.json is
+their steps' array, as keys logged on the very same lines do), so a log of distinct keys peaks at
+about its size plus 0.4-0.5 kB a key (11.4x for a 36 MB line of 1M keys, 11.3x for 300k lines of a
+new key each). A trainer_state.json is
 decoded 1 MiB at a time and its entries tabled as float64 blocks: about 1.6-1.8x its size. Small
 logs (chunks under _SMALL) are read without pandas.
 
