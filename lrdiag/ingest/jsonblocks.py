@@ -262,7 +262,8 @@ def _read_blocks(buffer: np.ndarray, starts: np.ndarray, ends: np.ndarray,
     by Arrow where pyarrow is installed and every number is clean, else by pandas' C parser."""
     # The chunk's copy with the few separator bytes that a number could hold (a key's digits and
     # e's, commas) made NUL, but for each separator's structural comma, and the lines of no layout
-    # blanked: deleting every byte no number, comma or newline holds then leaves the numbers alone.
+    # blanked: deleting every byte no number holds then leaves the numbers alone, end to end (the
+    # CSV path keeps the commas between them and the newlines).
     text = bytearray(buffer)
     view = np.frombuffer(text, np.uint8)
     layouts, owners, all_lines, widths = [], [], [], []
@@ -346,10 +347,11 @@ def _blocks(layouts: list[Template], owner: np.ndarray, lines: np.ndarray, numbe
         # proving it); ints past 2**53
         with np.errstate(invalid="ignore"):
             same = (np.abs(values) < _EXACT_INTEGERS) & (values.view(np.int64) != _NEGATIVE_ZERO)
-        same = np.ones(len(values), bool) if same.all() else same.all(axis=1)
-        if same.any():
-            rows = lines[owner == index]
-            blocks.append(Block(rows, layout, values) if same.all() else Block(rows[same], layout, values[same]))
+        rows = lines[owner == index]
+        if same.all():
+            blocks.append(Block(rows, layout, values))
+        elif (same := same.all(axis=1)).any():
+            blocks.append(Block(rows[same], layout, values[same]))
     return blocks
 
 
