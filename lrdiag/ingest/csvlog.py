@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lrdiag.ingest import textlog
-from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, is_bookkeeping,
-                                   is_missing, join_lines, line_bounds, line_chunks, normalized, per_line_count,
-                                   report, to_floats, whole_steps)
+from lrdiag.ingest.textlog import (HEAD_BYTES, STEP_COLUMNS, cap_problems, cells_to_numbers, input_size,
+                                   is_bookkeeping, is_missing, join_lines, line_bounds, line_chunks, normalized,
+                                   per_line_count, report, steady_heap, to_floats, whole_steps)
 from lrdiag.series.model import Problem, ReadResult, Series
 
 if TYPE_CHECKING:  # pandas costs 0.3 s to import: only the functions that use it do
@@ -81,34 +81,35 @@ def read(path: pathlib.Path, data: bytes | None = None) -> ReadResult:
             "no step column (step, global_step, iteration, iter or epoch) in the CSV header")
         return ReadResult(NAME, problems=[Problem(str(path), "", message)])
     source, step_column, sep = found
-    plain = _plain_for(len(head))  # a first chunk under CSV_CHUNK_BYTES is the whole file
-    header, parts, columns, rows, byte = b"", {}, None, 0, 0
-    try:
-        for chunk, first_line in itertools.chain([(head, 0)], chunks):
-            chunk_problems: list[Problem] = []
-            size = len(chunk)
-            chunk = _decoded_or_repaired(chunk, path, chunk_problems, first_line, byte)
-            byte += size
-            if first_line:
-                chunk = header + chunk
-            else:
-                header = chunk[:chunk.find(b"\n") + 1] or chunk + b"\n"
-            frame, row_lines = _parse(chunk, path, chunk_problems, sep, max(first_line - 1, 0), plain)
-            # the header's own problems were reported with the first chunk
-            problems.extend(problem for problem in chunk_problems if not first_line or problem.where != "line 1")
-            if frame is None:
-                continue
-            columns = columns or {column: position for position, column in enumerate(frame)}
-            rows += len(row_lines)
-            for tag, series in _series_from_frame(frame, row_lines, step_column, path, problems).items():
-                parts.setdefault(tag, []).append(series)
-    except OSError as error:
-        problems.append(Problem(str(path), f"byte {byte}", f"cannot read on: {error.strerror or error}"))
-    if columns is None:
-        return ReadResult(source, problems=problems)
-    if not rows and not problems:
-        problems.append(Problem(str(path), "", "no data rows, only a header"))
-    series = {tag: _joined(tag, parts.pop(tag)) for tag in sorted(parts, key=lambda tag: columns.get(tag, 0))}
+    with steady_heap(input_size(path, data)):  # a big file's per-chunk arrays kept for the next chunk
+        plain = _plain_for(len(head))  # a first chunk under CSV_CHUNK_BYTES is the whole file
+        header, parts, columns, rows, byte = b"", {}, None, 0, 0
+        try:
+            for chunk, first_line in itertools.chain([(head, 0)], chunks):
+                chunk_problems: list[Problem] = []
+                size = len(chunk)
+                chunk = _decoded_or_repaired(chunk, path, chunk_problems, first_line, byte)
+                byte += size
+                if first_line:
+                    chunk = header + chunk
+                else:
+                    header = chunk[:chunk.find(b"\n") + 1] or chunk + b"\n"
+                frame, row_lines = _parse(chunk, path, chunk_problems, sep, max(first_line - 1, 0), plain)
+                # the header's own problems were reported with the first chunk
+                problems.extend(problem for problem in chunk_problems if not first_line or problem.where != "line 1")
+                if frame is None:
+                    continue
+                columns = columns or {column: position for position, column in enumerate(frame)}
+                rows += len(row_lines)
+                for tag, series in _series_from_frame(frame, row_lines, step_column, path, problems).items():
+                    parts.setdefault(tag, []).append(series)
+        except OSError as error:
+            problems.append(Problem(str(path), f"byte {byte}", f"cannot read on: {error.strerror or error}"))
+        if columns is None:
+            return ReadResult(source, problems=problems)
+        if not rows and not problems:
+            problems.append(Problem(str(path), "", "no data rows, only a header"))
+        series = {tag: _joined(tag, parts.pop(tag)) for tag in sorted(parts, key=lambda tag: columns.get(tag, 0))}
     return ReadResult(source, series=series, problems=cap_problems(problems, path))
 
 

@@ -40,9 +40,9 @@ import orjson
 from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
 from lrdiag.ingest.textlog import (CHUNK_BYTES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask,
-                                   cap_problems, cells_to_numbers, is_bookkeeping, is_missing, join_lines, line_bounds,
-                                   normalized, per_line_count, release_freed_memory, report, steady_heap, to_floats,
-                                   whole_line_chunks, whole_steps)
+                                   cap_problems, cells_to_numbers, input_size, is_bookkeeping, is_missing, join_lines,
+                                   line_bounds, normalized, per_line_count, release_freed_memory, report, steady_heap,
+                                   to_floats, whole_line_chunks, whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -171,7 +171,7 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
     else:
         pieces = itertools.chain([head], chunks)
         del head, sniff  # the first chunk freed once parsed, as the others are
-        with steady_heap(len(data) if data is not None else _size(path)):
+        with steady_heap(input_size(path, data)):
             numbers, counters, texts, line_count = _parse_json_lines(pieces, path, result.problems, exact)
             build = {"detectron2_json": _detectron2, "mmdet_json": _mmdet, "mmengine_json": _mmengine}[source]
             held = [build(numbers, counters, texts, line_count)]
@@ -181,13 +181,6 @@ def read(path: pathlib.Path, data: bytes | None = None, *, exact: bool = False) 
             result.problems.append(Problem(str(path), "", "no metric records"))
     result.problems = cap_problems(result.problems, path)
     return result
-
-
-def _size(path: pathlib.Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:  # gone since: its read says so
-        return 0
 
 
 def _detect(name: str, head: bytes) -> str | None:

@@ -133,6 +133,16 @@ def steady_heap(size: int) -> Iterator[None]:
         _budgets.pop()
 
 
+def input_size(path: pathlib.Path, data: bytes | None) -> int:
+    """The bytes a read of `path` (or of `data`, its bytes in hand) takes in; 0 if it is gone."""
+    if data is not None:
+        return len(data)
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since: its read says so
+        return 0
+
+
 def _resident() -> int:
     """This process's resident bytes (0 where /proc is missing)."""
     try:
