@@ -3,7 +3,8 @@
 Memory: JSON lines are parsed a chunk (textlog.CHUNK_BYTES) at a time into (line, key, value)
 points, 16 bytes a point, the metrics' apart from the step counters'; the table is sorted in place
 a column at a time and freed as the series are made, and the chunks' parts, once joined, are given
-back to the system (textlog.release_freed_memory). A detectron2 log peaks at about 0.6-0.9x its
+back to the system (textlog.release_freed_memory; from 64 MiB, while the read holds under 1.5x the
+file, kept for the read's next arrays: textlog.steady_heap). A detectron2 log peaks at about 0.6-1.0x its
 size, short records of many points (alternating train / val lines, lines of varied keys) at
 1.6-1.8x: the points read so far and one chunk's work (~6x the chunk) at once, at the last chunk. Each
 key costs a fixed ~0.5 kB more (its Series and their two arrays; ~0.37 kB where one line's keys share
@@ -17,8 +18,7 @@ Speed, keys every one new (bench_csv_json, 2 cores, CPU of a fresh process): a l
 after 1,000 short lines 0.107-0.120 s (0.86-0.96M keys/s), of 1M keys 1.38-1.64 s (0.61-0.73M), a new
 key on each of 300k lines 0.56-0.61 s (0.98-1.07M keys/s, the step counter counted). A key of the 1M
 line costs ~1.5 us: orjson's parse 0.35-0.45 us, the series' dict 0.25-0.3 us, its Series 0.17 us,
-its values' array 0.13 us, the collector's walk over the new Series as it is enabled again ~0.1 us,
-the bookkeeping test 0.1 us, its id 0.05 us, the tables the rest; a quarter to a third of it is the
+its values' array 0.13 us, the bookkeeping test 0.1 us, its id 0.05 us, the tables the rest; a quarter to a third of it is the
 system's time to fault in a fresh process's memory (~3 us a 4 kB page).
 """
 
