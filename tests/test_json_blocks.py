@@ -139,6 +139,17 @@ def test_an_odd_number_in_any_slot_of_a_compact_layout_reads_as_json_loads_reads
     assert_same_reading(path)
 
 
+def test_a_layout_of_one_line_in_many_is_tried_on_a_sample_of_them_only(monkeypatch):
+    """A new key each line: every line has one comma, but each layout is one line's; its check runs
+    on 64 of the lines, not all 2,000."""
+    data = "".join(json.dumps({"iteration": step, f"metric_{step}": step / 2}) + "\n" for step in range(2000)).encode()
+    checked, match = [], jsonblocks._match
+    monkeypatch.setattr(jsonblocks, "_match", lambda data, starts, ends, lines, *rest: (
+        checked.append(len(lines)), match(data, starts, ends, lines, *rest))[1])
+    assert block_lines(data) == 0
+    assert checked and max(checked) <= 64
+
+
 def test_clean_numbers_are_read_by_arrow_and_pandas_parser_is_not_called(monkeypatch):
     pytest.importorskip("pyarrow")
     monkeypatch.setattr(jsonblocks, "_arrow_numbers", ARROW_NUMBERS)
