@@ -263,7 +263,7 @@ def _grammatical(heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
     first (`,`, `}` or a blank), never a digit: a one-digit number needs no width check.
 
     Arrow and pandas refuse the rest of what JSON refuses (`1e`, `1.2.3`, `--1`, `1-2`) save `1.e5`
-    and a `+` outside an exponent, which _exponents_after_digits and _only_numbers look for."""
+    and a `+` outside an exponent, which _only_numbers looks for."""
     minus = (heads & 0xFF) == ord("-")
     heads = np.where(minus, heads >> 8, heads)  # past a leading minus
     first, second = (heads & 0xFF).astype(np.uint8), ((heads >> 8) & 0xFF).astype(np.uint8)
@@ -384,7 +384,7 @@ def _arrow_numbers(text: bytearray, owner: np.ndarray, slots: list[int],
         import pyarrow.compute as pc
     except ImportError:
         return None
-    digits = text.translate(None, _NOT_NUMBER)
+    digits = text.translate(_CSV_BYTES, _NOT_NUMBER)  # E as e, as in the CSV
     if len(slots) == 1:
         flat, places = widths[0].T.ravel(), None
     else:  # a row's numbers together, rows in line order
@@ -394,8 +394,8 @@ def _arrow_numbers(text: bytearray, owner: np.ndarray, slots: list[int],
         flat = np.empty(counts.sum(), np.int64)
         for place, width in zip(places, widths):
             flat[place] = width.T
-    # a byte no number holds (deleted) or `1.e5`, which fast_float reads: the CSV path finds the line
-    if len(digits) != flat.sum() or not _exponents_after_digits(digits):
+    # a byte no number holds (deleted), or `1.e5` or `+1`, which fast_float reads: the CSV path finds the line
+    if len(digits) != flat.sum() or not _only_numbers(digits):
         return None
     offsets = np.zeros(len(flat) + 1, np.int64)
     np.cumsum(flat, out=offsets[1:])
@@ -407,18 +407,6 @@ def _arrow_numbers(text: bytearray, owner: np.ndarray, slots: list[int],
     if places is None:
         return [values.reshape(-1, slots[0])]
     return [values[place] for place in places]
-
-
-def _exponents_after_digits(digits: bytearray) -> bool:
-    """Every e or E of the numbers laid end to end comes right after a digit (a number's first
-    and last bytes are digits or a leading minus: _grammatical)."""
-    codes = np.frombuffer(digits, np.uint8)
-    exponents = np.flatnonzero(codes == ord("e")) if b"e" in digits else np.zeros(0, np.int64)
-    if b"E" in digits:
-        exponents = np.union1d(exponents, np.flatnonzero(codes == ord("E")))
-    if not exponents.size:
-        return True
-    return exponents[0] > 0 and bool(_is_digit(codes[exponents - 1]).all())
 
 
 def _kept_separator_bytes(separators: list[bytes]) -> list[tuple[int, int]]:
@@ -464,9 +452,9 @@ def _is_digit(codes: np.ndarray) -> np.ndarray:
     return (codes - ord("0")) < 10  # unsigned: bytes below "0" wrap round to large numbers
 
 
-def _only_numbers(block: bytes) -> bool:
-    """The CSV holds an e only after a digit (pandas reads `1.e5`) and a `+` only right after an e
-    (pandas reads `+1`)."""
+def _only_numbers(block: bytes | bytearray) -> bool:
+    """The numbers' bytes (the CSV, or the numbers laid end to end; E as e) hold an e only after a
+    digit (pandas and Arrow read `1.e5`) and a `+` only right after an e (they read `+1`)."""
     if b"e" in block:
         codes = np.frombuffer(block, np.uint8)
         exponents = np.flatnonzero(codes == ord("e"))
