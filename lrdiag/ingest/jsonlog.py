@@ -551,8 +551,16 @@ def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     number of each (NaN if none); failed where a present value is no number and no NaN word.
 
     In Python up to _PYTHON_CELLS values (a small log imports no pandas), in pandas' C loops above
-    or once pandas is imported anyway (by the blocks of a bigger file)."""
-    if raw.size <= _PYTHON_CELLS and "pandas" not in sys.modules:
+    or once pandas is imported anyway (by the blocks of a bigger file); in Python too where pandas
+    gives up (an int past a float's range, which Python reads as +-inf, as json.loads' float() does)."""
+    converted = None
+    if raw.size > _PYTHON_CELLS or "pandas" in sys.modules:
+        import pandas as pd
+        try:
+            converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
+        except OverflowError:
+            pass
+    if converted is None:
         present = np.array([not is_missing(cell) and not (isinstance(cell, str) and cell == "null")
                             for cell in raw.tolist()], bool)
         converted = to_floats(raw)
@@ -560,9 +568,7 @@ def _cells_to_floats(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         for index in np.flatnonzero(failed):
             failed[index] = str(raw[index]).strip().lower() not in NAN_WORDS
     else:
-        import pandas as pd
         present = pd.notna(raw) & (raw != "null")
-        converted = np.asarray(pd.to_numeric(raw, errors="coerce"), dtype=np.float64)
         failed = present & np.isnan(converted)
         if failed.any():  # each distinct text looked at once: a layout's text (a mode) repeats on every line
             cells = raw[failed].tolist()

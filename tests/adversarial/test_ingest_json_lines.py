@@ -70,3 +70,23 @@ def test_lines_whose_keys_all_differ_or_vary_in_number_stay_fast_and_exact(tmp_p
     for key, steps in expected.items():
         np.testing.assert_array_equal(second.series[key].steps, steps)
         np.testing.assert_array_equal(second.series[key].values, steps)
+
+
+def test_integers_past_a_float_read_as_infinities_as_json_loads_floats_them_never_losing_the_file(tmp_path):
+    """pandas' to_numeric raises on an int past a float's range: a big log holding one was lost whole
+    ("lrdiag failed to read this file"). Such ints are +-inf, as float() of json.loads' int gives, in
+    every path: lines read one by one, and records of very many keys read as one array."""
+    records = [{"iteration": step, "total_loss": 0.5, "lr": 0.1} for step in range(60_000)]
+    records[2]["total_loss"] = 10 ** 400  # line 3
+    records[7]["total_loss"] = -10 ** 310  # line 8
+    records.append({"iteration": 60_000, **{f"AP-class{index}": 1.5 for index in range(12_000)}, "AP-class5": 10 ** 400})
+    records.append({"iteration": 60_001, **{f"AR-class{index}": 2 ** 53 + index for index in range(12_000)}})
+    path = write(tmp_path, records)
+    result, exact = jsonlog.read(path), jsonlog.read(path, exact=True)
+    assert result.problems == [] and list(result.series) == list(exact.series)
+    assert result.series["total_loss"].values[[2, 7]].tolist() == [np.inf, -np.inf]
+    assert result.series["AP-class5"].values.tolist() == [np.inf]
+    assert result.series["AR-class1"].values.tolist() == [float(2 ** 53 + 1)]  # rounded as float() rounds it
+    for name, series in result.series.items():
+        np.testing.assert_array_equal(series.steps, exact.series[name].steps)
+        np.testing.assert_array_equal(series.values, exact.series[name].values)
