@@ -718,6 +718,7 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
     numbers: tuple[list, list, list, None, list, list] = ([], [], [], None, [], [])
     others: tuple[list, list, list, list, list, list] = ([], [], [], [], [], [])
     bad: list[tuple[int, str]] = []
+    wide_numbers: list[tuple[int, list[str], np.ndarray]] = []  # (1-based line, keys, float64 values)
     for index in slow.tolist():
         try:
             record = _record(data[starts[index]:ends[index]], fast)
@@ -727,6 +728,12 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
             bad.append((index, error.msg if isinstance(error, json.JSONDecodeError) else str(error)))
             continue
         types = set(map(type, record.values()))
+        if types <= _NUMBERS and len(record) >= _MANY_KEYS:  # a record of very many numbers: its arrays at once
+            try:
+                wide_numbers.append((index + 1, list(record), np.fromiter(record.values(), np.float64, len(record))))
+                continue
+            except OverflowError:  # an int past a float's range: with the others, where the cells' conversion reads it
+                pass
         lines, counts, names, places, values, wide = numbers if types <= _NUMBERS else others
         before = len(names)
         if types <= _PLAIN:  # the usual record: numbers and text only
@@ -771,6 +778,10 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
             places = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
         chunks.parts.append((line_numbers, ids, cells))
         chunks.seen(ids, line_numbers, np.asarray(places, dtype=np.int64))
+    for line, names, cells in wide_numbers:  # last: no later look-up of this chunk's keys enters them all
+        ids = _key_ids(chunks, names, [(0, len(names))])
+        chunks.parts.append((np.full(len(ids), line, np.int64), ids, cells))
+        chunks.seen(ids, line, np.arange(len(ids)))
 
 
 def _key_ids(chunks: _Chunks, names: list[str], wide: list[tuple[int, int]]) -> np.ndarray:

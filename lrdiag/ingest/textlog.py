@@ -174,27 +174,31 @@ def is_bookkeeping(tag: str) -> bool:
     return lowered in _BOOKKEEPING_NAMES or lowered.endswith(BOOKKEEPING_SUFFIXES)
 
 
-# The first four letters of the bookkeeping names, and the last four of the suffixes, as 4-byte numbers
-_HEADS = np.unique(np.frombuffer("".join(name[:4] for name in _BOOKKEEPING_NAMES).encode(), "<u4"))
-_TAILS = np.unique(np.frombuffer("".join(suffix[-4:] for suffix in BOOKKEEPING_SUFFIXES).encode(), "<u4"))
+# The first four letters of the bookkeeping names, and the last four of the suffixes, as 4-byte
+# numbers case-folded (each byte | 0x20: a letter's two cases meet, and a name's other bytes fold
+# as the tag's do), and the names' lengths
+_FOLD = np.uint32(0x20202020)
+_HEADS = np.unique(np.frombuffer("".join(name[:4] for name in _BOOKKEEPING_NAMES).encode(), "<u4") | _FOLD)
+_TAILS = np.unique(np.frombuffer("".join(suffix[-4:] for suffix in BOOKKEEPING_SUFFIXES).encode(), "<u4") | _FOLD)
 _LENGTHS = np.unique([len(name) for name in _BOOKKEEPING_NAMES])
 
 
 def bookkeeping_mask(tags: list[str]) -> np.ndarray:
     """is_bookkeeping of every tag at once (a JSON log may hold a million keys). Many ASCII tags
     (without a newline) are first narrowed in numpy to those that could be bookkeeping, by the
-    length and first four letters of the names and the last four of the suffixes (lowercased),
-    and those few alone tested: 0.09 s a million tags in a read, 0.13 s a lowercased copy of each."""
+    length and first four bytes of the names and the last four of the suffixes (case-folded, read
+    as one unaligned 4-byte number each from the joined tags), and those few alone tested: 0.05 s a
+    million tags in a read, against 0.13 s a lowercased copy of each."""
     joined = "\n".join(["    ", *tags, "    "])  # 4 bytes either side of any tag
     if len(tags) < 1000 or not joined.isascii() or joined.count("\n") != len(tags) + 1:
         return np.fromiter([lowered in _BOOKKEEPING_NAMES or lowered.endswith(BOOKKEEPING_SUFFIXES)
                             for lowered in map(str.lower, tags)], dtype=bool, count=len(tags))
-    text = np.frombuffer(joined.encode().lower(), np.uint8)
+    text = joined.encode()
     del joined
-    newlines = np.flatnonzero(text == _NEWLINE)
+    newlines = np.flatnonzero(np.frombuffer(text, np.uint8) == _NEWLINE)
     starts, ends = newlines[:-1] + 1, newlines[1:]
-    windows = np.lib.stride_tricks.sliding_window_view(text, 4)
-    heads, tails = (windows[at].view("<u4")[:, 0] for at in (starts, ends - 4))
+    words = np.ndarray((len(text) - 3,), "<u4", text, strides=(1,))  # the 4 bytes from each byte on
+    heads, tails = words[starts] | _FOLD, words[ends - 4] | _FOLD
     maybe = np.flatnonzero((np.isin(ends - starts, _LENGTHS) & np.isin(heads, _HEADS)) | np.isin(tails, _TAILS))
     mask = np.zeros(len(tags), bool)
     mask[maybe] = [is_bookkeeping(tags[place]) for place in maybe.tolist()]
