@@ -202,7 +202,7 @@ def main() -> None:
                   f"{peak / 1e6:8.0f} {peak / path.stat().st_size:6.2f}  {unit}{spread}")
         # the machine's speed varies: the ratio to the anchor, measured side by side, is what compares
         for anchor in anchors:
-            label = "lrdiag / anchor" if len(anchors) == 1 else f"lrdiag / {anchor}"[7:]  # "/ json.loads per line"
+            label = "lrdiag / anchor" if len(anchors) == 1 else f"/ {anchor}"  # lrdiag / each anchor
             print(f"{name:24} {'':6}  {label:21} {timings[ours] / timings[anchor]:6.2f}")
 
 
