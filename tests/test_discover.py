@@ -200,3 +200,16 @@ def test_reading_a_found_run_uses_the_readers_discovery_chose_and_sniffs_no_file
     assert sniffed == []
     assert sorted(result.series) == ["acc", "grad_norm", "loss"] and not result.problems
     np.testing.assert_array_equal(result.series["acc"].values, [0.5, 0.75])
+
+
+@pytest.mark.parametrize("root", [Path(__file__).parents[1] / "sample_logs", REAL_LOGS], ids=["samples", "real"])
+def test_every_series_of_a_read_run_is_named_by_its_key(root):
+    """read_run takes a run's first file's series whole (a log of a million keys makes no second dict
+    of them): every reader names a series by its key, which the rename of later files' series keeps."""
+    if not root.exists():
+        pytest.skip(f"{root} is absent")
+    runs = find_runs([str(root)])
+    assert runs
+    for spec in runs:
+        run = read_run(spec)
+        assert all(series.tag == name for name, series in run.series.items()), spec.name

@@ -48,6 +48,9 @@ def read_run(spec: RunSpec, verify: bool = True, roles: dict[str, str] | None = 
                 sources.append(result.source)
             run.problems.extend(result.problems)
             run.notes.extend(f"{prefix}{note}" if prefix else note for note in result.notes)
+            if not run.series and not prefix:  # the first file's series, named by their tags already: taken whole
+                run.series = result.series  # (a log of a million keys: no second dict of them)
+                continue
             for tag, series in result.series.items():
                 name = prefix + tag
                 if name in run.series and path is not None:
