@@ -19,12 +19,14 @@ SCHEMA = 1
 
 def run_entry(run: Run, findings: list | None = None) -> dict:
     found = [finding.to_dict() for finding in sorted(findings or [])]
-    intervals = {tag: logging_interval(series.steps) for tag, series in run.series.items()}
+    # group() reads the logging interval of the metrics that findings name, and of no other
+    named = dict.fromkeys(finding["metric"] for finding in found)
+    intervals = {tag: logging_interval(run.series[tag].steps) for tag in named if tag in run.series}
     return {
         "run": run.name,
         "source": run.source,
         "files": run.files,
-        "metrics": {tag: series.summary() for tag, series in run.series.items()},
+        "metrics": run.summaries(),
         "notes": run.notes,
         "findings": found,
         "incidents": group(found, intervals),
