@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from itertools import islice
 
 import click
 
@@ -65,14 +66,13 @@ def best(tag: str, metric: dict):
 
 def _shown(run: dict) -> list[str]:
     """The tags in the table: every one up to MAX_METRICS; past it, those with a role or a finding first."""
-    tags = list(run["metrics"])
-    if len(tags) <= MAX_METRICS:
-        return tags
+    metrics = run["metrics"]
+    if len(metrics) <= MAX_METRICS:
+        return list(metrics)
     flagged = {finding["metric"] for finding in run["findings"]}
-    first = [tag for tag in tags if run["metrics"][tag]["role"] or tag in flagged][:MAX_METRICS]
-    rest = [tag for tag in tags if tag not in set(first)][:MAX_METRICS - len(first)]
-    chosen = set(first + rest)
-    return [tag for tag in tags if tag in chosen]
+    first = set(islice((tag for tag in metrics if metrics[tag]["role"] or tag in flagged), MAX_METRICS))
+    chosen = first | set(islice((tag for tag in metrics if tag not in first), MAX_METRICS - len(first)))
+    return [tag for tag in metrics if tag in chosen]
 
 
 def _metric_rows(metrics: dict, tags: list[str]) -> list[list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import chain
 
 from lrdiag.detect.finding import SEVERITY_RANK
 from lrdiag.series.roles import rank
@@ -27,15 +28,48 @@ def plural(count: int, noun: str) -> str:
 
 def inert_doc(value, keep: tuple[str, ...] = ()):
     """An output model with every string in it, keys too, made inert; the values of keys in `keep` (lrdiag's
-    own multi-line text, such as a candidate's code) are left as they are."""
+    own multi-line text, such as a candidate's code) are left as they are. A model with no control character
+    in any string is itself (nearly always so: a copy would double a run of a million metrics)."""
+    return _inert_copy(value, keep) if _holds_control(value) else value
+
+
+def _inert_copy(value, keep: tuple[str, ...]):
     if isinstance(value, str):
         return inert(value)
     if isinstance(value, dict):
-        return {(inert(key) if isinstance(key, str) else key): (item if key in keep else inert_doc(item, keep))
+        return {(inert(key) if isinstance(key, str) else key): (item if key in keep else _inert_copy(item, keep))
                 for key, item in value.items()}
     if isinstance(value, list):
-        return [inert_doc(item, keep) for item in value]
+        return [_inert_copy(item, keep) for item in value]
     return value
+
+
+def _holds_control(value) -> bool:
+    """Whether a string in `value`, a key or a value at any depth, holds a control character. A level of the tree
+    at a time, its strings joined and searched at once: a run of a million metrics holds eight million values,
+    and a call a value would cost more than the rest of its analysis."""
+    level = [value]
+    while level:
+        kinds = set(map(type, level))
+        dicts, lists, strings = (_only(level, kinds, kind) for kind in (dict, list, str))
+        keys = list(chain.from_iterable(dicts))
+        try:
+            keys_text = "".join(keys)
+        except TypeError:  # a key that is a number or None
+            keys_text = "".join(key for key in keys if isinstance(key, str))
+        if _CONTROL.search("".join(strings)) or _CONTROL.search(keys_text):
+            return True
+        level = [*chain.from_iterable(map(dict.values, dicts)), *chain.from_iterable(lists)]
+    return False
+
+
+def _only(items: list, kinds: set[type], kind: type) -> list:
+    """Those of `items` (of the types `kinds`) that are `kind`s: all, none, or looked for one by one."""
+    if kinds == {kind}:
+        return items
+    if not any(issubclass(one, kind) for one in kinds):
+        return []
+    return [item for item in items if isinstance(item, kind)]
 
 
 def is_gate(doc: dict) -> bool:
