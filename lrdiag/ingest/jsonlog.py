@@ -898,7 +898,10 @@ def _series_with_restarts(held: list, path: pathlib.Path, problems: list[Problem
     # float64 values and int64 steps, which Series.of_arrays takes unchecked (already so: no copy)
     values = values.astype(np.float64, copy=False)
     has_points = bounds[1:] > bounds[:-1]
-    present, names = np.flatnonzero(has_points), list(itertools.compress(names, has_points.tolist()))
+    if has_points.all():  # as they nearly always are: no copy of a million names
+        present = np.arange(len(names))
+    else:
+        present, names = np.flatnonzero(has_points), list(itertools.compress(names, has_points.tolist()))
     steps = _cut(lines, bounds, present, shared=True, lookup=steps_by_line)  # kept lines all have a step
     del lines
     with gc_paused():  # a file may hold 100,000 keys: a Series each
