@@ -32,12 +32,14 @@ class Engine:
         # Later rules read ctx.findings: LRD2xx (LR rules) reason about the instability before them.
         ctx = Context.of(run)
         train_losses = [tag for tag, series in run.series.items() if series.role == "train_loss"]
+        # every rule runs on metrics of some role: the others (a run's million per-class APs) are passed over once
+        playing = [series for series in run.series.values() if series.role is not None]
         for rule in self.rules:
             if rule.category == "lr_schedule":
                 # LR rules judge the instability before them by its cause (a bad batch is not the
                 # schedule's), and only what is left once a larger finding explains the rest.
                 ctx.findings = assign_causes(drop_explained(ctx.findings, train_losses), run)
-            for series in run.series.values():
+            for series in playing:
                 if series.role not in rule.roles:
                     continue
                 try:

@@ -121,10 +121,10 @@ class Run:
 
         found = self.by_role(role)
         partner_role = {"train_loss": "val_loss", "val_loss": "train_loss"}.get(role)
-        if not found or partner_role is None or not self.by_role(partner_role):
+        partners = self.by_role(partner_role) if found and partner_role else []
+        if not partners:
             return found[0] if found else None
         tops = [s for s in found if rank(s.tag, role) == rank(found[0].tag, role)]
-        partners = self.by_role(partner_role)
         partner_tops = [s for s in partners if rank(s.tag, partner_role) == rank(partners[0].tag, partner_role)]
         common = {component(s.tag) for s in tops} & {component(s.tag) for s in partner_tops}
         return next(s for s in tops if component(s.tag) == min(common)) if common else found[0]
