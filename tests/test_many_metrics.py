@@ -228,3 +228,14 @@ def test_analyze_of_a_hundred_thousand_one_point_metrics_costs_little_more_than_
     assert len(doc["runs"][0]["metrics"]) == 100_002 and "... and 99,962" not in shown
     assert "and 99962 more metrics" in shown and json.loads(written) == doc and "total_loss" in summary
     assert seconds < 14, f"{seconds:.1f} s of CPU for 100,000 one-point metrics"
+
+
+@pytest.mark.parametrize("data", [
+    {"runs": [{"metrics": {f"AP-class{k}": {"min": k / 7, "role": None} for k in range(100)}}], "t": (1, 2)},
+    {"a": [np.float64(0.1), np.float64("nan"), math.inf]}, {"a": np.int64(3), "b": np.bool_(True)},
+    {"a": {"b": [np.float32(0.5), "</script><!--", -0.0]}}, {"a": np.str_("x&y")},
+])
+def test_the_report_data_read_as_it_is_is_what_plain_would_make_of_it(data):
+    from lrdiag.render import html
+
+    assert html._data_json(data) == html.script_json(html._plain(data))

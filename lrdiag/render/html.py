@@ -39,8 +39,20 @@ def _plain(value):
 
 def script_json(value) -> str:
     """JSON safe inside a <script> element: no `</script>`, no `<!--`, whatever the strings hold."""
-    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace(
-        "&", "\\u0026")
+    return _in_script(json.dumps(value, separators=(",", ":")))
+
+
+def _in_script(text: str) -> str:
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _data_json(value) -> str:
+    """script_json(_plain(value)), read as it is where it holds nothing _plain changes (no NaN or Inf, no numpy
+    number but float64's): a call a value would cost more than the rest for a run of a million metrics."""
+    try:
+        return _in_script(json.dumps(value, separators=(",", ":"), allow_nan=False))
+    except (ValueError, TypeError):
+        return script_json(_plain(value))
 
 
 def _numbers(array: np.ndarray, form: str) -> str:
@@ -105,7 +117,7 @@ def render(model: dict) -> str:
         "</head><body>",
         '<header><h1>lrdiag report</h1><div id="summary" class="muted"></div></header>',
         '<main id="app"><noscript>This report draws its tables and charts with JavaScript.</noscript></main>',
-        '<script type="application/json" id="lrdiag-data">' + script_json(_plain(data)) + "</script>",
+        '<script type="application/json" id="lrdiag-data">' + _data_json(data) + "</script>",
         '<script type="application/json" id="lrdiag-curves">['
         + ",".join(curves_json(run["curves"]) for run in model["runs"]) + "]</script>",
         '<script type="application/json" id="lrdiag-replay-curves">['
