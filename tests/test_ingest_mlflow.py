@@ -657,6 +657,24 @@ def test_odd_metric_files_read_the_same_with_and_without_pandas(tmp_path, monkey
     assert [problem.where for problem in plain.problems] == ["line 7", "line 1", "line 4", "line 2", "line 3", "line 5"]
 
 
+def test_a_step_past_int64_is_a_problem_and_a_value_past_a_float_an_infinity_never_the_whole_run_lost(
+        tmp_path, monkeypatch):
+    """Was an OverflowError (numpy's int64 cast, or pandas' parser) that lost the whole run as a reader
+    bug; now, with pandas and without, the line is a problem and every other point stays."""
+    metrics = tmp_path / "run" / "metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "loss").write_bytes(b"1700000000000 0.5 0\n1700000000001 0.4 99999999999999999999\n"
+                                   b"1700000000002 " + b"9" * 400 + b" 2\n1700000000003 1e400 3\n"
+                                   b"1700000000004 0.25 -9223372036854775809\n1700000000005 0.125 5\n")
+    plain, with_pandas = file_store_both_ways(str(tmp_path / "run"), monkeypatch)
+    assert_same_reads(plain, with_pandas)
+    loss = plain.series["loss"]
+    assert loss.steps.tolist() == [0, 2, 3, 5] and loss.values.tolist() == [0.5, np.inf, np.inf, 0.125]
+    assert [(problem.where, problem.message) for problem in plain.problems] == [
+        (f"line {line}", f"'step' value {step} is outside the range of a step (a 64-bit integer); line skipped")
+        for line, step in ((2, "99999999999999999999"), (5, "-9223372036854775809"))]
+
+
 def test_file_stores_read_the_same_with_and_without_pandas(file_store, monkeypatch):
     root, _, ids = file_store
     runs = [spec for spec in find_runs([str(root)])]

@@ -207,6 +207,18 @@ def test_step_rules_step_item_then_step_field_then_one_past_the_previous(tmp_pat
     assert result.series["loss"].steps.tolist() == [5, 9, 10, 11, 20]
 
 
+def test_a_step_item_past_int64_is_no_step_as_a_nan_one_is_never_the_whole_run_lost(tmp_path):
+    """Was an OverflowError (the steps' int64 array) that lost the run as a reader bug."""
+    file = tmp_path / "run-x.wandb"
+    file.write_bytes(frame([history(None, loss=1.0, _step=5),
+                            history(9, loss=2.0, _step=10 ** 20),  # the record's step field instead
+                            history(None, loss=3.0, _step=-1e300),  # one past the previous record
+                            history(None, loss=4.0, _step=12)]))
+    result = wandb_local.read(str(file))
+    assert result.problems == []
+    assert result.series["loss"].steps.tolist() == [5, 9, 10, 12]
+
+
 def test_nested_key_items_are_joined_with_a_slash_and_nan_inf_kept(tmp_path):
     pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
     record = pb.Record()

@@ -123,8 +123,8 @@ def _read_metric(path: Path, key: str, problems: list[Problem], plain: bool = Tr
         try:
             table = pd.read_csv(io.BytesIO(data), sep=" ", header=None, names=_FIELDS, dtype=_TYPES, engine="c",
                                 keep_default_na=False, na_values=["nan"], skip_blank_lines=False)
-        except (ValueError, pd.errors.ParserError):
-            table = None  # a bad line: found and reported line by line below
+        except (ValueError, OverflowError, pd.errors.ParserError):
+            table = None  # a bad line (a step past int64 among them): found and reported line by line below
         if table is not None and len(table) == data.count(b"\n"):
             return _sorted_series(key, table["timestamp"].to_numpy(), table["value"].to_numpy(),
                                   table["step"].to_numpy())
@@ -148,7 +148,7 @@ def _read_metric(path: Path, key: str, problems: list[Problem], plain: bool = Tr
     table = np.array(list(map(tokens.__getitem__, picked)), dtype=bytes).reshape(-1, 3)
     try:
         times, values, steps = table[:, 0].astype(np.float64), table[:, 1].astype(np.float64), table[:, 2].astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # a field that is no number, or a step past int64
         times, values, steps, good = _parse_slowly(table, good, lines or body.split(b"\n"), path, problems)
     return _sorted_series(key, times, values, steps)
 
@@ -191,12 +191,19 @@ def _parse_slowly(table: np.ndarray, good: np.ndarray, lines: list[bytes], path:
     for row, index in zip(table, good):
         try:
             parsed.append((float(row[0]), float(row[1]), int(row[2])))
-            kept.append(index)
         except ValueError:
             problems.append(Problem(str(path), f"line {index + 1}",
                                     f"not a 'timestamp value step' line: {lines[index][:60].decode(errors='replace')!r}; skipped"))
-    columns = np.array(parsed, dtype=np.float64).reshape(-1, 3)
-    return columns[:, 0], columns[:, 1], columns[:, 2].astype(np.int64), np.array(kept, np.int64)
+            continue
+        if not -2 ** 63 <= parsed[-1][2] < 2 ** 63:
+            problems.append(Problem(str(path), f"line {index + 1}", f"'step' value {row[2][:30].decode()} is outside the "
+                                                                    "range of a step (a 64-bit integer); line skipped"))
+            parsed.pop()
+            continue
+        kept.append(index)
+    times, values, steps = zip(*parsed) if parsed else ((), (), ())
+    return (np.array(times, np.float64), np.array(values, np.float64), np.array(steps, np.int64),
+            np.array(kept, np.int64))
 
 
 def read_meta(path: Path) -> dict[str, str]:

@@ -174,7 +174,7 @@ class _Items:
             keys.append(item.key or (nested[0] if len(nested) == 1 else "/".join(nested)))
             texts.append(item.value_json or _text(item))
         step = _number(keys, texts, "_step")
-        if step is None or not np.isfinite(step):
+        if step is None or not abs(step) < 2.0 ** 63:  # NaN, +-inf or past int64, which wandb never writes
             step = history.step.num if history.HasField("step") else (self.steps[-1] + 1 if self.steps else 0)
         time = _number(keys, texts, "_timestamp")
         self.records.extend([len(self.steps)] * len(keys))
