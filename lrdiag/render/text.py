@@ -70,9 +70,9 @@ def _shown(run: dict) -> list[str]:
     if len(metrics) <= MAX_METRICS:
         return list(metrics)
     flagged = {finding["metric"] for finding in run["findings"]}
-    first = set(islice((tag for tag in metrics if metrics[tag]["role"] or tag in flagged), MAX_METRICS))
+    first = set(islice((tag for tag, metric in metrics.items() if metric["role"] or tag in flagged), MAX_METRICS))
     chosen = first | set(islice((tag for tag in metrics if tag not in first), MAX_METRICS - len(first)))
-    return [tag for tag in metrics if tag in chosen]
+    return list(islice((tag for tag in metrics if tag in chosen), len(chosen)))
 
 
 def _metric_rows(metrics: dict, tags: list[str]) -> list[list[str]]:
