@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,18 @@ def test_analyze_of_a_hundred_thousand_one_point_metrics_costs_little_more_than_
     assert len(doc["runs"][0]["metrics"]) == 100_002 and "... and 99,962" not in shown
     assert "and 99962 more metrics" in shown and json.loads(written) == doc and "total_loss" in summary
     assert seconds < 14, f"{seconds:.1f} s of CPU for 100,000 one-point metrics"
+
+
+def test_the_json_text_of_many_metrics_takes_twice_its_size_at_its_peak(tmp_path):
+    """Its parts and their join; Python's indenting encoder, a piece of text a value, took 6x."""
+    run = read_run(find_runs([str(wide_log(tmp_path / "metrics.json", 20000))])[0])
+    doc = document([run_entry(run)])
+    tracemalloc.start()
+    began = tracemalloc.get_traced_memory()[0]
+    written = jsonout.render(doc)
+    made = tracemalloc.get_traced_memory()[1] - began
+    tracemalloc.stop()
+    assert made < 3 * len(written), f"{made / len(written):.1f}x the JSON text at the peak"
 
 
 @pytest.mark.parametrize("data", [
