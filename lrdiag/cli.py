@@ -98,8 +98,9 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
                        executor=executor, address=address)
     warn_unmatched_roles(roles, {tag for run in doc["runs"] for tag in run["metrics"]})
     fail_on = fail_on or config.fail_on or "error"
-    if output_format == "json":
-        click.echo(jsonout.render(doc))
+    if output_format == "json":  # written a part at a time: a run of a million metrics is 280 MB of it
+        jsonout.write(doc, click.get_text_stream("stdout"))
+        click.echo()
     elif output_format == "text":
         click.echo(text.render(doc, color=sys.stdout.isatty()))
     else:
