@@ -252,3 +252,25 @@ def test_the_report_data_read_as_it_is_is_what_plain_would_make_of_it(data):
     from lrdiag.render import html
 
     assert html._data_json(data) == html.script_json(html._plain(data))
+
+
+def shown_as_before(run: dict) -> list[str]:
+    tags = list(run["metrics"])
+    if len(tags) <= text.MAX_METRICS:
+        return tags
+    flagged = {finding["metric"] for finding in run["findings"]}
+    first = [tag for tag in tags if run["metrics"][tag]["role"] or tag in flagged][:text.MAX_METRICS]
+    rest = [tag for tag in tags if tag not in set(first)][:text.MAX_METRICS - len(first)]
+    chosen = set(first + rest)
+    return [tag for tag in tags if tag in chosen]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_text_table_shows_the_tags_it_showed_before(seed):
+    rng = np.random.default_rng(seed)
+    count = int(rng.choice([3, 40, 41, 60, 500]))
+    share = rng.choice([0.0, 0.02, 0.5, 1.0])
+    metrics = {f"m{k}": {"role": "lr" if rng.random() < share else None} for k in range(count)}
+    findings = [{"metric": f"m{k}"} for k in rng.integers(0, count, int(rng.integers(0, 50)))]
+    run = {"metrics": metrics, "findings": findings}
+    assert text._shown(run) == shown_as_before(run)
