@@ -77,6 +77,7 @@ _FEW_FLAT = 1000
 _WIDEST = 256
 # A line with this many keys or more, all new, has them numbered without a dict look-up each (_Chunks.key_ids).
 _MANY_KEYS = 10_000
+_FEW_LISTED = 64  # names listed so far up to which a record of _MANY_KEYS keys looks for them in its own dict
 # Keys of this many points or more on the same lines share one array of steps (_cut).
 _SHARED = 4096
 _READ_BOOKKEEPING = frozenset(STEP_COLUMNS) | {"mode"}  # bookkeeping keys the formats below read
@@ -329,19 +330,26 @@ class _Chunks:
         self.first_line, self.first_place = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.sightings: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # this chunk's (ids, lines, places)
 
-    def key_ids(self, names: list[str], distinct: bool = False) -> np.ndarray:
+    def key_ids(self, names: list[str], distinct: bool = False, known: list[str] | None = None) -> np.ndarray:
         """The id of each name, new names numbered on: one dict look-up a name, in a C loop.
 
         `distinct`: no name twice (one record's keys). Many such names, most of them new (a line of
         100,000 per-class keys), are looked up in one C loop (in a dict still small: cheap), the new
         ones numbered at once and entered into the dict only when a later name is not found there:
-        entering a million names costs 0.3 s, which a file that ends with them never pays."""
+        entering a million names costs 0.3 s, which a file that ends with them never pays. `known`:
+        those of them the dict holds, where the caller found them in the record's own dict (a few
+        listed names looked for there: no look-up a name at all)."""
         ids, listed = self.ids, self.names
         if self.unlisted is not None and not all(map(ids.__contains__, names)):  # might be among them
             ids.update(zip(listed[slice(*self.unlisted)], range(*self.unlisted)))
             self.unlisted = None
         if self.unlisted is None and distinct and len(names) >= _MANY_KEYS:
-            found = np.fromiter(map(ids.get, names, itertools.repeat(-1)), np.int64, len(names))
+            if known is None:
+                found = np.fromiter(map(ids.get, names, itertools.repeat(-1)), np.int64, len(names))
+            else:
+                found = np.full(len(names), -1, np.int64)
+                for name in known:
+                    found[names.index(name)] = ids[name]
             new = found < 0
             new_count = int(np.count_nonzero(new))
             if new_count >= _MANY_KEYS:
@@ -722,7 +730,8 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
     numbers: tuple[list, list, list, None, list, list] = ([], [], [], None, [], [])
     others: tuple[list, list, list, list, list, list] = ([], [], [], [], [], [])
     bad: list[tuple[int, str]] = []
-    wide_numbers: list[tuple[int, list[str], np.ndarray]] = []  # (1-based line, keys, float64 values)
+    # (1-based line, keys, float64 values, the listed ones among them or None, how many were listed)
+    wide_numbers: list[tuple[int, list[str], np.ndarray, list[str] | None, int]] = []
     for index in slow.tolist():
         try:
             record = _record(data[starts[index]:ends[index]], fast)
@@ -734,7 +743,10 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
         types = set(map(type, record.values()))
         if types <= _NUMBERS and len(record) >= _MANY_KEYS:  # a record of very many numbers: its arrays at once
             try:
-                wide_numbers.append((index + 1, list(record), np.fromiter(record.values(), np.float64, len(record))))
+                cells = np.fromiter(record.values(), np.float64, len(record))
+                # the few listed names among its keys, looked for in its dict, while no other key is listed
+                known = [name for name in chunks.ids if name in record] if len(chunks.ids) <= _FEW_LISTED else None
+                wide_numbers.append((index + 1, list(record), cells, known, len(chunks.ids)))
                 continue
             except OverflowError:  # an int past a float's range: with the others, where the cells' conversion reads it
                 pass
@@ -782,8 +794,9 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
             places = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
         chunks.parts.append((line_numbers, ids, cells))
         chunks.seen(ids, line_numbers, np.asarray(places, dtype=np.int64))
-    for line, names, cells in wide_numbers:  # last: no later look-up of this chunk's keys enters them all
-        ids = _key_ids(chunks, names, [(0, len(names))])
+    for line, names, cells, known, listed in wide_numbers:  # last: no later look-up of this chunk's keys enters them all
+        known = known if len(chunks.ids) == listed and chunks.unlisted is None else None
+        ids = chunks.key_ids(names, distinct=True, known=known)
         chunks.parts.append((np.full(len(ids), line, np.int64), ids, cells))
         chunks.seen(ids, line, np.arange(len(ids)))
 
