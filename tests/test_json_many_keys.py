@@ -190,3 +190,33 @@ def test_a_line_of_many_new_keys_numbered_at_once_reads_as_when_each_is_looked_u
         return [(tag, series.steps.tolist(), series.values.tobytes()) for tag, series in result.series.items()] + [
             [problem.to_dict() for problem in result.problems], result.notes]
     assert read(50) == read(10**9)
+
+
+@pytest.mark.parametrize("places", [(0,), (1, 57, 11_999), (5_000, 12_000)])
+def test_a_line_of_many_numbers_finding_its_few_listed_keys_in_its_own_dict_reads_as_json_loads_reads_it(
+        tmp_path, places):
+    """The few names listed before a line of 10,000+ numbers are looked for in the line's own dict, not each
+    of its keys in the list of names: wherever they stand in it, the line reads as line by line."""
+    lines = [json.dumps({"iteration": step, "total_loss": 1 / (step + 1), "lr": 0.1}) for step in range(30_000)]
+    keys = [f"AP-class{index}" for index in range(12_000)]
+    for place, name in zip(places, ["iteration", "lr", "total_loss"]):
+        keys.insert(place, name)
+    wide = {key: index / 7 for index, key in enumerate(keys)}
+    wide["iteration"] = 30_000  # where it stands in the line, or last
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join([*lines, json.dumps(wide), json.dumps({"iteration": 30_001, "total_loss": 0.5})]) + "\n")
+    calls = []
+    looked_up = jsonlog._Chunks.key_ids
+
+    def key_ids(chunks, names, distinct=False, known=None):
+        calls.append(known)
+        return looked_up(chunks, names, distinct, known)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonlog._Chunks, "key_ids", key_ids)
+        result = jsonlog.read(path)
+    assert any(known is not None and len(known) == len(places) for known in calls)  # the path under test was taken
+    exact = jsonlog.read(path, exact=True)
+    assert list(result.series) == list(exact.series) and not result.problems and not exact.problems
+    for name, series in result.series.items():
+        assert series.steps.tolist() == exact.series[name].steps.tolist()
+        assert series.values.tobytes() == exact.series[name].values.tobytes()
