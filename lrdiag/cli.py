@@ -96,7 +96,7 @@ def analyze(paths, output_format, select, ignore, rule_dirs, config_path, fail_o
     config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     doc = run_analysis(list(paths), Options(verify=not no_verify, roles=role_map, engine=engine), jobs=jobs,
                        executor=executor, address=address)
-    warn_unmatched_roles(roles, {tag for run in doc["runs"] for tag in run["metrics"]})
+    warn_unmatched_roles(roles, (tag for run in doc["runs"] for tag in run["metrics"]))
     fail_on = fail_on or config.fail_on or "error"
     if output_format == "json":  # written a part at a time: a run of a million metrics is 280 MB of it
         jsonout.write(doc, click.get_text_stream("stdout"))

@@ -58,14 +58,16 @@ def rule_options(command):
 
 
 def warn_unmatched_roles(roles: tuple[str, ...], tags) -> None:
-    """A warning on stderr for each --role whose tag no run logs: a typo there silently changes nothing."""
+    """A warning on stderr for each --role whose tag no run logs: a typo there silently changes nothing.
+    `tags`: any iterable, looked at only when a --role is given."""
     import difflib
 
     from lrdiag.render.view import inert
     from lrdiag.series.roles import parse_role_overrides
 
-    tags = set(tags)
-    for tag, role in parse_role_overrides(roles, "--role").items():
+    overrides = parse_role_overrides(roles, "--role")
+    tags = set(tags) if overrides else set()  # a run's million tags made a set only when a --role asks
+    for tag, role in overrides.items():
         if tag not in tags:
             close = difflib.get_close_matches(tag, sorted(tags), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -274,3 +274,31 @@ def test_the_text_table_shows_the_tags_it_showed_before(seed):
     findings = [{"metric": f"m{k}"} for k in rng.integers(0, count, int(rng.integers(0, 50)))]
     run = {"metrics": metrics, "findings": findings}
     assert text._shown(run) == shown_as_before(run)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_run_span_and_the_finite_check_in_bulk_are_their_one_series_definitions(seed):
+    """cause._run_span and gate's finite check take every metric's points at once (a run of a million one-point
+    metrics with a finding: 2.5 s, a reduction or two a series): the same span and the same failing tags,
+    counts and first steps, in the run's order, as a series at a time."""
+    from lrdiag.detect.cause import _run_span
+    from lrdiag.gate.checks import _finite_check
+
+    rng = np.random.default_rng(seed)
+    shared = np.array([7, 9], np.int64)
+    series = odd_series(300, seed)
+    for index in range(200):  # one-point and shared steps, as a wide line's keys
+        series[f"AP-class{index}"] = Series(f"AP-class{index}", shared, rng.choice([0.5, np.nan, np.inf], 2))
+    series["empty"] = Series("empty", np.zeros(0, np.int64), np.zeros(0))
+    run = Run("r", "test", [], series=dict(sorted(series.items(), key=lambda item: rng.random())))
+    logged = [s.steps for s in run.series.values() if s.steps.size]
+    assert _run_span(run) == (min(int(s.min()) for s in logged), max(int(s.max()) for s in logged))
+    bad = []
+    for tag, one in run.series.items():
+        nonfinite = ~np.isfinite(one.values)
+        if nonfinite.any():
+            bad.append(f"{tag}: {int(nonfinite.sum())} NaN/Inf from step {int(one.steps[np.argmax(nonfinite)])}")
+    check = _finite_check(run)
+    assert bad and check["status"] == "failed" and check["message"] == "non-finite values: " + "; ".join(bad)
+    run.series = {tag: one for tag, one in run.series.items() if np.isfinite(one.values).all()}
+    assert _finite_check(run)["status"] == "passed"

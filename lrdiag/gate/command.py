@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from itertools import chain
 from pathlib import Path
 
 import click
@@ -81,8 +82,8 @@ def gate(candidate, baseline_paths, metrics, max_regression, fail_on, output_for
     tolerance = checks.Tolerance.parse(max_regression, len(baselines))
     selectors = checks.resolve_metrics(list(metrics), baselines)
     candidates = read_runs(candidate, engine, role_map)
-    warn_unmatched_roles(roles, {tag for entry in baselines for tag in entry["metrics"]}
-                         | {tag for run, _ in candidates for tag in run.series})
+    warn_unmatched_roles(roles, chain((tag for entry in baselines for tag in entry["metrics"]),
+                                      (tag for run, _ in candidates for tag in run.series)))
     gates = [checks.gate(run, findings, baselines, selectors, tolerance, fail_on) for run, findings in candidates]
     doc = checks.document(gates, baselines, tolerance, fail_on)
     click.echo(render(doc, output_format))

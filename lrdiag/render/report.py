@@ -202,7 +202,7 @@ def report(paths, output, replays, recommendations, roles, config_path, select, 
     config, engine, role_map = project_setup(config_path, roles, select, ignore, rule_dirs)
     model = build(list(paths), engine, rule_set(config, rule_dirs), role_map, recommendations, replays, jobs,
                   executor, address)
-    warn_unmatched_roles(roles, {tag for run in model["runs"] for tag in run["metrics"]})
+    warn_unmatched_roles(roles, (tag for run in model["runs"] for tag in run["metrics"]))
     page = html.render(model)
     safeio.write_text(output, page, inputs_of(model, recommendations), what="report")
     findings = sum(len(run["findings"]) for run in model["runs"])
