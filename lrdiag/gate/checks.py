@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
 
@@ -194,13 +195,17 @@ def _finding_checks(run: Run, findings: list[dict], baselines: list[dict], fail_
 
 
 def _finite_check(run: Run) -> dict:
-    # every value at once (a run of a million one-point metrics: one pass, not a million), then the few tags
-    # that hold a NaN or Inf one by one
-    sizes = [series.values.size for series in run.series.values()]
-    values = np.concatenate([series.values for series in run.series.values()]) if sizes else np.zeros(0)
-    owners = np.repeat(np.arange(len(sizes)), sizes)[~np.isfinite(values)]
-    bad, items = [], list(run.series.items()) if owners.size else []
-    for tag, series in (items[place] for place in np.unique(owners).tolist()):
+    # The values of short series laid end to end and checked at once (a run of a million one-point metrics: one
+    # pass, not a million), a long one's alone (no copy of a long run's points); the few failing looked at again.
+    values = [series.values for series in run.series.values()]
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    short = np.flatnonzero(sizes <= 64)
+    failing = {place for place in np.flatnonzero(sizes > 64).tolist() if not np.isfinite(values[place]).all()}
+    if short.size:
+        joined = np.concatenate(list(compress(values, (sizes <= 64).tolist())))
+        failing.update(short[np.repeat(np.arange(short.size), sizes[short])[~np.isfinite(joined)]].tolist())
+    bad, items = [], list(run.series.items()) if failing else []
+    for tag, series in (items[place] for place in sorted(failing)):
         nonfinite = ~np.isfinite(series.values)
         bad.append((tag, int(nonfinite.sum()), int(series.steps[np.argmax(nonfinite)])))
     if not bad:
