@@ -190,16 +190,16 @@ def _parse_slowly(table: np.ndarray, good: np.ndarray, lines: list[bytes], path:
     parsed, kept = [], []
     for row, index in zip(table, good):
         try:
-            parsed.append((float(row[0]), float(row[1]), int(row[2])))
+            point = float(row[0]), float(row[1]), int(row[2])
         except ValueError:
             problems.append(Problem(str(path), f"line {index + 1}",
                                     f"not a 'timestamp value step' line: {lines[index][:60].decode(errors='replace')!r}; skipped"))
             continue
-        if not -2 ** 63 <= parsed[-1][2] < 2 ** 63:
+        if not -2 ** 63 <= point[2] < 2 ** 63:
             problems.append(Problem(str(path), f"line {index + 1}", f"'step' value {row[2][:30].decode()} is outside the "
                                                                     "range of a step (a 64-bit integer); line skipped"))
-            parsed.pop()
             continue
+        parsed.append(point)
         kept.append(index)
     times, values, steps = zip(*parsed) if parsed else ((), (), ())
     return (np.array(times, np.float64), np.array(values, np.float64), np.array(steps, np.int64),
