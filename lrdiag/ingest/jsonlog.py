@@ -15,11 +15,11 @@ decoded 1 MiB at a time and its entries tabled as float64 blocks: about 1.6-1.8x
 logs (chunks under _SMALL) are read without pandas.
 
 Speed, keys every one new (bench_csv_json, 2 cores, CPU of a fresh process, least of 5): a line of
-100,000 keys after 1,000 short lines 0.10-0.11 s (0.95-1.02M keys/s), of 1M keys 1.31-1.53 s
-(0.66-0.77M), a new key on each of 300k lines 0.52-0.59 s (1.01-1.16M keys/s, the step counter
+100,000 keys after 1,000 short lines 0.10-0.11 s (0.95-1.02M keys/s), of 1M keys 1.31-1.65 s
+(0.61-0.77M), a new key on each of 300k lines 0.52-0.59 s (1.01-1.16M keys/s, the step counter
 counted). Where every key is new, the output is most of it: orjson's parse and the output's own
-objects alone (a Series a key, its values array, the dict by name) take 1.11-1.19 s for the 1M keys
-(0.85-0.90M keys/s; the bench's anchor "orjson, Series a key"), lrdiag 1.2-1.3x that. A key of the 1M
+objects alone (a Series a key, its values array, the dict by name) take 1.11-1.31 s for the 1M keys
+(0.76-0.90M keys/s; the bench's anchor "orjson, Series a key"), lrdiag 1.18-1.29x that. A key of the 1M
 line costs ~1.4 us: orjson's parse 0.35-0.45 us, the series' dict 0.25-0.3 us (a dict of a million
 str keys costs that on this machine, whatever is in it), its Series 0.17 us, its values' array 0.12 us,
 the bookkeeping test 0.07 us, its id 0.05 us, the tables the rest; a quarter to a third of it is the
