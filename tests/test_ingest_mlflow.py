@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,30 @@ def test_sqlite_every_point_equals_mlflow_client_history(sqlite_store):
     values = runs["exp one/r1"].series["train/loss"].values
     assert math.isnan(values[5]) and values[6] == math.inf
     assert clean(runs["exp one/r1"].series["val loss"])[1].tolist() == [2.5]
+
+
+def test_sqlite_steps_a_hand_edit_made_no_int64_are_problems_never_the_whole_run_lost(sqlite_store, tmp_path):
+    """MLflow writes BIGINT steps; a REAL one past int64 made numpy's int64 cast raise (the run lost as a reader
+    bug), a fractional one was cut silently, text went through. Now each is named as the text readers name theirs."""
+    database, client, ids = sqlite_store
+    edited = tmp_path / "mlflow.db"
+    shutil.copy(database, edited)
+    with closing(sqlite3.connect(edited)) as connection, connection:
+        rowids = [row[0] for row in connection.execute(
+            "SELECT rowid FROM metrics WHERE run_uuid = ? AND key = 'train/loss' ORDER BY rowid", (ids["r1"],))]
+        for rowid, step in zip(rowids[1:], (1e20, 2.5, "two")):
+            connection.execute("UPDATE metrics SET step = ? WHERE rowid = ?", (step, rowid))
+    [spec] = [spec for spec in find_runs([str(edited)]) if spec.name == "exp one/r1"]
+    run = read_run(spec)
+    history = sorted(client.get_metric_history(ids["r1"], "train/loss"), key=lambda metric: metric.step)
+    assert len(run.series["train/loss"]) == len(history) - 2  # 1e20 and "two" skipped, 2.5 read as step 2
+    assert [(problem.file, problem.where, problem.message) for problem in run.problems] == [
+        (str(edited), "metric 'train/loss'", "a step that is no number; point skipped"),
+        (str(edited), "metric 'train/loss'", "'step' value 1e+20 is outside the range of a step (a 64-bit integer); "
+                                             "point skipped"),
+        (str(edited), "metric 'train/loss'", "'step' value 2.5 is not a whole number; read as step 2")]
+    untouched = read_run(next(spec for spec in find_runs([str(edited)]) if spec.name == "exp one/r2"))
+    assert untouched.problems == [] and untouched.series
 
 
 def test_sqlite_database_found_in_a_folder(sqlite_store):
