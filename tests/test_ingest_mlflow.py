@@ -3,6 +3,7 @@ real mlflow package and compared point for point with its own API; the real stor
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -586,6 +587,41 @@ def test_server_asking_for_credentials_gets_mlflows_environment_variables(server
         assert len(specs) == 3 and read_run(specs[0]).problems == []
     finally:
         httpd.shutdown()
+
+
+def test_a_server_history_point_that_is_no_point_is_a_problem_never_the_whole_run_lost():
+    """A step past int64, a step that is no integer, a point without a value: counted in one problem, the other
+    points kept (was an OverflowError, a ValueError or a KeyError: the run lost as a reader bug)."""
+    import http.server
+
+    history = [{"step": "0", "value": 0.5, "timestamp": "1700000000000"}, {"step": "99999999999999999999", "value": 0.4},
+               {"step": "1e3", "value": 1.0}, {"step": 3}, {"step": 2, "value": "NaN", "timestamp": 1700000000002},
+               {"value": 0.25}]
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            answer = {"metrics": history} if "get-history" in self.path else {
+                "run": {"info": {"run_id": "r"}, "data": {"metrics": [{"key": "loss"}]}}}
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    url, httpd = serve(Server)
+    try:
+        result = mlflow_server.read(url, "r")
+    finally:
+        httpd.shutdown()
+    loss = result.series["loss"]
+    assert loss.steps.tolist() == [0, 0, 2] and loss.values[[0, 1]].tolist() == [0.5, 0.25] and np.isnan(loss.values[2])
+    assert [(problem.where, problem.message) for problem in result.problems] == [
+        ("run r, metric 'loss'", "3 points with no value, or a step that is no number a step can be (a 64-bit "
+                                 "integer), skipped")]
 
 
 def test_a_web_server_that_is_not_mlflow_is_one_error(tmp_path):

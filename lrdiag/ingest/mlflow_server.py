@@ -75,13 +75,29 @@ def read(server: str, run: str = "") -> ReadResult:
             result.problems.append(Problem(server, f"run {run_id}, metric {key!r}",
                                            f"the server failed after {len(points)} points ({error}); "
                                            "the points that came are kept, the rest of this metric is missing"))
-        if points:
-            steps = np.array([int(point.get("step", 0)) for point in points], np.int64)
-            values = np.array([float(point["value"]) for point in points], np.float64)
-            times = np.array([float(point.get("timestamp", 0)) / 1000.0 for point in points], np.float64)
+        rows = list(filter(None, map(_row, points)))
+        if len(rows) < len(points):
+            result.problems.append(Problem(server, f"run {run_id}, metric {key!r}",
+                                           f"{len(points) - len(rows)} points with no value, or a step that is no "
+                                           "number a step can be (a 64-bit integer), skipped"))
+        if rows:
+            steps, values, times = (np.array(column, dtype) for column, dtype in zip(zip(*rows), _DTYPES))
             order = np.argsort(steps, kind="stable")
             result.series[key] = Series(key, steps[order], values[order], times[order])
     return result
+
+
+_DTYPES = (np.int64, np.float64, np.float64)
+
+
+def _row(point: dict) -> tuple[int, float, float] | None:
+    """(step, value, wall time) of a point of the server's metric history; None if it is no such point."""
+    try:
+        step = int(point.get("step", 0))  # an int64, which MLflow's JSON writes as a string
+        row = step, float(point["value"]), float(point.get("timestamp", 0)) / 1000.0
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    return row if -2 ** 63 <= step < 2 ** 63 else None
 
 
 class ServerError(Exception):
