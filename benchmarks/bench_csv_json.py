@@ -75,6 +75,14 @@ def write_lightning_csv(path: pathlib.Path, rows: int) -> None:
         }).to_csv(path, index=False, mode="a" if first else "w", header=not first)
 
 
+def write_wide_csv(path: pathlib.Path, columns: int) -> None:
+    """A step column and `columns` per-class metrics, 3 rows: each row about a chunk long."""
+    with path.open("w") as out:
+        out.write("step," + ",".join(f"AP-class{index}" for index in range(columns)) + "\n")
+        for step in range(3):
+            out.write(f"{step}," + ",".join(f"{index / 7:.4f}" for index in range(columns)) + "\n")
+
+
 def write_detectron2_json(path: pathlib.Path, rows: int) -> None:
     """detectron2 metrics.json lines (sorted keys, full float precision), an evaluation line every 5000."""
     rng = np.random.default_rng(0)
@@ -165,6 +173,7 @@ def main() -> None:
     floor = ("json.loads per line", "orjson, Series a key")
     cases = [
         ("metrics.csv", write_lightning_csv, 1_000_000, "rows", 1_000_000, "lrdiag csv", "pandas.read_csv"),
+        ("wide.csv", write_wide_csv, 50_000, "columns", 50_000, "lrdiag csv", "pandas.read_csv"),
         ("metrics.json", write_detectron2_json, 1_000_000, "lines", 1_000_200, "lrdiag json", "json.loads per line"),
         ("wide.json", write_wide_json, 100_000, "keys", 103_002, "lrdiag json", floor),
         ("wide_1M.json", write_wide_json, 1_000_000, "keys", 1_003_002, "lrdiag json", floor),
