@@ -520,12 +520,7 @@ def test_server_failing_mid_history_keeps_the_points_that_came(server):
                 self.connection.close()  # the server went away in the middle of the read
                 return
             with urllib.request.urlopen(url + self.path, timeout=30) as upstream:
-                body = upstream.read()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                answer(self, upstream.read())
 
         def log_message(self, *args):
             pass
@@ -549,6 +544,15 @@ def serve(handler_class) -> tuple[str, object]:
     return f"http://127.0.0.1:{httpd.server_address[1]}", httpd
 
 
+def answer(handler, body: bytes) -> None:
+    """A test server's 200 answer of a JSON body."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def test_server_asking_for_credentials_gets_mlflows_environment_variables(server, monkeypatch):
     """A proxy in front of the real server that wants the token MLflow's client would send."""
     import http.server
@@ -568,11 +572,7 @@ def test_server_asking_for_credentials_gets_mlflows_environment_variables(server
                 return
             request = urllib.request.Request(url + self.path, body, {"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=30) as upstream:
-                answer = upstream.read()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+                answer(self, upstream.read())
 
         def log_message(self, *args):
             pass
@@ -600,14 +600,8 @@ def test_a_server_history_point_that_is_no_point_is_a_problem_never_the_whole_ru
 
     class Server(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            answer = {"metrics": history} if "get-history" in self.path else {
-                "run": {"info": {"run_id": "r"}, "data": {"metrics": [{"key": "loss"}]}}}
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer(self, json.dumps({"metrics": history} if "get-history" in self.path else {
+                "run": {"info": {"run_id": "r"}, "data": {"metrics": [{"key": "loss"}]}}}).encode())
 
         def log_message(self, *args):
             pass
