@@ -43,10 +43,10 @@ import orjson
 
 from lrdiag.ingest import files, jsonblocks
 from lrdiag.ingest.bulk import gc_paused
-from lrdiag.ingest.textlog import (CHUNK_BYTES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, STEP_COLUMNS, bookkeeping_mask,
-                                   cap_problems, cells_to_numbers, input_size, is_bookkeeping, is_missing, join_lines,
-                                   line_bounds, normalized, per_line_count, release_freed_memory, report, steady_heap,
-                                   to_floats, whole_line_chunks, whole_steps)
+from lrdiag.ingest.textlog import (CHUNK_BYTES, HEAD_BYTES, MAX_PROBLEMS, NAN_WORDS, NUMBER_TYPES, STEP_COLUMNS,
+                                   bookkeeping_mask, cap_problems, cells_to_numbers, input_size, is_bookkeeping,
+                                   is_missing, join_lines, line_bounds, normalized, per_line_count,
+                                   release_freed_memory, report, steady_heap, to_floats, whole_line_chunks, whole_steps)
 
 from lrdiag.series.model import Problem, ReadResult, Series
 
@@ -82,7 +82,6 @@ _FEW_LISTED = 64  # names listed so far up to which a record of _MANY_KEYS keys 
 _SHARED = 4096
 _READ_BOOKKEEPING = frozenset(STEP_COLUMNS) | {"mode"}  # bookkeeping keys the formats below read
 _PLAIN = frozenset({int, float, str})  # JSON values kept as they are; others become text
-_NUMBERS = frozenset({int, float})  # a record of these alone becomes float64 at once
 _KNOWN_NAMES = ("trainer_state.json", "metrics.json", "scalars.json")
 
 Points = tuple[np.ndarray, np.ndarray]  # (1-based line numbers, values) of one key
@@ -741,7 +740,7 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
             bad.append((index, error.msg if isinstance(error, json.JSONDecodeError) else str(error)))
             continue
         types = set(map(type, record.values()))
-        if types <= _NUMBERS and len(record) >= _MANY_KEYS:  # a record of very many numbers: its arrays at once
+        if types <= NUMBER_TYPES and len(record) >= _MANY_KEYS:  # a record of very many numbers: its arrays at once
             try:
                 cells = np.fromiter(record.values(), np.float64, len(record))
                 # the few listed names among its keys, looked for in its dict, while no other key is listed
@@ -750,7 +749,7 @@ def _parse_slow_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, slow: n
                 continue
             except OverflowError:  # an int past a float's range: with the others, where the cells' conversion reads it
                 pass
-        lines, counts, names, places, values, wide = numbers if types <= _NUMBERS else others
+        lines, counts, names, places, values, wide = numbers if types <= NUMBER_TYPES else others
         before = len(names)
         if types <= _PLAIN:  # the usual record: numbers and text only
             names.extend(record)

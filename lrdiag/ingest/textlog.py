@@ -240,7 +240,7 @@ def per_line_count(data: bytes, ends: np.ndarray, char: bytes) -> np.ndarray:
     return np.diff(np.searchsorted(positions, ends), prepend=0)
 
 
-_NUMBER_TYPES = frozenset({int, float})
+NUMBER_TYPES = frozenset({int, float})  # JSON numbers as Python reads them (bool apart: text)
 
 
 def cells_to_numbers(cells: pd.Series | np.ndarray | Sequence, places: np.ndarray, tag: str, path: pathlib.Path,
@@ -253,7 +253,7 @@ def cells_to_numbers(cells: pd.Series | np.ndarray | Sequence, places: np.ndarra
     `where.format(place)` and no point."""
     if not isinstance(cells, (np.ndarray, list, tuple)):
         return _series_to_numbers(cells, places, tag, path, problems, where)
-    if not isinstance(cells, np.ndarray) and set(map(type, cells)) <= _NUMBER_TYPES:  # a list of numbers alone
+    if not isinstance(cells, np.ndarray) and set(map(type, cells)) <= NUMBER_TYPES:  # a list of numbers alone
         try:
             cells = np.array(cells, dtype=np.float64)  # as float() of each: an int rounded correctly
         except OverflowError:  # an int past a float's range: read one by one below, as +-inf
